@@ -1,7 +1,64 @@
-"""The one command-line entry point: `metaheac <step> ...`."""
+"""The one command-line entry point: `metaheac <step> --arg value ...`, generated from the steps."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import sys
+
+from metaheac.data.errors import InputError
+from metaheac.steps.base import Argument, Step
+from metaheac.steps.registry import STEPS
+
+
+def _add(parser: argparse.ArgumentParser, argument: Argument) -> None:
+    if argument.kind is bool:
+        parser.add_argument(argument.flag, action="store_true", help=argument.help)
+        return
+    default = None if argument.required else argument.default
+    suffix = "" if argument.required else f" (default: {default})"
+    parser.add_argument(
+        argument.flag,
+        type=argument.kind,
+        required=argument.required,
+        default=default,
+        choices=argument.choices,
+        help=argument.help + suffix,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metaheac", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    for step in STEPS.values():
+        doc = (step.__doc__ or "").strip()
+        child = sub.add_parser(step.name, help=doc.splitlines()[0], description=doc)
+        for argument in step.arguments():
+            _add(child, argument)
+    return parser
+
+
+def parse_step(argv: list[str]) -> Step:
+    namespace = vars(build_parser().parse_args(argv))
+    logging.basicConfig(
+        level=logging.DEBUG if namespace.pop("verbose") else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return STEPS[namespace.pop("step")](**namespace)
+
 
 def main(argv: list[str] | None = None) -> int:
-    raise SystemExit("not yet")
+    step = parse_step(sys.argv[1:] if argv is None else argv)
+    try:
+        result = step.run()
+    except (InputError, OSError) as error:  # bad input or storage: one line, no traceback
+        print(f"metaheac {step.name}: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The canonical dataset on disk or in GCS, and its loading into tensors.
+
+Layout under one URI (a folder):
+    schema.json                        fields, vocabulary sizes, provenance
+    users.parquet                      uid, single fields (int32), list fields (fixed-size int32 lists)
+                                       and their `<field>_length`; row i is user index i
+    campaigns.parquet                  campaign (index), aid, ad fields, split, seed_positives, row counts
+    rows/split=S/stage=K/part-0.parquet  campaign, user, label; sorted by campaign, so one campaign
+                                       reads through row-group statistics without the rest
+    _SUCCESS                           written last: a dataset without it is incomplete
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from metaheac import storage
+from metaheac.data.schema import SPLITS, STAGES, DatasetSchema
+from metaheac.data.tensors import CampaignTable, Features, Rows, UserTable
+
+SCHEMA_FILE = "schema.json"
+USERS_FILE = "users.parquet"
+CAMPAIGNS_FILE = "campaigns.parquet"
+ROW_GROUP_ROWS = 64 * 1024
+
+
+def rows_file(split: str, stage: int) -> str:
+    return f"rows/split={split}/stage={stage}/part-0.parquet"
+
+
+def users_arrow_schema(single: list[str], lists: dict[str, int]) -> pa.Schema:
+    fields = [pa.field("uid", pa.int64())]
+    fields += [pa.field(name, pa.int32()) for name in single]
+    fields += [pa.field(name, pa.list_(pa.int32(), length)) for name, length in lists.items()]
+    fields += [pa.field(f"{name}_length", pa.int8()) for name in lists]
+    return pa.schema(fields)
+
+
+def users_record_batch(
+    arrow_schema: pa.Schema,
+    uid: np.ndarray,
+    single: np.ndarray,
+    lists: list[np.ndarray],
+) -> pa.RecordBatch:
+    """`single` is [n, S] int32; `lists` holds one [n, L] int32 array per list field (0 = padding)."""
+    columns: list[pa.Array] = [pa.array(uid, pa.int64())]
+    columns += [pa.array(single[:, i]) for i in range(single.shape[1])]
+    columns += [
+        pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1)), ids.shape[1]) for ids in lists
+    ]
+    columns += [pa.array((ids != 0).sum(1).astype(np.int8)) for ids in lists]
+    return pa.RecordBatch.from_arrays(columns, schema=arrow_schema)
+
+
+class DatasetWriter:
+    """Writes one dataset into a local staging folder; `write_dataset` publishes it atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._users: pq.ParquetWriter | None = None
+
+    def add_users(self, batch: pa.RecordBatch) -> None:
+        if self._users is None:
+            self._users = pq.ParquetWriter(self.folder / USERS_FILE, batch.schema)
+        self._users.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+
+    def close_users(self) -> None:
+        if self._users is not None:
+            self._users.close()
+
+    def write_campaigns(self, table: pa.Table) -> None:
+        pq.write_table(table, self.folder / CAMPAIGNS_FILE)
+
+    def write_rows(self, split: str, stage: int, table: pa.Table) -> None:
+        path = self.folder / rows_file(split, stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.sort_by("campaign"), path, row_group_size=ROW_GROUP_ROWS)
+
+    def write_schema(self, schema: DatasetSchema) -> None:
+        (self.folder / SCHEMA_FILE).write_text(schema.to_json())
+
+
+@contextmanager
+def write_dataset(uri: str) -> Iterator[DatasetWriter]:
+    """Nothing appears at `uri` unless the block completes (then `_SUCCESS` is written last)."""
+    with storage.publish_dir(uri) as folder:
+        writer = DatasetWriter(Path(folder))
+        try:
+            yield writer
+        finally:
+            writer.close_users()
+
+
+def rows_table(campaign: np.ndarray, user: np.ndarray, label: np.ndarray) -> pa.Table:
+    return pa.table(
+        {
+            "campaign": pa.array(campaign, pa.int32()),
+            "user": pa.array(user, pa.int32()),
+            "label": pa.array(label, pa.int8()),
+        }
+    )
+
+
+# ---- reading ----------------------------------------------------------------------------
+
+
+def _local(uri: str, files: list[str]) -> Path:
+    if not storage.is_complete(uri):
+        raise FileNotFoundError(
+            f"{uri} is not a complete dataset (no _SUCCESS marker): run `metaheac preprocess` first"
+        )
+    return storage.fetch_dir(uri, files)
+
+
+def load_schema(uri: str) -> DatasetSchema:
+    return DatasetSchema.from_json(storage.read_text(storage.join(uri, SCHEMA_FILE)), source=uri)
+
+
+def load_campaign_frame(uri: str):  # -> pandas.DataFrame
+    return pq.read_table(_local(uri, [CAMPAIGNS_FILE]) / CAMPAIGNS_FILE).to_pandas()
+
+
+def load_features(uri: str) -> Features:
+    """Users and campaigns as tensors (CPU; move with `.to(device)`)."""
+    folder = _local(uri, [SCHEMA_FILE, USERS_FILE, CAMPAIGNS_FILE])
+    schema = DatasetSchema.from_json((folder / SCHEMA_FILE).read_text(), source=uri)
+    users = pq.read_table(folder / USERS_FILE)
+    single = np.stack(
+        [users.column(f.name).to_numpy() for f in schema.user_single], axis=1
+    ).astype(np.int32)
+    lists = [
+        users.column(f.name).combine_chunks().values.to_numpy().reshape(len(users), f.length)
+        for f in schema.user_lists
+    ]
+    user_table = UserTable(
+        uid=users.column("uid").to_numpy(),
+        single=torch.from_numpy(np.ascontiguousarray(single)),
+        lists=torch.from_numpy(np.ascontiguousarray(np.concatenate(lists, axis=1), dtype=np.int32)),
+    )
+    campaigns = pq.read_table(folder / CAMPAIGNS_FILE)
+    fields = np.stack([campaigns.column(f.name).to_numpy() for f in schema.campaign_fields], axis=1)
+    campaign_table = CampaignTable(
+        aid=campaigns.column("aid").to_numpy(),
+        fields=torch.from_numpy(np.ascontiguousarray(fields, dtype=np.int32)),
+        split=np.asarray(campaigns.column("split").to_pylist(), dtype=object),
+        seed_positives=campaigns.column("seed_positives").to_numpy(),
+    )
+    return Features(schema, user_table, campaign_table)
+
+
+def load_rows(uri: str, split: str, stage: int, campaigns: list[int] | None = None) -> Rows:
+    """Rows of one split and stage; with `campaigns`, only theirs (row groups of others are skipped)."""
+    if split not in SPLITS or stage not in STAGES:
+        raise ValueError(f"no rows for split {split!r} stage {stage!r}: splits {SPLITS}, stages {STAGES}")
+    name = rows_file(split, stage)
+    filters = [("campaign", "in", list(campaigns))] if campaigns is not None else None
+    table = pq.read_table(_local(uri, [name]) / name, filters=filters)
+    return Rows(
+        campaign=torch.from_numpy(table.column("campaign").to_numpy().astype(np.int64)),
+        user=torch.from_numpy(table.column("user").to_numpy().astype(np.int64)),
+        label=torch.from_numpy(table.column("label").to_numpy().astype(np.float32)),
+    )
+
+
+@dataclass
+class SplitRows:
+    stage1: Rows
+    stage2: Rows
+
+
+def load_split(uri: str, split: str, campaigns: list[int] | None = None) -> SplitRows:
+    return SplitRows(load_rows(uri, split, 1, campaigns), load_rows(uri, split, 2, campaigns))

@@ -1,0 +1,300 @@
+"""Streaming parsers for the raw Tencent Look-alike files.
+
+`userFeature.data` is several GB: it is read in blocks of lines and parsed with Arrow's vectorized
+string kernels, never as one frame. A cheap whole-line shape check flags bad lines; only those are
+re-read in Python, to say exactly what is wrong with them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metaheac.data.errors import InputError, Problems
+
+BLOCK_BYTES = 8 << 20
+_NAME = r"[A-Za-z][A-Za-z0-9_]*"
+_IDS = r"[0-9]{1,18}( [0-9]{1,18})*"
+_LINE_SHAPE = rf"^{_NAME} {_IDS}(\|{_NAME} {_IDS})*$"
+
+
+@dataclass
+class LineBlock:
+    first_line: int  # 1-based number of the block's first line
+    lines: pa.StringArray  # without line endings
+    truncated_last: bool  # the file's last line had no newline: it may be cut short
+
+
+def line_blocks(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[LineBlock]:
+    """Blocks of whole lines, CRLF or LF, as zero-copy Arrow string arrays."""
+    line_no = 1
+    carry = b""
+    while True:
+        chunk = stream.read(block_bytes)
+        data = carry + chunk
+        if not data:
+            return
+        end = data.rfind(b"\n") + 1 if chunk else len(data)
+        if end == 0:  # no newline yet: read more
+            carry = data
+            continue
+        body, carry = data[:end], data[end:]
+        lines = _split_lines(body, ends_with_newline=body.endswith(b"\n"))
+        yield LineBlock(line_no, lines, truncated_last=not chunk and not body.endswith(b"\n"))
+        line_no += len(lines)
+        if not chunk:
+            return
+
+
+def _split_lines(body: bytes, ends_with_newline: bool) -> pa.StringArray:
+    buf = np.frombuffer(body, dtype=np.uint8)
+    newline = buf == 10
+    # a CR right before LF belongs to the line ending
+    cr = np.zeros_like(newline)
+    cr[:-1] = (buf[:-1] == 13) & newline[1:]
+    keep = ~(newline | cr)
+    ends = np.flatnonzero(newline)
+    if not ends_with_newline:
+        ends = np.append(ends, len(buf))
+    # line i's kept bytes end at (kept bytes before its newline)
+    kept_before = np.concatenate([[0], np.cumsum(keep)])
+    offsets = np.concatenate([[0], kept_before[ends]]).astype(np.int32)
+    data = buf[keep]
+    array = pa.StringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        text = [line.decode("utf-8", "replace") for line in body.split(b"\n")[: len(ends)]]
+        array = pa.array([t.rstrip("\r") for t in text], pa.string())
+    return array
+
+
+class Vocabulary:
+    """Raw id -> contiguous index from 1 in order of first appearance; 0 stays padding/unknown."""
+
+    def __init__(self) -> None:
+        self._index = pd.Index(np.empty(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def size(self) -> int:
+        """Vocabulary size counting the reserved index 0."""
+        return len(self._index) + 1
+
+    def encode(self, ids: np.ndarray) -> np.ndarray:
+        codes = self._index.get_indexer(ids)
+        missing = codes < 0
+        if missing.any():
+            self._index = self._index.append(pd.Index(pd.unique(ids[missing])))
+            codes[missing] = self._index.get_indexer(ids[missing])
+        return (codes + 1).astype(np.int32)
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Like encode, without growing: an unknown id maps to 0."""
+        return (self._index.get_indexer(ids) + 1).astype(np.int32)
+
+
+# ---- userFeature.data ---------------------------------------------------------------------
+
+
+@dataclass
+class UserChunk:
+    line: np.ndarray  # int64 [n]: the file line of each user
+    uid: np.ndarray  # int64 [n]
+    single: np.ndarray  # int32 [n, n_single], vocabulary indexes
+    lists: list[np.ndarray]  # int32 [n, L] per list field, 0-padded
+
+
+class UserFeatureParser:
+    """Parses `userFeature.data` blocks into vocabulary-indexed arrays, growing the vocabularies."""
+
+    def __init__(
+        self,
+        path: str,
+        single: list[str],
+        lists: dict[str, int],
+        known_fields: set[str],
+        problems: Problems,
+    ) -> None:
+        self.path = path
+        self.single = single
+        self.lists = lists
+        self.known = known_fields | {"uid"} | set(single) | set(lists)
+        self.problems = problems
+        self.vocabularies = {name: Vocabulary() for name in [*single, *lists]}
+        self._known_array = pa.array(sorted(self.known))
+
+    def parse(self, block: LineBlock) -> UserChunk:
+        lines = block.lines
+        numbers = np.arange(block.first_line, block.first_line + len(lines))
+        blank = pc.equal(pc.utf8_length(lines), 0).to_numpy(zero_copy_only=False)
+        shaped = pc.match_substring_regex(lines, _LINE_SHAPE).to_numpy(zero_copy_only=False)
+        if block.truncated_last and len(lines):
+            shaped[-1] = False
+        bad = ~shaped & ~blank
+        good = lines.filter(pa.array(shaped))
+        tokens, parent = self._tokens(good)
+        field_bad = self._field_errors(tokens, parent, len(good))
+        bad[np.flatnonzero(shaped)[field_bad]] = True
+        for i in np.flatnonzero(bad):
+            reason = self.explain(lines[int(i)].as_py(), block.truncated_last and i == len(lines) - 1)
+            self.problems.report("malformed_lines", f"{self.path} line {numbers[i]}: {reason}")
+        self.problems.skipped["blank_lines"] += int(blank.sum())
+        if field_bad.any():
+            good = good.filter(pa.array(~field_bad))
+            tokens, parent = self._tokens(good)
+        numbers = numbers[shaped][~field_bad]
+        return self._decode(tokens, parent, numbers)
+
+    @staticmethod
+    def _tokens(lines: pa.StringArray) -> tuple[pa.Array, np.ndarray]:
+        split = pc.split_pattern_regex(lines, r"[| ]")
+        return pc.list_flatten(split), pc.list_parent_indices(split).to_numpy()
+
+    def _field_errors(self, tokens: pa.Array, parent: np.ndarray, n: int) -> np.ndarray:
+        """Lines with an unknown field, a repeated field, a multi-valued single field or no uid."""
+        is_name = ~pc.utf8_is_digit(tokens).to_numpy(zero_copy_only=False)
+        names = tokens.filter(pa.array(is_name))
+        name_lines = parent[is_name]
+        bad = np.zeros(n, dtype=bool)
+        known = pc.is_in(names, value_set=self._known_array).to_numpy(zero_copy_only=False)
+        bad[name_lines[~known]] = True
+        for name in ["uid", *self.single, *self.lists]:
+            is_field = pc.equal(names, name).to_numpy(zero_copy_only=False)
+            count = np.bincount(name_lines[is_field], minlength=n)
+            bad |= (count != 1) if name == "uid" else (count > 1)
+        field_of = np.cumsum(is_name) - 1  # which name each token follows
+        values_per_field = np.bincount(field_of[~is_name], minlength=len(names))
+        for name in ["uid", *self.single]:
+            is_field = pc.equal(names, name).to_numpy(zero_copy_only=False)
+            bad[name_lines[is_field & (values_per_field != 1)]] = True
+        return bad
+
+    def _decode(self, tokens: pa.Array, parent: np.ndarray, numbers: np.ndarray) -> UserChunk:
+        n = len(numbers)
+        is_name = ~pc.utf8_is_digit(tokens).to_numpy(zero_copy_only=False)
+        field_start = np.flatnonzero(is_name)
+        names = tokens.filter(pa.array(is_name))
+        field_of = np.cumsum(is_name) - 1
+        position = np.arange(len(tokens)) - field_start[field_of] - 1  # index within its field's list
+        values = pc.cast(tokens.filter(pa.array(~is_name)), pa.int64()).to_numpy()
+        value_field, value_pos, value_line = field_of[~is_name], position[~is_name], parent[~is_name]
+
+        def select(name: str, max_len: int) -> np.ndarray:
+            is_field = pc.equal(names, name).to_numpy(zero_copy_only=False)
+            return is_field[value_field] & (value_pos < max_len)
+
+        uid = np.zeros(n, dtype=np.int64)
+        sel = select("uid", 1)
+        uid[value_line[sel]] = values[sel]
+        single = np.zeros((n, len(self.single)), dtype=np.int32)
+        for j, name in enumerate(self.single):
+            sel = select(name, 1)
+            single[value_line[sel], j] = self.vocabularies[name].encode(values[sel])
+        lists = []
+        for name, length in self.lists.items():
+            sel = select(name, length)
+            ids = np.zeros((n, length), dtype=np.int32)
+            ids[value_line[sel], value_pos[sel]] = self.vocabularies[name].encode(values[sel])
+            lists.append(ids)
+        return UserChunk(numbers, uid, single, lists)
+
+    def explain(self, line: str, maybe_truncated: bool) -> str:
+        """Why one line is bad, in words (only ever run on lines already flagged)."""
+        seen: set[str] = set()
+        for part in line.split("|"):
+            name, _, rest = part.partition(" ")
+            if not re.fullmatch(_NAME, name):
+                return f"malformed field {part[:40]!r}"
+            if name not in self.known:
+                return f"unknown field name {name!r}" + (" (truncated last line?)" if maybe_truncated else "")
+            ids = rest.split(" ") if rest else []
+            if not ids or "" in ids:
+                return f"empty field {name!r}"
+            bad_id = next((v for v in ids if not re.fullmatch(r"[0-9]{1,18}", v)), None)
+            if bad_id is not None:
+                return f"field {name!r} has a non-integer id {bad_id[:20]!r}"
+            if name in seen and (name == "uid" or name in self.vocabularies):
+                return f"field {name!r} appears twice"
+            if (name == "uid" or name in self.single) and len(ids) > 1:
+                return f"single-valued field {name!r} has {len(ids)} values"
+            seen.add(name)
+        if "uid" not in seen:
+            return "no uid field"
+        if maybe_truncated:
+            return "last line has no newline: the file looks truncated"
+        return "malformed line"
+
+
+# ---- the CSV files --------------------------------------------------------------------------
+
+_ROW_SHAPE = r"^[0-9]{1,18},[0-9]{1,18},(-1|0|1)$"
+
+
+@dataclass
+class LabelRows:
+    line: np.ndarray  # int64
+    aid: np.ndarray  # int64
+    uid: np.ndarray  # int64
+    label: np.ndarray  # int8, 0 or 1
+
+
+def parse_label_rows(path: str, stream: BinaryIO, header: bool, problems: Problems) -> Iterator[LabelRows]:
+    """`aid,uid,label` rows (label 1 positive; -1 or 0 negative), block by block."""
+    for block in line_blocks(stream):
+        lines = block.lines
+        numbers = np.arange(block.first_line, block.first_line + len(lines))
+        if header and block.first_line == 1 and len(lines):
+            if lines[0].as_py().replace(" ", "") != "aid,uid,label":
+                got = lines[0].as_py()[:60]
+                raise InputError(f"{path} line 1: expected the header 'aid,uid,label', got {got!r}")
+            lines, numbers = lines.slice(1), numbers[1:]
+        blank = pc.equal(pc.utf8_length(lines), 0).to_numpy(zero_copy_only=False)
+        ok = pc.match_substring_regex(lines, _ROW_SHAPE).to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(~ok & ~blank):
+            text = lines[int(i)].as_py()
+            problems.report("malformed_rows", f"{path} line {numbers[i]}: expected 'aid,uid,label' "
+                            f"with integer ids and label 1/-1, got {text[:60]!r}")
+        problems.skipped["blank_lines"] += int(blank.sum())
+        if not ok.all():
+            lines, numbers = lines.filter(pa.array(ok)), numbers[ok]
+        cells = pc.list_flatten(pc.split_pattern(lines, ","))
+        values = pc.cast(cells, pa.int64()).to_numpy().reshape(-1, 3)
+        yield LabelRows(numbers, values[:, 0], values[:, 1], (values[:, 2] == 1).astype(np.int8))
+
+
+def parse_ad_features(path: str, text: str, fields: list[str]) -> pd.DataFrame:
+    """`adFeature.csv`: one row per ad (aid) with integer ad fields; small, read whole."""
+    lines = text.splitlines()
+    if not lines:
+        raise InputError(f"{path} is empty: expected a header with aid,{','.join(fields)}")
+    header = [h.strip() for h in lines[0].split(",")]
+    missing = [c for c in ["aid", *fields] if c not in header]
+    if missing:
+        raise InputError(f"{path} line 1: missing column(s) {', '.join(missing)} (header: {lines[0][:80]!r})")
+    columns = [header.index(c) for c in ["aid", *fields]]
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split(",")
+        if len(cells) != len(header):
+            raise InputError(f"{path} line {number}: {len(cells)} columns, the header has {len(header)}")
+        try:
+            rows.append([int(cells[c]) for c in columns])
+        except ValueError:
+            raise InputError(f"{path} line {number}: a non-integer value in {line[:80]!r}") from None
+    frame = pd.DataFrame(rows, columns=["aid", *fields], dtype=np.int64)
+    duplicated = frame["aid"].duplicated()
+    if duplicated.any():
+        raise InputError(f"{path}: aid {frame['aid'][duplicated].iloc[0]} appears more than once")
+    return frame

@@ -1,0 +1,8 @@
+"""Every step by name: the CLI's sub-commands and the pipeline components."""
+
+from __future__ import annotations
+
+from metaheac.steps.base import Step
+from metaheac.steps.preprocess import Generate, Preprocess
+
+STEPS: dict[str, type[Step]] = {step.name: step for step in (Generate, Preprocess)}
