@@ -13,7 +13,7 @@ LISTS = {"interest1": 3, "kw1": 2}
 def parse(text: str, on_error: str = "fail", block_bytes: int = 1 << 20):
     problems = Problems(on_error)
     parser = UserFeatureParser("userFeature.data", ["age", "gender"], LISTS, set(TENCENT_USER_FIELDS), problems)
-    chunks = [parser.parse(b) for b in line_blocks(io.BytesIO(text.encode()), block_bytes)]
+    chunks = list(parser.chunks(line_blocks(io.BytesIO(text.encode()), block_bytes)))
     return chunks, problems, parser
 
 

@@ -8,7 +8,9 @@ re-read in Python, to say exactly what is wrong with them.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -19,7 +21,7 @@ import pyarrow.compute as pc
 
 from metaheac.data.errors import InputError, Problems
 
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 2 << 20  # small blocks keep the parse temporaries (about 15x the block) small
 _NAME = r"[A-Za-z][A-Za-z0-9_]*"
 _IDS = r"[0-9]{1,18}( [0-9]{1,18})*"
 _LINE_SHAPE = rf"^{_NAME} {_IDS}(\|{_NAME} {_IDS})*$"
@@ -59,15 +61,14 @@ def _split_lines(body: bytes, ends_with_newline: bool) -> pa.StringArray:
     # a CR right before LF belongs to the line ending
     cr = np.zeros_like(newline)
     cr[:-1] = (buf[:-1] == 13) & newline[1:]
-    keep = ~(newline | cr)
+    removed = np.flatnonzero(newline | cr)  # a line or two per line: cheap, unlike per-byte sums
     ends = np.flatnonzero(newline)
     if not ends_with_newline:
         ends = np.append(ends, len(buf))
-    # line i's kept bytes end at (kept bytes before its newline)
-    kept_before = np.concatenate([[0], np.cumsum(keep)])
-    offsets = np.concatenate([[0], kept_before[ends]]).astype(np.int32)
-    data = buf[keep]
-    array = pa.StringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
+    # line i's kept bytes end where its newline was, less the bytes removed before it
+    offsets = np.concatenate([[0], ends - np.searchsorted(removed, ends)]).astype(np.int32)
+    data = np.delete(buf, removed)
+    array = pa.StringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
     try:
         array.validate(full=True)
     except pa.ArrowInvalid:
@@ -107,6 +108,17 @@ class Vocabulary:
 
 
 @dataclass
+class ParsedBlock:
+    """A block's users with raw ids, before vocabulary encoding (which must run in file order)."""
+
+    line: np.ndarray  # int64 [n]: the file line of each good user line
+    uid: np.ndarray  # int64 [n]
+    fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per kept field: (user row, position, raw id)
+    bad: list[tuple[int, str]]  # (file line, reason) of malformed lines
+    blank: int
+
+
+@dataclass
 class UserChunk:
     line: np.ndarray  # int64 [n]: the file line of each user
     uid: np.ndarray  # int64 [n]
@@ -115,7 +127,11 @@ class UserChunk:
 
 
 class UserFeatureParser:
-    """Parses `userFeature.data` blocks into vocabulary-indexed arrays, growing the vocabularies."""
+    """Parses `userFeature.data` blocks into vocabulary-indexed arrays, growing the vocabularies.
+
+    `parse` is pure (threads may run it on several blocks at once); `encode` grows the vocabularies
+    and applies the error policy, so it runs on blocks in file order.
+    """
 
     def __init__(
         self,
@@ -131,82 +147,95 @@ class UserFeatureParser:
         self.known = known_fields | {"uid"} | set(single) | set(lists)
         self.problems = problems
         self.vocabularies = {name: Vocabulary() for name in [*single, *lists]}
-        self._known_array = pa.array(sorted(self.known))
+        used = ["uid", *single, *lists]
+        # uid first, then the fields we keep, then known fields we ignore
+        self._names = pa.array(used + sorted(self.known - set(used)))
+        self._max_len = np.array([1] * (1 + len(single)) + list(lists.values()))
 
-    def parse(self, block: LineBlock) -> UserChunk:
+    def parse(self, block: LineBlock) -> ParsedBlock:
         lines = block.lines
         numbers = np.arange(block.first_line, block.first_line + len(lines))
         blank = pc.equal(pc.utf8_length(lines), 0).to_numpy(zero_copy_only=False)
         shaped = pc.match_substring_regex(lines, _LINE_SHAPE).to_numpy(zero_copy_only=False)
         if block.truncated_last and len(lines):
             shaped[-1] = False
+        good = lines.filter(pa.array(shaped)) if not shaped.all() else lines
+        split = pc.split_pattern(pc.replace_substring(good, "|", " "), " ")
+        text, token_line = pc.list_flatten(split), pc.list_parent_indices(split).to_numpy()
+        is_name = ~pc.ascii_is_decimal(text).to_numpy(zero_copy_only=False)
+        codes = pc.index_in(text.filter(pa.array(is_name)), value_set=self._names).fill_null(-1)
+        codes = codes.to_numpy(zero_copy_only=False)
+        field_of = np.cumsum(is_name) - 1  # each token's field (every good line starts with a name)
+        values_per_field = np.bincount(field_of[~is_name], minlength=len(codes))
+        field_bad = self._field_errors(codes, token_line[is_name], values_per_field, len(good))
         bad = ~shaped & ~blank
-        good = lines.filter(pa.array(shaped))
-        tokens, parent = self._tokens(good)
-        field_bad = self._field_errors(tokens, parent, len(good))
         bad[np.flatnonzero(shaped)[field_bad]] = True
-        for i in np.flatnonzero(bad):
-            reason = self.explain(lines[int(i)].as_py(), block.truncated_last and i == len(lines) - 1)
-            self.problems.report("malformed_lines", f"{self.path} line {numbers[i]}: {reason}")
-        self.problems.skipped["blank_lines"] += int(blank.sum())
-        if field_bad.any():
-            good = good.filter(pa.array(~field_bad))
-            tokens, parent = self._tokens(good)
-        numbers = numbers[shaped][~field_bad]
-        return self._decode(tokens, parent, numbers)
+        reasons = [
+            (int(numbers[i]), self.explain(lines[int(i)].as_py(), block.truncated_last and i == len(lines) - 1))
+            for i in np.flatnonzero(bad)
+        ]
+        # keep the values of kept fields on good lines, with their position inside their field's list
+        is_value = ~is_name
+        value_field = field_of[is_value]
+        code = codes[value_field]
+        position = np.flatnonzero(is_value) - np.flatnonzero(is_name)[value_field] - 1
+        keep = (code >= 0) & (code < len(self._max_len))
+        keep[keep] = position[keep] < self._max_len[code[keep]]
+        row = token_line[is_value]
+        keep &= ~field_bad[row]
+        values = pc.cast(text.filter(pa.array(is_value)).filter(pa.array(keep)), pa.int64()).to_numpy()
+        code, position = code[keep], position[keep]
+        # renumber good lines into user rows
+        user_row = np.cumsum(~field_bad) - 1
+        row = user_row[row[keep]]
+        fields = [(row[code == k], position[code == k], values[code == k]) for k in range(len(self._max_len))]
+        uid = np.zeros(int((~field_bad).sum()), dtype=np.int64)
+        uid[fields[0][0]] = fields[0][2]
+        return ParsedBlock(numbers[shaped][~field_bad], uid, fields[1:], reasons, int(blank.sum()))
 
-    @staticmethod
-    def _tokens(lines: pa.StringArray) -> tuple[pa.Array, np.ndarray]:
-        split = pc.split_pattern_regex(lines, r"[| ]")
-        return pc.list_flatten(split), pc.list_parent_indices(split).to_numpy()
-
-    def _field_errors(self, tokens: pa.Array, parent: np.ndarray, n: int) -> np.ndarray:
+    def _field_errors(self, codes: np.ndarray, name_lines: np.ndarray, values_per_field: np.ndarray, n: int
+                      ) -> np.ndarray:
         """Lines with an unknown field, a repeated field, a multi-valued single field or no uid."""
-        is_name = ~pc.utf8_is_digit(tokens).to_numpy(zero_copy_only=False)
-        names = tokens.filter(pa.array(is_name))
-        name_lines = parent[is_name]
         bad = np.zeros(n, dtype=bool)
-        known = pc.is_in(names, value_set=self._known_array).to_numpy(zero_copy_only=False)
-        bad[name_lines[~known]] = True
-        for name in ["uid", *self.single, *self.lists]:
-            is_field = pc.equal(names, name).to_numpy(zero_copy_only=False)
-            count = np.bincount(name_lines[is_field], minlength=n)
-            bad |= (count != 1) if name == "uid" else (count > 1)
-        field_of = np.cumsum(is_name) - 1  # which name each token follows
-        values_per_field = np.bincount(field_of[~is_name], minlength=len(names))
-        for name in ["uid", *self.single]:
-            is_field = pc.equal(names, name).to_numpy(zero_copy_only=False)
-            bad[name_lines[is_field & (values_per_field != 1)]] = True
+        bad[name_lines[codes < 0]] = True
+        used = codes >= 0
+        k = len(self._names)
+        counts = np.bincount(name_lines[used] * k + codes[used], minlength=n * k).reshape(n, k)
+        bad |= counts[:, 0] != 1  # uid is name 0
+        bad |= (counts[:, 1 : len(self._max_len)] > 1).any(1)
+        single = (codes >= 0) & (codes <= len(self.single))  # uid and the single fields
+        bad[name_lines[single & (values_per_field != 1)]] = True
         return bad
 
-    def _decode(self, tokens: pa.Array, parent: np.ndarray, numbers: np.ndarray) -> UserChunk:
-        n = len(numbers)
-        is_name = ~pc.utf8_is_digit(tokens).to_numpy(zero_copy_only=False)
-        field_start = np.flatnonzero(is_name)
-        names = tokens.filter(pa.array(is_name))
-        field_of = np.cumsum(is_name) - 1
-        position = np.arange(len(tokens)) - field_start[field_of] - 1  # index within its field's list
-        values = pc.cast(tokens.filter(pa.array(~is_name)), pa.int64()).to_numpy()
-        value_field, value_pos, value_line = field_of[~is_name], position[~is_name], parent[~is_name]
-
-        def select(name: str, max_len: int) -> np.ndarray:
-            is_field = pc.equal(names, name).to_numpy(zero_copy_only=False)
-            return is_field[value_field] & (value_pos < max_len)
-
-        uid = np.zeros(n, dtype=np.int64)
-        sel = select("uid", 1)
-        uid[value_line[sel]] = values[sel]
+    def encode(self, parsed: ParsedBlock) -> UserChunk:
+        """Apply the error policy and map raw ids to vocabulary indexes; call on blocks in file order."""
+        for line, reason in parsed.bad:
+            self.problems.report("malformed_lines", f"{self.path} line {line}: {reason}")
+        self.problems.skipped["blank_lines"] += parsed.blank
+        n = len(parsed.uid)
         single = np.zeros((n, len(self.single)), dtype=np.int32)
         for j, name in enumerate(self.single):
-            sel = select(name, 1)
-            single[value_line[sel], j] = self.vocabularies[name].encode(values[sel])
+            row, _, ids = parsed.fields[j]
+            single[row, j] = self.vocabularies[name].encode(ids)
         lists = []
-        for name, length in self.lists.items():
-            sel = select(name, length)
-            ids = np.zeros((n, length), dtype=np.int32)
-            ids[value_line[sel], value_pos[sel]] = self.vocabularies[name].encode(values[sel])
-            lists.append(ids)
-        return UserChunk(numbers, uid, single, lists)
+        for (name, length), (row, position, ids) in zip(
+            self.lists.items(), parsed.fields[len(self.single) :], strict=True
+        ):
+            padded = np.zeros((n, length), dtype=np.int32)
+            padded[row, position] = self.vocabularies[name].encode(ids)
+            lists.append(padded)
+        return UserChunk(parsed.line, parsed.uid, single, lists)
+
+    def chunks(self, blocks: Iterator[LineBlock], threads: int = 2) -> Iterator[UserChunk]:
+        """Parse blocks on `threads` threads (Arrow and numpy release the GIL), encode them in order."""
+        with ThreadPoolExecutor(threads) as pool:
+            pending: deque[Future[ParsedBlock]] = deque()
+            for block in blocks:
+                pending.append(pool.submit(self.parse, block))
+                if len(pending) > threads:  # bounded read-ahead: memory stays a few blocks
+                    yield self.encode(pending.popleft().result())
+            while pending:
+                yield self.encode(pending.popleft().result())
 
     def explain(self, line: str, maybe_truncated: bool) -> str:
         """Why one line is bad, in words (only ever run on lines already flagged)."""
