@@ -62,7 +62,7 @@ class SyntheticConfig:
     campaigns: int = 64  # aids in adFeature.csv
     categories: int = 8  # adCategoryId values; campaigns of one category share a topic profile
     topics: int = 16  # latent interest topics K
-    mean_rows_per_campaign: int = 1_500  # mean stage-1 rows of a campaign, before de-duplication
+    mean_rows_per_campaign: int = 1_500  # mean stage-1 rows of a campaign (before de-duplication and a cap)
     rows_sigma: float = 1.0  # lognormal sigma of stage-1 rows per campaign: the heavy tail
     stage2_fraction: float = 0.4  # stage-2 rows per stage-1 row, in every campaign
     positive_rate: float = 0.05  # median campaign positive rate
@@ -132,6 +132,7 @@ _CATEGORICAL = {
     "carrier": (3, 5.0),
 }  # fmt: skip
 _LABEL_FIELDS = ("age", "gender", "education", "consumptionAbility")  # statics that move labels
+# LBS: 900 regions in 1..1000; each topic has 8 home regions, where 30% of its users live.
 _LBS_REGIONS, _LBS_SPACE, _LBS_HOMES, _LBS_HOME_SHARE = 900, 1_000, 8, 0.3
 _TARGET_MIN_WEIGHT = 0.2  # a user counts as interested in a topic from this mix weight on
 _MIN_EXPECTED_SEEDS = 10  # stage-1 rows of a campaign cover at least this many expected positives
