@@ -1,0 +1,503 @@
+"""Read and write local paths and ``gs://`` URIs through one small API.
+
+Every pipeline step does its I/O here, so a step never cares where its inputs live. Inside a KFP step
+a bucket is also mounted at ``/gcs/BUCKET`` (Cloud Storage FUSE); such paths are treated as ``gs://``
+URIs so that writes keep the guarantees below, which FUSE does not give. ``file://`` URIs are local.
+
+Guarantees: a written file appears whole or not at all (local: temp file then rename; GCS: one upload);
+a published folder carries a ``_SUCCESS`` marker written after everything else; every failure is a
+``StorageError`` whose message is one line naming the URI.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import mimetypes
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import unquote, urlsplit
+
+import google_crc32c
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage as gcs
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+SUCCESS_MARKER = "_SUCCESS"
+# How long one GCS call may keep retrying; the client's own default is 120 s, too long to notice an outage.
+DEFAULT_DEADLINE_S = 60.0
+DEADLINE_ENV = "METAHEAC_GCS_DEADLINE_S"
+CACHE_ENV = "METAHEAC_CACHE"
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+
+_GS = "gs://"
+_FUSE = "/gcs/"
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+_UNREACHABLE = (
+    api_exceptions.RetryError,
+    api_exceptions.ServerError,
+    api_exceptions.TooManyRequests,
+    requests.exceptions.RequestException,
+    auth_exceptions.TransportError,
+)
+_CHUNK = 1 << 20
+# Names of this module's in-flight temp files and staging folders (see _replacing and _publish_local).
+_IN_FLIGHT = re.compile(r"\..+\.[0-9a-f]{32}\.(tmp|staging|staging\.old)")
+
+
+class StorageError(OSError):
+    """A storage operation failed; the message is one line naming the URI and what to do."""
+
+
+class _Hasher(Protocol):
+    def update(self, data: bytes, /) -> object: ...
+    def digest(self) -> bytes: ...
+
+
+def is_gcs(uri: str | os.PathLike[str]) -> bool:
+    return os.fspath(uri).startswith((_GS, _FUSE))
+
+
+def normalize(uri: str | os.PathLike[str]) -> str:
+    """'/gcs/b/x' -> 'gs://b/x' (no trailing '/'); 'file:///a' -> '/a'; a local path -> absolute path."""
+    given = os.fspath(uri)
+    if not given:
+        raise StorageError("empty URI: pass a local path, file://, gs:// or /gcs/ URI")
+    text = _GS + given[len(_FUSE) :] if given.startswith(_FUSE) else given
+    if text.startswith(_GS):
+        bucket, _, path = text[len(_GS) :].partition("/")
+        if not _BUCKET_NAME.fullmatch(bucket):
+            raise StorageError(f"malformed URI {given!r}: expected gs://BUCKET/PATH with a valid bucket name")
+        path = path.rstrip("/")
+        return f"{_GS}{bucket}/{path}" if path else f"{_GS}{bucket}"
+    if text.startswith("file:"):
+        return _file_uri_path(text)
+    if "://" in text:
+        raise StorageError(f"unsupported URI {given!r}: use a local path, file://, gs:// or /gcs/")
+    return os.path.abspath(text)
+
+
+def join(uri: str | os.PathLike[str], *parts: str) -> str:
+    """Append relative parts to a normalized URI; leading and trailing '/' of each part are ignored."""
+    base = normalize(uri)
+    rel = "/".join(p.strip("/") for p in parts if p.strip("/"))
+    if not rel:
+        return base
+    return f"{base}/{rel}" if is_gcs(base) else os.path.join(base, rel)
+
+
+def exists(uri: str | os.PathLike[str]) -> bool:
+    """Whether a file, or a folder with at least one file, lives at `uri`."""
+    target = normalize(uri)
+    if not is_gcs(target):
+        return os.path.exists(target)
+    bucket, path = _split(target)
+    with _gcs_errors(target, "checking"):
+        if path and _client().bucket(bucket).blob(path).exists(**_call_options()):
+            return True
+        return next(iter(_list_blobs(bucket, path, max_results=1)), None) is not None
+
+
+def read_bytes(uri: str | os.PathLike[str]) -> bytes:
+    source = normalize(uri)
+    if not is_gcs(source):
+        with _local_errors(source, "read"):
+            return Path(source).read_bytes()
+    with _gcs_errors(source, "reading"):
+        return _blob(source).download_as_bytes(**_call_options())
+
+
+def read_text(uri: str | os.PathLike[str]) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
+    with open_write(uri) as f:
+        f.write(data)
+
+
+def write_text(uri: str | os.PathLike[str], text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def list_files(prefix: str | os.PathLike[str]) -> list[str]:
+    """Every file below the folder `prefix`, recursively, as sorted full URIs ([] for a missing folder)."""
+    folder = normalize(prefix)
+    if not is_gcs(folder):
+        return sorted(str(p) for p in _local_files(Path(folder)))
+    bucket, path = _split(folder)
+    with _gcs_errors(folder, "listing"):
+        names = [b.name for b in _list_blobs(bucket, path)]
+    # Names ending in '/' are folder placeholders made by the console, not files.
+    return sorted(f"{_GS}{bucket}/{name}" for name in names if not name.endswith("/"))
+
+
+@contextlib.contextmanager
+def open_read(uri: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A seekable binary stream; on GCS it fetches ranges as they are read, never the whole object."""
+    source = normalize(uri)
+    if not is_gcs(source):
+        with _local_errors(source, "read"):
+            f = open(source, "rb")  # closed below, outside the error mapping
+        with f:
+            yield f
+        return
+    # Read failures inside the block can only come from this stream, so they are mapped too.
+    with _gcs_errors(source, "reading"):
+        blob = _blob(source)
+        # Fails fast on a missing object and pins the generation, so an overwrite can't mix versions.
+        blob.reload(**_call_options())
+        with blob.open("rb", **_call_options()) as f:
+            yield f
+
+
+@contextlib.contextmanager
+def open_write(uri: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary stream whose content lands at `uri` only if the block exits without an exception."""
+    target = normalize(uri)
+    if not is_gcs(target):
+        with _replacing(target) as tmp:
+            with _local_errors(target, "write"):
+                f = open(tmp, "x+b")  # closed below, outside the error mapping
+            with f:
+                yield f
+        return
+    _split_object(target)  # a bad URI fails before the caller writes anything
+    with tempfile.TemporaryDirectory(prefix="metaheac-upload-") as tmp_dir:
+        tmp = os.path.join(tmp_dir, "data")
+        with open(tmp, "x+b") as f:
+            yield f
+        _upload_file(tmp, target)
+
+
+def download(uri: str | os.PathLike[str], local_path: str | os.PathLike[str]) -> None:
+    """Copy `uri` to a local file, atomically; GCS downloads are checked against the object's checksum."""
+    source, dest = normalize(uri), _local_path(local_path)
+    if not is_gcs(source):
+        with _replacing(dest) as tmp, _local_errors(source, "copy"):
+            shutil.copyfile(source, tmp)
+        return
+    with _replacing(dest) as tmp, _gcs_errors(source, "reading"):
+        _blob(source).download_to_filename(tmp, **_call_options())
+
+
+def upload(local_path: str | os.PathLike[str], uri: str | os.PathLike[str]) -> None:
+    """Copy a local file to `uri`, atomically."""
+    source, dest = _local_path(local_path), normalize(uri)
+    if not os.path.isfile(source):
+        raise StorageError(f"no such file: {source}")
+    if is_gcs(dest):
+        _upload_file(source, dest)
+        return
+    with _replacing(dest) as tmp, _local_errors(source, "copy"):
+        shutil.copyfile(source, tmp)
+
+
+@contextlib.contextmanager
+def publish_dir(uri: str | os.PathLike[str]) -> Iterator[Path]:
+    """An empty local staging folder whose files are published under `uri` if the block succeeds.
+
+    The ``_SUCCESS`` marker is written last and files of an earlier publication are replaced, so a reader
+    that checks `is_complete` never sees a partial or mixed folder. On an exception nothing is published.
+    """
+    target = normalize(uri)
+    if not is_gcs(target):
+        with _publish_local(target) as staging:
+            yield staging
+        return
+    _split_object(target)  # refuse a bucket root: publishing replaces everything below the target
+    with tempfile.TemporaryDirectory(prefix="metaheac-publish-") as staging:
+        yield Path(staging)
+        _publish_gcs(Path(staging), target)
+
+
+def is_complete(dir_uri: str | os.PathLike[str]) -> bool:
+    """Whether the folder was fully published (its ``_SUCCESS`` marker exists)."""
+    return exists(join(dir_uri, SUCCESS_MARKER))
+
+
+def fetch_dir(uri: str | os.PathLike[str], files: list[str] | None = None) -> Path:
+    """A local folder holding the folder's files, or only the named relative ones.
+
+    A local URI is returned as is. A gs:// folder is downloaded into a cache ($METAHEAC_CACHE, default
+    ~/.cache/metaheac/gcs, then BUCKET/PATH); files already there with the same size and checksum are
+    kept, and when fetching the whole folder, cached files no longer in it are removed.
+    """
+    source = normalize(uri)
+    if not is_gcs(source):
+        return _check_local_dir(source, files)
+    bucket, path = _split(source)
+    dest = _cache_root() / bucket / path
+    blobs = _named_blobs(source, files) if files is not None else _folder_blobs(source)
+    prefix_len = len(path) + 1 if path else 0
+    wanted = set()
+    for blob in blobs:
+        rel = blob.name[prefix_len:]
+        wanted.add(rel)
+        _fetch_blob(blob, dest / rel, f"{_GS}{bucket}/{blob.name}")
+    if files is None:
+        for stale in _local_files(dest):
+            if stale.relative_to(dest).as_posix() not in wanted:
+                stale.unlink()
+    return dest
+
+
+# --- GCS plumbing ---------------------------------------------------------------------------------------
+
+
+def _client() -> gcs.Client:
+    return _client_for(os.getpid(), os.environ.get(EMULATOR_ENV))
+
+
+@functools.lru_cache(maxsize=1)
+def _client_for(pid: int, emulator_host: str | None) -> gcs.Client:
+    """One client per process (a forked child must not share the parent's connections) and emulator."""
+    if emulator_host:
+        return gcs.Client(project="local", credentials=AnonymousCredentials())
+    # Object and bucket calls need no project; passing None avoids failing where none can be inferred.
+    return gcs.Client(project=None)
+
+
+def _call_options() -> dict[str, object]:
+    # Retrying uploads is safe here: each one rewrites a whole object with the same bytes.
+    deadline = float(os.environ.get(DEADLINE_ENV, DEFAULT_DEADLINE_S))
+    return {"retry": DEFAULT_RETRY.with_timeout(deadline), "timeout": deadline}
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, path = uri[len(_GS) :].partition("/")
+    return bucket, path
+
+
+def _split_object(uri: str) -> tuple[str, str]:
+    bucket, path = _split(uri)
+    if not path:
+        raise StorageError(f"no object path in {uri}: expected gs://BUCKET/PATH")
+    return bucket, path
+
+
+def _blob(uri: str) -> gcs.Blob:
+    bucket, path = _split_object(uri)
+    return _client().bucket(bucket).blob(path)
+
+
+def _list_blobs(bucket: str, folder: str, max_results: int | None = None) -> Iterator[gcs.Blob]:
+    prefix = f"{folder}/" if folder else None
+    return _client().list_blobs(bucket, prefix=prefix, max_results=max_results, **_call_options())
+
+
+def _upload_file(local: str, uri: str) -> None:
+    # A content type lets reports (HTML, JSON) open in the browser from the console.
+    with _gcs_errors(uri, "writing"):
+        _blob(uri).upload_from_filename(local, content_type=mimetypes.guess_type(uri)[0], **_call_options())
+
+
+def _delete(uri: str) -> None:
+    with _gcs_errors(uri, "deleting"), contextlib.suppress(api_exceptions.NotFound):
+        _blob(uri).delete(**_call_options())
+
+
+def _publish_gcs(staging: Path, target: str) -> None:
+    marker = join(target, SUCCESS_MARKER)
+    _delete(marker)  # first, so no reader trusts the folder while it is being replaced
+    published = {marker}
+    for local in sorted(p for p in staging.rglob("*") if p.is_file()):
+        rel = local.relative_to(staging).as_posix()
+        if rel != SUCCESS_MARKER:
+            published.add(join(target, rel))
+            _upload_file(str(local), join(target, rel))
+    for stale in sorted(set(list_files(target)) - published):
+        _delete(stale)
+    write_bytes(marker, b"")
+
+
+def _named_blobs(folder: str, files: list[str]) -> list[gcs.Blob]:
+    blobs = []
+    for rel in files:
+        uri = join(folder, rel)
+        with _gcs_errors(uri, "reading"):
+            blob = _blob(uri)
+            blob.reload(**_call_options())  # size and checksums, or the missing-file error
+        blobs.append(blob)
+    return blobs
+
+
+def _folder_blobs(folder: str) -> list[gcs.Blob]:
+    bucket, path = _split(folder)
+    with _gcs_errors(folder, "listing"):
+        blobs = [b for b in _list_blobs(bucket, path) if not b.name.endswith("/")]
+    if not blobs:
+        raise StorageError(f"no such folder: {folder} has no files below it")
+    return blobs
+
+
+def _fetch_blob(blob: gcs.Blob, local: Path, uri: str) -> None:
+    if local.is_file() and _same_content(local, blob):
+        return
+    with _replacing(str(local)) as tmp, _gcs_errors(uri, "reading"):
+        blob.download_to_filename(tmp, **_call_options())
+
+
+def _same_content(local: Path, blob: gcs.Blob) -> bool:
+    if local.stat().st_size != blob.size:
+        return False
+    if blob.md5_hash:  # composite objects have no MD5, only CRC32C
+        return _digest(local, hashlib.md5(usedforsecurity=False)) == blob.md5_hash
+    return bool(blob.crc32c) and _digest(local, google_crc32c.Checksum()) == blob.crc32c
+
+
+def _digest(path: Path, hasher: _Hasher) -> str:
+    """Base64 digest, the form GCS reports for md5Hash and crc32c."""
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            hasher.update(chunk)
+    return base64.b64encode(hasher.digest()).decode("ascii")
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "metaheac" / "gcs")
+
+
+@contextlib.contextmanager
+def _gcs_errors(uri: str, doing: str) -> Iterator[None]:
+    """Turn the client's exceptions into one-line StorageErrors naming `uri`."""
+    try:
+        yield
+    except api_exceptions.NotFound as e:
+        raise _not_found(uri) from e
+    except _UNREACHABLE as e:
+        reason = _one_line(_root_cause(e))
+        raise StorageError(f"cannot reach Google Cloud Storage while {doing} {uri}: {reason}") from e
+    except api_exceptions.GoogleAPIError as e:
+        raise StorageError(f"Google Cloud Storage refused {doing} {uri}: {_one_line(e)}") from e
+    except auth_exceptions.GoogleAuthError as e:
+        raise StorageError(
+            f"cannot authenticate to Google Cloud Storage for {uri}: {_one_line(e)}; run "
+            "'gcloud auth application-default login' or set GOOGLE_APPLICATION_CREDENTIALS"
+        ) from e
+
+
+def _not_found(uri: str) -> StorageError:
+    """GCS answers 404 for a missing bucket and a missing object alike: ask which it was."""
+    bucket, _ = _split(uri)
+    try:
+        bucket_exists = _client().bucket(bucket).exists(**_call_options())
+    except Exception:  # e.g. no permission on the bucket itself: the object is the likelier culprit
+        bucket_exists = True
+    if not bucket_exists:
+        return StorageError(f"bucket '{bucket}' does not exist ({uri}): create it or fix the URI")
+    return StorageError(f"no such file: {uri}")
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost error (e.g. 'Connection refused') under retry and HTTP-library wrappers."""
+    for _ in range(10):  # bounded: a chain may loop
+        inner = getattr(error, "cause", None) or getattr(error, "reason", None) or error.__cause__
+        inner = inner or error.__context__
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    return error
+
+
+def _one_line(error: BaseException) -> str:
+    # urllib3 prefixes its messages with an object repr such as '<HTTPConnection object at 0x..>: '.
+    return " ".join(re.sub(r"<[^>]*>:\s*", "", str(error)).split())
+
+
+# --- local plumbing -------------------------------------------------------------------------------------
+
+
+def _file_uri_path(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise StorageError(f"malformed URI {uri!r}: expected file:///ABSOLUTE/PATH")
+    return os.path.abspath(unquote(parts.path))
+
+
+def _local_path(path: str | os.PathLike[str]) -> str:
+    local = normalize(path)
+    if is_gcs(local):
+        raise StorageError(f"expected a local path, got {local}: pass the gs:// URI as the other argument")
+    return local
+
+
+def _local_files(folder: Path) -> list[Path]:
+    """Files below `folder`, without in-flight writes, so no reader ever picks up a partial file."""
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(_IN_FLIGHT.fullmatch(part) for part in p.relative_to(folder).parts)
+    ]
+
+
+def _check_local_dir(folder: str, files: list[str] | None) -> Path:
+    if not os.path.isdir(folder):
+        raise StorageError(f"no such folder: {folder}")
+    for rel in files or []:
+        if not os.path.isfile(join(folder, rel)):
+            raise StorageError(f"no such file: {join(folder, rel)}")
+    return Path(folder)
+
+
+@contextlib.contextmanager
+def _local_errors(path: str, doing: str) -> Iterator[None]:
+    try:
+        yield
+    except StorageError:
+        raise
+    except FileNotFoundError as e:
+        raise StorageError(f"no such file: {e.filename or path}") from e
+    except OSError as e:
+        raise StorageError(f"cannot {doing} {path}: {e.strerror or e}") from e
+
+
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[str]:
+    """A temp path beside `path` (same filesystem) that replaces `path` only if the block succeeds."""
+    parent, name = os.path.split(path)
+    tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex}.tmp")
+    with _local_errors(path, "write"):
+        os.makedirs(parent, exist_ok=True)
+    try:
+        yield tmp
+        with _local_errors(path, "write"):
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def _publish_local(target: str) -> Iterator[Path]:
+    parent, name = os.path.split(target)
+    staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex}.staging")
+    with _local_errors(target, "write"):
+        os.makedirs(staging)
+    try:
+        yield Path(staging)
+        # The marker goes in with the rest: the rename makes the whole folder appear at once.
+        Path(staging, SUCCESS_MARKER).touch()
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: str, target: str) -> None:
+    old = f"{staging}.old"
+    with _local_errors(target, "publish"):
+        if os.path.lexists(target):
+            os.rename(target, old)
+        os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,39 @@
+"""Shared fixtures: a real GCS emulator (gcp-storage-emulator) reached by the real google-cloud-storage client."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from gcp_storage_emulator.server import Server, create_server
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+
+def start_emulator() -> tuple[Server, str]:
+    """An in-memory emulator on a free port, and its STORAGE_EMULATOR_HOST value."""
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()
+    port = server._api._httpd.server_address[1]  # the emulator exposes the bound port nowhere else
+    return server, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The emulator's URL, exported as STORAGE_EMULATOR_HOST for the whole session."""
+    server, url = start_emulator()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("STORAGE_EMULATOR_HOST", url)
+        env.setenv("METAHEAC_GCS_DEADLINE_S", "5")  # a dead server fails in seconds, not minutes
+        env.setenv("METAHEAC_CACHE", str(tmp_path_factory.mktemp("gcs-cache")))
+        yield url
+    server.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: str) -> str:
+    """A fresh, empty bucket; use it as gs://{gcs_bucket}/..."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    storage.Client(project="local", credentials=AnonymousCredentials()).create_bucket(name)
+    return name
