@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from metaheac.data.synthetic import SyntheticConfig, generate
+
+_CHILD = (
+    "import resource, sys\n"
+    "from metaheac.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
 
 
 def main() -> None:
@@ -30,13 +37,14 @@ def main() -> None:
         generate(str(raw), SyntheticConfig(users=args.users, campaigns=args.campaigns))
         print(f"generated {raw} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "metaheac.cli", "preprocess", "--input", str(raw), "--output", str(dataset),
+    # the child reports its own peak: a forked child's ru_maxrss would count this (large) parent's pages
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, "preprocess", "--input", str(raw), "--output", str(dataset),
          "--cold-threshold", "100"],
-        check=True, stdout=subprocess.DEVNULL,
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     wall = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mb = float(child.stderr.strip().splitlines()[-1]) / 1024
     provenance = json.loads((dataset / "schema.json").read_text())["provenance"]
     input_mb = sum(p.stat().st_size for p in raw.iterdir()) / 2**20
     user_mb = (raw / "userFeature.data").stat().st_size / 2**20

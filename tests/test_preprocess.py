@@ -7,8 +7,9 @@ import pytest
 
 from metaheac import storage
 from metaheac.data.config import PreprocessConfig
-from metaheac.data.dataset import load_campaign_frame, load_features, load_rows, load_schema
+from metaheac.data.dataset import load_campaign_frame, load_schema
 from metaheac.data.errors import InputError
+from metaheac.data.loading import load_features, load_rows
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
 from tests.rawfiles import STAGE1, STAGE2, USERS, write_raw

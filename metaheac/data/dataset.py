@@ -14,17 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from metaheac import storage
-from metaheac.data.schema import SPLITS, STAGES, DatasetSchema
-from metaheac.data.tensors import CampaignTable, Features, Rows, UserTable
+from metaheac.data.schema import DatasetSchema
 
 SCHEMA_FILE = "schema.json"
 USERS_FILE = "users.parquet"
@@ -112,7 +109,8 @@ def rows_table(campaign: np.ndarray, user: np.ndarray, label: np.ndarray) -> pa.
 # ---- reading ----------------------------------------------------------------------------
 
 
-def _local(uri: str, files: list[str]) -> Path:
+def fetch(uri: str, files: list[str]) -> Path:
+    """A local folder holding the dataset's named files (downloaded from GCS when needed)."""
     if not storage.is_complete(uri):
         raise FileNotFoundError(
             f"{uri} is not a complete dataset (no _SUCCESS marker): run `metaheac preprocess` first"
@@ -125,56 +123,4 @@ def load_schema(uri: str) -> DatasetSchema:
 
 
 def load_campaign_frame(uri: str):  # -> pandas.DataFrame
-    return pq.read_table(_local(uri, [CAMPAIGNS_FILE]) / CAMPAIGNS_FILE).to_pandas()
-
-
-def load_features(uri: str) -> Features:
-    """Users and campaigns as tensors (CPU; move with `.to(device)`)."""
-    folder = _local(uri, [SCHEMA_FILE, USERS_FILE, CAMPAIGNS_FILE])
-    schema = DatasetSchema.from_json((folder / SCHEMA_FILE).read_text(), source=uri)
-    users = pq.read_table(folder / USERS_FILE)
-    single = np.stack(
-        [users.column(f.name).to_numpy() for f in schema.user_single], axis=1
-    ).astype(np.int32)
-    lists = [
-        users.column(f.name).combine_chunks().values.to_numpy().reshape(len(users), f.length)
-        for f in schema.user_lists
-    ]
-    user_table = UserTable(
-        uid=users.column("uid").to_numpy(),
-        single=torch.from_numpy(np.ascontiguousarray(single)),
-        lists=torch.from_numpy(np.ascontiguousarray(np.concatenate(lists, axis=1), dtype=np.int32)),
-    )
-    campaigns = pq.read_table(folder / CAMPAIGNS_FILE)
-    fields = np.stack([campaigns.column(f.name).to_numpy() for f in schema.campaign_fields], axis=1)
-    campaign_table = CampaignTable(
-        aid=campaigns.column("aid").to_numpy(),
-        fields=torch.from_numpy(np.ascontiguousarray(fields, dtype=np.int32)),
-        split=np.asarray(campaigns.column("split").to_pylist(), dtype=object),
-        seed_positives=campaigns.column("seed_positives").to_numpy(),
-    )
-    return Features(schema, user_table, campaign_table)
-
-
-def load_rows(uri: str, split: str, stage: int, campaigns: list[int] | None = None) -> Rows:
-    """Rows of one split and stage; with `campaigns`, only theirs (row groups of others are skipped)."""
-    if split not in SPLITS or stage not in STAGES:
-        raise ValueError(f"no rows for split {split!r} stage {stage!r}: splits {SPLITS}, stages {STAGES}")
-    name = rows_file(split, stage)
-    filters = [("campaign", "in", list(campaigns))] if campaigns is not None else None
-    table = pq.read_table(_local(uri, [name]) / name, filters=filters)
-    return Rows(
-        campaign=torch.from_numpy(table.column("campaign").to_numpy().astype(np.int64)),
-        user=torch.from_numpy(table.column("user").to_numpy().astype(np.int64)),
-        label=torch.from_numpy(table.column("label").to_numpy().astype(np.float32)),
-    )
-
-
-@dataclass
-class SplitRows:
-    stage1: Rows
-    stage2: Rows
-
-
-def load_split(uri: str, split: str, campaigns: list[int] | None = None) -> SplitRows:
-    return SplitRows(load_rows(uri, split, 1, campaigns), load_rows(uri, split, 2, campaigns))
+    return pq.read_table(fetch(uri, [CAMPAIGNS_FILE]) / CAMPAIGNS_FILE).to_pandas()
