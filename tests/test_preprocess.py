@@ -133,3 +133,15 @@ def test_official_sample_imports(tmp_path):
     age = [f.name for f in schema.user_single].index("age")
     assert (features.users.single[rows.user][:, age].numpy() == frame["age"].to_numpy() + 1).all()
     json.dumps(provenance)
+
+
+def test_campaign_vocab_maps_raw_ad_values_to_the_stored_indexes(tmp_path):
+    from metaheac.expand import load_campaign_vocab
+
+    preprocess_raw(str(write_raw(tmp_path / "raw")), str(tmp_path / "ds"), config(), progress=False)
+    vocab = load_campaign_vocab(str(tmp_path / "ds"))
+    campaigns = load_campaign_frame(str(tmp_path / "ds"))
+    # adFeature.csv: aid 300 has advertiserId 2 and adCategoryId 6; the others 1 and 5
+    row = campaigns[campaigns["aid"] == 300].iloc[0]
+    assert vocab["advertiserId"]["2"] == row["advertiserId"] != vocab["advertiserId"]["1"]
+    assert vocab["adCategoryId"]["6"] == row["adCategoryId"]

@@ -5,6 +5,7 @@ Layout under one URI (a folder):
     users.parquet                      uid, single fields (int32), list fields (fixed-size int32 lists)
                                        and their `<field>_length`; row i is user index i
     campaigns.parquet                  campaign (index), aid, ad fields, split, seed_positives, row counts
+    campaign_vocab.json                raw ad field value -> index, per ad field
     rows/split=S/stage=K/part-0.parquet  campaign, user, label; sorted by campaign, so one campaign
                                        reads through row-group statistics without the rest
     _SUCCESS                           written last: a dataset without it is incomplete
@@ -12,6 +13,7 @@ Layout under one URI (a folder):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,7 @@ from metaheac.data.schema import DatasetSchema
 SCHEMA_FILE = "schema.json"
 USERS_FILE = "users.parquet"
 CAMPAIGNS_FILE = "campaigns.parquet"
+CAMPAIGN_VOCAB_FILE = "campaign_vocab.json"  # {ad field: {raw value: index}}, to expand for a new campaign
 ROW_GROUP_ROWS = 64 * 1024
 
 
@@ -80,6 +83,14 @@ class DatasetWriter:
         path = self.folder / rows_file(split, stage)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.sort_by("campaign"), path, row_group_size=ROW_GROUP_ROWS)
+
+    def write_campaign_vocab(self, fields: list[str], raw: np.ndarray, codes: np.ndarray) -> None:
+        """`raw` and `codes` are [n_ads, n_fields]: each ad's raw field values and their indexes."""
+        vocab = {
+            name: {str(r): int(c) for r, c in zip(raw[:, j].tolist(), codes[:, j].tolist(), strict=True)}
+            for j, name in enumerate(fields)
+        }
+        (self.folder / CAMPAIGN_VOCAB_FILE).write_text(json.dumps(vocab, indent=1, sort_keys=True))
 
     def write_schema(self, schema: DatasetSchema) -> None:
         (self.folder / SCHEMA_FILE).write_text(schema.to_json())

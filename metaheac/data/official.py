@@ -129,6 +129,7 @@ def import_official(input_uri: str, output_uri: str, config: PreprocessConfig, a
         )
         ad_codes = (ads[fields.campaign_fields].to_numpy(np.int64) + 1).astype(np.int32)
         summary = assemble(writer, schema, ads["aid"].to_numpy(), ad_codes, splits, merged)
+        writer.write_campaign_vocab(fields.campaign_fields, ads[fields.campaign_fields].to_numpy(), ad_codes)
         schema.provenance = {
             "source": "official-pickles",
             "input": input_uri,

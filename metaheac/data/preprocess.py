@@ -90,6 +90,7 @@ def preprocess_raw(input_uri: str, output_uri: str, config: PreprocessConfig, pr
         )
         splits = random_splits(len(ads), stages[1], config, ads["aid"].to_numpy(), problems)
         summary = assemble(writer, schema, ads["aid"].to_numpy(), ad_codes, splits, stages)
+        writer.write_campaign_vocab(fields.campaign_fields, ads[fields.campaign_fields].to_numpy(), ad_codes)
         schema.provenance = {
             "source": "raw",
             "input": input_uri,

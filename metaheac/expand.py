@@ -1,0 +1,157 @@
+"""Audience expansion, the online use: adapt the general model to one campaign's seed users, score every
+user of the dataset, and hand back the top-N users who are not seeds.
+
+The campaign is an existing one (`{"aid": <raw ad id>}`) or a new one given by its ad fields: raw
+values mapped through the dataset's campaign vocabulary (`campaign_vocab.json`), or field indexes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from metaheac import storage
+from metaheac.adaptation import AdaptConfig, adapt, score
+from metaheac.data.dataset import CAMPAIGN_VOCAB_FILE
+from metaheac.data.tensors import CampaignTable, Features, Rows
+
+# {field name: {str(raw value): field index}} for every campaign field, beside schema.json.
+CampaignVocab = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class ExpandConfig:
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)  # its seed also seeds the negative sampling
+    negatives_per_seed: float = 4.0  # users sampled as negatives per known seed, when none are given
+
+
+def load_campaign_vocab(dataset_uri: str) -> CampaignVocab | None:
+    """The dataset's raw -> index vocabulary of campaign fields, or None when it has none."""
+    uri = storage.join(dataset_uri, CAMPAIGN_VOCAB_FILE)
+    return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
+
+
+def campaign_field_ids(
+    features: Features, campaign_fields: dict[str, int], vocab: CampaignVocab | None = None
+) -> tuple[torch.Tensor, int | None, list[str]]:
+    """(field indexes [F_c], the campaign's index if it exists, fields that fell back to unknown (0))."""
+    campaigns = features.campaigns
+    if "aid" in campaign_fields:
+        if len(campaign_fields) > 1:
+            raise ValueError("give a campaign either as {'aid': ...} or by its ad fields, not both")
+        found = np.flatnonzero(campaigns.aid == campaign_fields["aid"])
+        if not len(found):
+            raise ValueError(f"aid {campaign_fields['aid']} is not a campaign of this dataset: give its ad fields")
+        index = int(found[0])
+        return campaigns.fields[index], index, []
+    known = [f.name for f in features.schema.campaign_fields]
+    extra = sorted(set(campaign_fields) - set(known))
+    if extra:
+        raise ValueError(f"unknown campaign fields {extra}: the dataset's are {known} (or 'aid')")
+    ids, unknown = [], []
+    for f in features.schema.campaign_fields:
+        value = campaign_fields.get(f.name)
+        if vocab is not None and value is not None:
+            value = vocab.get(f.name, {}).get(str(value))
+        elif value is not None and not 0 <= value < f.vocab_size:
+            raise ValueError(
+                f"campaign field {f.name} index {value} is outside [0, {f.vocab_size}): pass field indexes"
+            )
+        if not value:
+            unknown.append(f.name)
+        ids.append(value or 0)
+    return torch.tensor(ids, dtype=campaigns.fields.dtype), None, unknown
+
+
+def _with_campaign(features: Features, ids: torch.Tensor) -> tuple[Features, int]:
+    """Features with one more campaign (index returned), for a campaign the dataset does not hold."""
+    c = features.campaigns
+    campaigns = CampaignTable(
+        np.append(c.aid, -1),
+        torch.cat([c.fields, ids.to(c.fields.device)[None]]),
+        np.append(c.split, ""),
+        np.append(c.seed_positives, 0),
+    )
+    return Features(features.schema, features.users, campaigns), len(c)
+
+
+def _user_indexes(features: Features, uids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Distinct known users' indexes, and how many of the distinct uids are unknown."""
+    positions = pd.Index(features.users.uid).get_indexer(np.unique(np.asarray(uids, dtype=np.int64)))
+    return positions[positions >= 0], int((positions < 0).sum())
+
+
+def expand(
+    general_model: nn.Module,
+    features: Features,
+    campaign_fields: dict[str, int],
+    seed_uids: np.ndarray,
+    negative_uids: np.ndarray | None = None,
+    top_n: int = 10_000,
+    config: ExpandConfig | None = None,
+    vocab: CampaignVocab | None = None,
+) -> pd.DataFrame:
+    """The top-N non-seed users for the campaign: columns uid, score, by score descending.
+
+    Negatives are `negative_uids` when given, else users drawn (seeded) from the non-seeds. What was
+    used and dropped (unknown uids, fields) is in `frame.attrs["summary"]`.
+    """
+    config = config or ExpandConfig()
+    if len(seed_uids) == 0:
+        raise ValueError("empty seed set: pass at least one seed uid")
+    seeds, unknown_seeds = _user_indexes(features, seed_uids)
+    if not len(seeds):
+        raise ValueError(
+            f"none of the {unknown_seeds} seed uids is a user of this dataset: check the uids or preprocess their users"
+        )
+    n_users = len(features.users)
+    candidates = n_users - len(seeds)
+    if not 1 <= top_n <= candidates:
+        raise ValueError(f"top_n {top_n} is not in [1, {candidates}], the users that are not seeds: lower top_n")
+    is_seed = np.zeros(n_users, dtype=bool)
+    is_seed[seeds] = True
+    if negative_uids is not None:
+        negatives, unknown_negatives = _user_indexes(features, negative_uids)
+        negatives = negatives[~is_seed[negatives]]  # a seed is a positive, whatever else it is
+    else:
+        unknown_negatives = 0
+        count = min(round(config.negatives_per_seed * len(seeds)), candidates)
+        rng = np.random.default_rng(config.adapt.seed)
+        negatives = rng.choice(np.flatnonzero(~is_seed), size=count, replace=False)
+
+    ids, existing, unknown_fields = campaign_field_ids(features, campaign_fields, vocab)
+    features, campaign = (features, existing) if existing is not None else _with_campaign(features, ids)
+    user = torch.from_numpy(np.concatenate([seeds, negatives]).astype(np.int64))
+    label = torch.cat([torch.ones(len(seeds)), torch.zeros(len(negatives))])
+    started = time.perf_counter()
+    model = adapt(general_model, features, Rows(torch.full_like(user, campaign), user, label), config.adapt)
+    adapted = time.perf_counter()
+    scores = score(model, features, campaign, torch.arange(n_users), config.adapt.score_batch_size).float().cpu()
+    scored = time.perf_counter()
+    top = torch.topk(scores.masked_fill(torch.from_numpy(is_seed), -torch.inf), top_n)
+    frame = pd.DataFrame({"uid": features.users.uid[top.indices.numpy()], "score": top.values.numpy()})
+    frame.attrs["summary"] = {
+        "seed_uids": int(len(np.unique(seed_uids))),
+        "seeds_used": int(len(seeds)),
+        "unknown_seed_uids": unknown_seeds,
+        "negatives_given": negative_uids is not None,
+        "negatives_used": int(len(negatives)),
+        "unknown_negative_uids": unknown_negatives,
+        "unknown_campaign_fields": unknown_fields,
+        "candidates": candidates,
+        "adapt_seconds": round(adapted - started, 3),
+        "score_seconds": round(scored - adapted, 3),
+    }
+    return frame
+
+
+def write_audience(frame: pd.DataFrame, uri: str) -> None:
+    """The audience as Parquet at `uri` (local or gs://), written atomically."""
+    with storage.open_write(uri) as f:
+        frame.to_parquet(f, index=False)

@@ -1,0 +1,162 @@
+"""MetaHeac's network: Hybrid Experts and Critics (DESIGN.md section 2).
+
+The dense part is written once, as functions of a parameter mapping over tensors that may carry a
+leading task dimension: the ordinary forward passes the module's own parameters, the batched
+meta-training passes per-task fast weights [tasks, ...], and the same code runs as batched matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaheac.data.schema import DatasetSchema
+from metaheac.data.tensors import Batch
+from metaheac.model.config import ModelConfig
+from metaheac.model.embedding import FieldEmbeddings
+
+Params = Mapping[str, torch.Tensor]
+
+
+def weighted_bce(probability: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy averaged over the last axis with row weights (0 marks a padding row)."""
+    losses = F.binary_cross_entropy(probability, label.to(probability.dtype), reduction="none")
+    weight = weight.to(probability.dtype)
+    return (losses * weight).sum(-1) / weight.sum(-1)
+
+
+def _bias(b: torch.Tensor) -> torch.Tensor:
+    """A bias [..., out] as [..., 1, out], to broadcast over the rows axis with or without a task axis."""
+    return b.unsqueeze(-2)
+
+
+class _TaskMatmul(torch.autograd.Function):
+    """[T, M, K] x [T, K, N] as T matrix products; its backward is made of the same function, so it
+    differentiates any number of times (the meta-training differentiates through a gradient)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
+        for t in range(a.shape[0]):
+            torch.mm(a[t], b[t], out=out[t])
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        a, b = ctx.saved_tensors
+        grad_a = _TaskMatmul.apply(grad, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_b = _TaskMatmul.apply(a.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b, with per-task products [T, M, K] x [T, K, N] on CPU run one task at a time: MKL's
+    batched product splits a few tasks unevenly over the threads (5 over 2) and runs transposed
+    operands, as in gradients, slowly; one product at a time keeps every thread busy (~5% of a step)."""
+    if a.dim() == 3 and b.dim() == 3 and a.device.type == "cpu":
+        return _TaskMatmul.apply(a, b)
+    return a @ b
+
+
+class HybridExpertsCritics(nn.Module):
+    """p(c, u) = sum_j w'_j sigmoid(t_j(sum_i w_i h_i(G(u)))), gates on [mean user emb, campaign emb]."""
+
+    def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.schema = schema
+        self.config = config = config or ModelConfig()
+        d, n, m, gh = config.embedding_dim, config.experts, config.critics, config.gate_hidden
+        self.embeddings = FieldEmbeddings(schema, d, config.init_std)
+        widths = (self.embeddings.n_user_fields * d, *config.expert_hidden)
+        campaign_in = len(schema.campaign_fields) * d
+        shapes: dict[str, tuple[tuple[int, ...], int]] = {  # name -> (shape, fan_in)
+            # every expert's first layer side by side: one [B, G] x [G, n*h] matmul instead of n small ones
+            "expert_w0": ((widths[0], n * widths[1]), widths[0]),
+            "expert_b0": ((n * widths[1],), widths[0]),
+            **{
+                name: (shape, widths[k])
+                for k in range(1, len(widths) - 1)
+                for name, shape in (
+                    (f"expert_w{k}", (n, widths[k], widths[k + 1])),
+                    (f"expert_b{k}", (n, widths[k + 1])),
+                )
+            },
+            # Both gates' hidden layers side by side (they read the same input), split by input part
+            # (mean user embedding | campaign embeddings) so a task's one campaign is multiplied once.
+            "gate_user_w": ((d, 2 * gh), d + campaign_in),
+            "gate_campaign_w": ((campaign_in, 2 * gh), d + campaign_in),
+            "gate_b": ((2 * gh,), d + campaign_in),
+            "expert_gate_w": ((gh, n), gh),
+            "expert_gate_b": ((n,), gh),
+            "critic_gate_w": ((gh, m), gh),
+            "critic_gate_b": ((m,), gh),
+            "critic_w": ((widths[-1], m), widths[-1]),
+            "critic_b": ((m,), widths[-1]),
+        }
+        self.dense_names = list(shapes)
+        for name, (shape, fan_in) in shapes.items():
+            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default init, per expert / gate / critic
+            self.register_parameter(name, nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
+
+    def dense_parameters(self) -> dict[str, torch.Tensor]:
+        """Every parameter but the embedding tables (read through getattr, so functional_call swaps them)."""
+        return {name: getattr(self, name) for name in self.dense_names}
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Probabilities [B]."""
+        p, user = self.dense_parameters(), self.embeddings.user(batch)
+        return self.head(p, self.expert_input(p, user), user.mean(-2), self.embeddings.campaign(batch))
+
+    def gate_weights(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The expert gate's weights [B, experts] and the critic gate's [B, critics]; rows sum to 1."""
+        user_mean = self.embeddings.user(batch).mean(-2)
+        return self.gates(self.dense_parameters(), user_mean, self.embeddings.campaign(batch))
+
+    # The network reads the user embeddings G(u) [..., B, F_u, d] twice: all experts' first layer, and
+    # their mean over fields for the gates. `head` takes both, so that the batched meta-training can
+    # form them its own way; leading dimensions (a task axis) are free throughout.
+    FIRST_LAYER = ("expert_w0", "expert_b0")
+
+    def expert_input(self, p: Params, user: torch.Tensor) -> torch.Tensor:
+        """Every expert's first layer before its ReLU, side by side: G(u) @ expert_w0 + b, [..., B, n * h]."""
+        return matmul(user.flatten(-2), p["expert_w0"]) + _bias(p["expert_b0"])
+
+    def gates(self, p: Params, user_mean: torch.Tensor, campaign: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """user_mean [..., B, d]; campaign [..., B, F_c, d], or [..., 1, F_c, d] when all rows share it."""
+        hidden = torch.relu(
+            user_mean @ p["gate_user_w"] + campaign.flatten(-2) @ p["gate_campaign_w"] + _bias(p["gate_b"])
+        )
+        expert_hidden, critic_hidden = hidden.split(self.config.gate_hidden, dim=-1)
+        expert = torch.softmax(expert_hidden @ p["expert_gate_w"] + _bias(p["expert_gate_b"]), dim=-1)
+        critic = torch.softmax(critic_hidden @ p["critic_gate_w"] + _bias(p["critic_gate_b"]), dim=-1)
+        return expert, critic
+
+    def experts(self, p: Params, expert_input: torch.Tensor) -> torch.Tensor:
+        """Every expert's output h_i(G(u)) from `expert_input`, [..., experts, B, h]."""
+        n, widths = self.config.experts, self.config.expert_hidden
+        h = torch.relu(expert_input).unflatten(-1, (n, widths[0])).transpose(-2, -3)
+        for k in range(1, len(widths)):
+            h = torch.relu(h @ p[f"expert_w{k}"] + _bias(p[f"expert_b{k}"]))
+        return h
+
+    def head(
+        self, p: Params, expert_input: torch.Tensor, user_mean: torch.Tensor, campaign: torch.Tensor
+    ) -> torch.Tensor:
+        """Probabilities [..., B] (p's first-layer entries are not read: `expert_input` holds that layer)."""
+        expert_w, critic_w = self.gates(p, user_mean, campaign)
+        r = (expert_w.transpose(-1, -2).unsqueeze(-1) * self.experts(p, expert_input)).sum(-3)
+        scores = torch.sigmoid(r @ p["critic_w"] + _bias(p["critic_b"]))
+        return (critic_w * scores).sum(-1)
+
+    def flops_per_row(self) -> int:
+        """Forward multiply-add FLOPs per row (2 per MAC) of the dense part; lookups and pooling excluded."""
+        c, n, m, gh = self.config, self.config.experts, self.config.critics, self.config.gate_hidden
+        widths = (self.embeddings.n_user_fields * c.embedding_dim, *c.expert_hidden)
+        experts = sum(n * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+        gate_in = c.embedding_dim * (1 + len(self.schema.campaign_fields))
+        return 2 * (experts + gate_in * 2 * gh + gh * (n + m) + widths[-1] * m)
