@@ -1,0 +1,100 @@
+"""The steps through the CLI, on a small generated dataset: the chain, its outputs, and expand's errors."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from metaheac.cli import main, parse_step
+from metaheac.data.dataset import load_campaign_frame
+from metaheac.steps.engine import Adapt, Evaluate, Train
+from metaheac.steps.registry import STEPS
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """generate -> preprocess -> train (LR, MetaHeac) -> adapt (2 shards) -> evaluate, all through `main`."""
+    root = tmp_path_factory.mktemp("chain")
+    raw, dataset = root / "raw", root / "dataset"
+    assert main(["generate", "--output", str(raw), "--users", "1500", "--campaigns", "12", "--seed", "3"]) == 0
+    assert main(["preprocess", "--input", str(raw), "--output", str(dataset), "--cold-threshold", "15"]) == 0
+    scores = []
+    for method in ("LR", "MetaHeac"):
+        model = root / method
+        assert main(["train", "--dataset", str(dataset), "--output", str(model), "--method", method,
+                     "--max-steps", "3", "--embedding-dim", "8", "--device", "cpu"]) == 0
+        for shard in (0, 1):
+            scores.append(root / f"scores-{method}-{shard}")
+            assert main(["adapt", "--dataset", str(dataset), "--model", str(model), "--output", str(scores[-1]),
+                         "--shard", str(shard), "--shards", "2", "--device", "cpu"]) == 0
+    assert main(["evaluate", "--scores", ",".join(map(str, scores)), "--output", str(root / "eval")]) == 0
+    return root, dataset
+
+
+def test_chain_writes_metrics_table_and_report(chain):
+    root, dataset = chain
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert list(metrics) == ["LR", "MetaHeac"]
+    test_campaigns = (load_campaign_frame(str(dataset))["split"] != "train").sum()
+    assert metrics["MetaHeac"]["cold"]["campaigns"] + metrics["MetaHeac"]["hot"]["campaigns"] == test_campaigns
+    assert "MetaHeac" in (root / "eval" / "table.txt").read_text()
+    assert (root / "eval" / "report.html").read_text().count("<img") >= 3
+    config = json.loads((root / "MetaHeac" / "config.json").read_text())
+    assert config["method"] == "MetaHeac" and config["extra"]["meta_config"]["max_steps"] == 3
+    shards = [pd.read_parquet(root / f"scores-MetaHeac-{s}" / "scores.parquet") for s in (0, 1)]
+    assert not set(shards[0]["campaign"]) & set(shards[1]["campaign"])  # shards split the campaigns
+
+
+def test_expand_excludes_seeds_and_counts_unknown_uids(chain, tmp_path):
+    root, dataset = chain
+    users = pd.read_parquet(dataset / "users.parquet", columns=["uid"])["uid"]
+    (tmp_path / "seeds.txt").write_text("\n".join(map(str, [*users[:20], 999_999_999_999])) + "\n")
+    aid = int(load_campaign_frame(str(dataset))["aid"].iloc[0])
+    out = tmp_path / "audience.parquet"
+    assert main(["expand", "--dataset", str(dataset), "--model", str(root / "MetaHeac"), "--seeds",
+                 str(tmp_path / "seeds.txt"), "--aid", str(aid), "--top-n", "50", "--output", str(out),
+                 "--device", "cpu"]) == 0
+    audience = pd.read_parquet(out)
+    assert len(audience) == 50 and audience["score"].is_monotonic_decreasing
+    assert not set(audience["uid"]) & set(users[:20])
+
+
+@pytest.mark.parametrize(
+    ("seeds", "extra", "message"),
+    [
+        ("", [], "empty"),
+        ("1\n2\n", [], "none of the"),
+        (None, ["--top-n", "10000000"], "top_n"),
+        (None, ["--ad-fields", "advertiserId=1"], "exactly one of --aid"),
+        ("12x\n", [], "one integer uid"),
+    ],
+)
+def test_expand_errors_are_one_line(chain, tmp_path, capsys, seeds, extra, message):
+    root, dataset = chain
+    users = pd.read_parquet(dataset / "users.parquet", columns=["uid"])["uid"]
+    (tmp_path / "seeds.txt").write_text(seeds if seeds is not None else f"{users[0]}\n{users[1]}\n")
+    aid = int(load_campaign_frame(str(dataset))["aid"].iloc[0])
+    code = main(["expand", "--dataset", str(dataset), "--model", str(root / "MetaHeac"), "--seeds",
+                 str(tmp_path / "seeds.txt"), "--aid", str(aid), "--output", str(tmp_path / "a.parquet"),
+                 "--device", "cpu", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err.lower()
+    assert not (tmp_path / "a.parquet").exists()
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    assert main(["preprocess", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metaheac preprocess: error: missing input file") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("step", [Train(dataset="d", output="o", method="LR", max_steps=2),
+                                  Adapt(dataset="d", model="m", output="o", shard=1, shards=3),
+                                  Evaluate(scores="a,b", output="o")])
+def test_to_argv_round_trips_through_the_cli(step):
+    assert parse_step(step.to_argv()) == step
+
+
+def test_every_step_has_help_for_every_argument():
+    for step in STEPS.values():
+        assert step.__doc__ and all(argument.help for argument in step.arguments()), step.name
