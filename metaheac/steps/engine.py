@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from metaheac.adaptation import AdaptConfig, adapt_and_score_campaigns
 from metaheac.data.dataset import load_campaign_frame
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_features, load_rows
-from metaheac.evaluation.metrics import compare, format_table
-from metaheac.evaluation.report import kfp_metrics, write_report
+from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
+from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
 from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_audience
 from metaheac.model import zoo
 from metaheac.model.config import ModelConfig
@@ -146,7 +147,8 @@ def read_scores(uris: list[str]) -> dict[str, pd.DataFrame]:
 
 @dataclass
 class Evaluate(Step):
-    """Compute the paper's metrics from adapted scores: metrics.json, table.txt and report.html."""
+    """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP
+    metrics payloads (kfp_metrics.json; kfp_classification.json for MetaHeac, else the first method)."""
 
     name: ClassVar[str] = "evaluate"
     scores: str = arg(help="comma-separated folders holding the scores written by `adapt`")
@@ -161,7 +163,9 @@ class Evaluate(Step):
         context = {"dataset": self.dataset or "-", "scores": self.scores,
                    "methods": ", ".join(results), "rows": sum(len(f) for f in results.values())}
         storage.write_text(storage.join(self.output, "metrics.json"), pd.Series(summary).to_json(indent=2))
-        storage.write_text(storage.join(self.output, "kfp_metrics.json"), pd.Series(kfp_metrics(summary)).to_json())
+        storage.write_text(storage.join(self.output, "kfp_metrics.json"), json.dumps(kfp_metrics(summary)))
+        focus = results.get(FOCUS_METHOD, next(iter(results.values())))
+        storage.write_text(storage.join(self.output, "kfp_classification.json"), json.dumps(kfp_classification(focus)))
         storage.write_text(storage.join(self.output, "table.txt"), table + "\n")
         write_report(storage.join(self.output, "report.html"), results, summary, self.title, context)
         print(table)
