@@ -1,0 +1,278 @@
+"""`python -m pipelines`: compile, submit, schedule and run the MetaHeac pipeline.
+
+    python -m pipelines run-local --output runs/ --param generate_users=5000
+    python -m pipelines compile --output metaheac.yaml --methods MetaHeac,MLP --shards 4
+    python -m pipelines submit --host http://localhost:8080 --pipeline-root gs://BUCKET/pipeline-root \\
+        --service-account metaheac
+    python -m pipelines schedule create --host ... --name nightly --cron "0 0 3 * * *"
+    python -m pipelines schedule create --local --cron "0 */10 * * * *" --output runs/ --max-runs 3
+    python -m pipelines schedule list|pause|resume|delete --host ... [ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kfp
+from kfp import compiler
+
+from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling
+from pipelines import cron, remote
+from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
+from pipelines.local import run_id, run_local, run_schedule
+
+_DEFAULT_GPU = GpuScheduling()
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
+
+def _add_dag_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pipeline shape (fixed at compile time)")
+    group.add_argument("--source", choices=("generate", "input"), default="generate",
+                       help="generate synthetic data, or import raw files from the input_uri parameter")
+    group.add_argument("--methods", default="MetaHeac", help="comma-separated methods, one train task each")
+    group.add_argument("--shards", type=int, default=2, help="adapt tasks per method (campaign shards)")
+    group.add_argument("--pipeline-name", default=DagOptions.name,
+                       help="the pipeline's name (on a server, versions are uploaded under it)")
+    group.add_argument("--image", default=CPU_IMAGE, help="image of the CPU steps")
+    group.add_argument("--cuda-image", default=CUDA_IMAGE, help="image of the GPU steps")
+    group.add_argument("--accelerator-type", default=_DEFAULT_GPU.accelerator, help="GPU resource of the train step")
+    group.add_argument("--gpus", type=int, help="GPUs of the train task (default: the step's); more than one "
+                       "trains data-parallel, one process per GPU")
+    group.add_argument("--gpu-node-selector", default="=".join(_DEFAULT_GPU.node_selector),
+                       help="LABEL=VALUE of the GPU node pool")
+    group.add_argument("--gpu-toleration", default=_DEFAULT_GPU.toleration,
+                       help="taint key (effect NoSchedule) of the GPU node pool")
+    group.add_argument("--no-cache", action="store_true", help="run every task even when a cached result exists")
+
+
+def _add_params(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a pipeline parameter, e.g. generate_users=5000 (`compile` lists them all)")
+
+
+def _dag_options(args: argparse.Namespace) -> DagOptions:
+    label, _, value = args.gpu_node_selector.partition("=")
+    return DagOptions(
+        source=args.source,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        shards=args.shards,
+        image=args.image,
+        cuda_image=args.cuda_image,
+        gpu=GpuScheduling(args.accelerator_type, (label, value), args.gpu_toleration, args.gpus),
+        name=args.pipeline_name,
+        caching=not args.no_cache,
+    )
+
+
+def _coerce(kind: type, name: str, text: str) -> Any:
+    if kind is bool:
+        if text.lower() not in _TRUE | _FALSE:
+            raise ValueError(f"--param {name}: expected true or false, got {text!r}")
+        return text.lower() in _TRUE
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"--param {name}: expected {kind.__name__}, got {text!r}") from None
+
+
+def _arguments(options: DagOptions, pairs: list[str], render: Callable[[str], str] = str) -> dict[str, Any]:
+    """Typed pipeline arguments from NAME=VALUE pairs; `render` rewrites each value first (schedule macros)."""
+    kinds = {p.name: p.annotation for p, _ in pipeline_parameters(options)}
+    required = {p.name for p, _ in pipeline_parameters(options) if p.default is p.empty}
+    arguments = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in kinds:
+            raise ValueError(f"--param {pair!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(kinds))}")
+        arguments[name] = _coerce(kinds[name], name, render(text))
+    missing = required - set(arguments)
+    if missing:
+        raise ValueError(f"missing --param for {', '.join(sorted(missing))}")
+    return arguments
+
+
+def _compile(options: DagOptions, path: Path) -> Path:
+    compiler.Compiler().compile(build_pipeline(options), str(path))
+    return path
+
+
+def _client(args: argparse.Namespace) -> kfp.Client:
+    if not args.host:
+        raise ValueError("--host is required to reach a KFP API server")
+    return remote.connect(args.host, args.namespace)
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    options = _dag_options(args)
+    print(_compile(options, Path(args.output)))
+    for parameter, text in pipeline_parameters(options):
+        default = "required" if parameter.default is parameter.empty else f"default {parameter.default!r}"
+        print(f"  {parameter.name} ({parameter.annotation.__name__}, {default}): {' '.join(text.split())}")
+
+
+def cmd_run_local(args: argparse.Namespace) -> None:
+    options = _dag_options(args)
+    arguments = _arguments(options, args.param)
+    root = Path(args.output) / run_id(options.name, dt.datetime.now().astimezone())
+    print(run_local(build_pipeline(options), arguments, root))
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    options = _dag_options(args)
+    arguments = _arguments(options, args.param)
+    client = _client(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _compile(options, Path(tmp) / "pipeline.yaml")
+        run = remote.submit(client, package, arguments, args.experiment, args.run_name, args.pipeline_root,
+                            args.service_account)
+    print(run)
+
+
+def cmd_schedule_create(args: argparse.Namespace) -> None:
+    options = _dag_options(args)
+    expression = cron.validate(args.cron)
+    if args.local:
+        _schedule_local(args, options, expression)
+        return
+    if not args.name:
+        raise ValueError("--name is required for a recurring run on a KFP server")
+    schedule = remote.Schedule(
+        name=args.name,
+        cron=expression,
+        experiment=args.experiment,
+        arguments=_arguments(options, args.param),
+        max_concurrency=args.max_concurrency,
+        no_catchup=not args.catchup,
+        pipeline_root=args.pipeline_root,
+        service_account=args.service_account,
+    )
+    client = _client(args)
+    if args.version_id:
+        pipeline_id = client.get_pipeline_id(options.name)
+        if pipeline_id is None:
+            raise ValueError(f"no pipeline named {options.name!r} on {args.host} (see --pipeline-name)")
+        version_id = args.version_id
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            package = _compile(options, Path(tmp) / "pipeline.yaml")
+            pipeline_id, version_id = remote.upload(client, package, options.name)
+    created = remote.create_schedule(client, schedule, pipeline_id, None if args.latest else version_id)
+    print(created.recurring_run_id)
+
+
+def _schedule_local(args: argparse.Namespace, options: DagOptions, expression: str) -> None:
+    now = dt.datetime.now().astimezone()  # fail now, not at the first fire time, on a malformed --param:
+    _arguments(options, args.param, lambda text: cron.substitute(text, 1, now, now))
+    pipeline = build_pipeline(options)
+    output = Path(args.output)
+
+    def run(index: int, scheduled: dt.datetime) -> Path:
+        now = dt.datetime.now().astimezone()
+        arguments = _arguments(options, args.param, lambda text: cron.substitute(text, index, scheduled, now))
+        return run_local(pipeline, arguments, output / run_id(options.name, scheduled, index))
+
+    succeeded, failed = run_schedule(expression, run, args.max_runs)
+    print(f"{succeeded} runs succeeded, {failed} failed")
+
+
+def cmd_schedule_list(args: argparse.Namespace) -> None:
+    for run in remote.list_schedules(_client(args), args.experiment):
+        trigger = run.trigger.cron_schedule.cron if run.trigger and run.trigger.cron_schedule else "-"
+        reference = run.pipeline_version_reference
+        version = (reference.pipeline_version_id or "latest") if reference else "-"
+        print(f"{run.recurring_run_id}\t{run.display_name}\t{run.mode}\t{trigger}\tversion {version}")
+
+
+def _schedule_action(method: str) -> Callable[[argparse.Namespace], None]:
+    def action(args: argparse.Namespace) -> None:
+        getattr(_client(args), method)(args.id)
+        print(args.id)
+
+    return action
+
+
+def _add_server(parser: argparse.ArgumentParser, experiment: str | None = "metaheac") -> None:
+    parser.add_argument("--host", help="KFP API endpoint, e.g. http://localhost:8080")
+    parser.add_argument("--namespace", help="the user namespace of a multi-user KFP")
+    parser.add_argument("--experiment", default=experiment, help="KFP experiment")
+
+
+def _add_run_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipeline-root", help="where artifacts go, e.g. gs://BUCKET/pipeline-root")
+    parser.add_argument("--service-account", help="Kubernetes service account of the run's pods (GCS access)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("compile", help="write the pipeline's IR YAML")
+    p.add_argument("--output", default="metaheac-pipeline.yaml", help="YAML file to write")
+    _add_dag_options(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = commands.add_parser("run-local", help="run the whole DAG here with kfp.local")
+    p.add_argument("--output", default="runs", help="folder for the run's outputs (local)")
+    _add_dag_options(p)
+    _add_params(p)
+    p.set_defaults(func=cmd_run_local)
+
+    p = commands.add_parser("submit", help="start one run on a KFP server")
+    _add_server(p)
+    _add_run_settings(p)
+    p.add_argument("--run-name", help="display name of the run")
+    _add_dag_options(p)
+    _add_params(p)
+    p.set_defaults(func=cmd_submit)
+
+    schedule = commands.add_parser("schedule", help="recurring runs").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = schedule.add_parser("create", help="create a recurring run (or, with --local, run one here)")
+    p.add_argument("--cron", required=True, help="six fields, seconds first: '0 0 3 * * *' is 03:00 daily")
+    p.add_argument("--local", action="store_true", help="run the pipeline here with kfp.local, in the foreground")
+    p.add_argument("--output", default="runs", help="--local: folder for the runs, one sub-folder per run id")
+    p.add_argument("--max-runs", type=int, help="--local: stop after this many runs (default: never)")
+    p.add_argument("--name", help="display name of the recurring run")
+    _add_server(p)
+    _add_run_settings(p)
+    p.add_argument("--max-concurrency", type=int, default=1, help="runs of this schedule at once (1 to 10)")
+    p.add_argument("--catchup", action="store_true", help="after a pause, backfill every missed time")
+    version = p.add_mutually_exclusive_group()
+    version.add_argument("--latest", action="store_true",
+                         help="upload this pipeline, then always run the pipeline's latest version")
+    version.add_argument("--version-id", help="pin an existing version of the pipeline instead of uploading")
+    _add_dag_options(p)
+    _add_params(p)
+    p.set_defaults(func=cmd_schedule_create)
+
+    p = schedule.add_parser("list", help="list recurring runs")
+    _add_server(p, experiment=None)
+    p.set_defaults(func=cmd_schedule_list)
+    for action, method in (("pause", "disable_recurring_run"), ("resume", "enable_recurring_run"),
+                           ("delete", "delete_recurring_run")):
+        p = schedule.add_parser(action, help=f"{action} a recurring run")
+        p.add_argument("id", help="recurring run id (see `schedule list`)")
+        _add_server(p, experiment=None)
+        p.set_defaults(func=_schedule_action(method))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (ValueError, ConnectionError, RuntimeError) as error:
+        print(f"python -m pipelines: error: {error}", file=sys.stderr)
+        return 2
+    return 0
