@@ -24,6 +24,7 @@ import kfp
 from kfp import compiler
 
 from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling
+from metaheac.model.zoo import parse_methods
 from pipelines import cron, remote
 from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
 from pipelines.local import run_id, run_local, run_schedule
@@ -36,7 +37,7 @@ def _add_dag_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline shape (fixed at compile time)")
     group.add_argument("--source", choices=("generate", "input"), default="generate",
                        help="generate synthetic data, or import raw files from the input_uri parameter")
-    group.add_argument("--methods", default="MetaHeac", help="comma-separated methods, one train task each")
+    group.add_argument("--methods", default="MetaHeac", help="comma-separated methods (or all), one train task each")
     group.add_argument("--shards", type=int, default=2, help="adapt tasks per method (campaign shards)")
     group.add_argument("--pipeline-name", default=DagOptions.name,
                        help="the pipeline's name (on a server, versions are uploaded under it)")
@@ -61,7 +62,7 @@ def _dag_options(args: argparse.Namespace) -> DagOptions:
     label, _, value = args.gpu_node_selector.partition("=")
     return DagOptions(
         source=args.source,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        methods=tuple(parse_methods(args.methods)),
         shards=args.shards,
         image=args.image,
         cuda_image=args.cuda_image,
@@ -121,7 +122,11 @@ def cmd_run_local(args: argparse.Namespace) -> None:
     options = _dag_options(args)
     arguments = _arguments(options, args.param)
     root = Path(args.output) / run_id(options.name, dt.datetime.now().astimezone())
-    print(run_local(build_pipeline(options), arguments, root))
+    run = run_local(build_pipeline(options), arguments, root)
+    for table in sorted(run.glob("evaluate/**/table.txt")):  # the result a person reads first
+        print(table.read_text())
+        print(f"report: {table.with_name('report.html')}")
+    print(f"run: {run}")
 
 
 def cmd_submit(args: argparse.Namespace) -> None:

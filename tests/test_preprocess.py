@@ -145,3 +145,14 @@ def test_campaign_vocab_maps_raw_ad_values_to_the_stored_indexes(tmp_path):
     row = campaigns[campaigns["aid"] == 300].iloc[0]
     assert vocab["advertiserId"]["2"] == row["advertiserId"] != vocab["advertiserId"]["1"]
     assert vocab["adCategoryId"]["6"] == row["adCategoryId"]
+
+
+def test_negative_cold_threshold_splits_test_campaigns_at_their_median(tmp_path):
+    stage1 = [*STAGE1, "200,11,1", "200,12,1", "300,12,1"]  # seed positives: aid 100: 1, 200: 3, 300: 2
+    raw = write_raw(tmp_path / "raw", stage1=stage1)
+    provenance = preprocess_raw(str(raw), str(tmp_path / "ds"), PreprocessConfig(cold_threshold=-1, test_fraction=1.0),
+                                progress=False)
+    assert provenance["cold_threshold"] == 2
+    campaigns = load_campaign_frame(str(tmp_path / "ds"))
+    assert dict(zip(campaigns["aid"], campaigns["split"], strict=True)) == {
+        100: "test_cold", 200: "test_hot", 300: "test_cold"}

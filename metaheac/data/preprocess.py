@@ -95,6 +95,7 @@ def preprocess_raw(input_uri: str, output_uri: str, config: PreprocessConfig, pr
             "source": "raw",
             "input": input_uri,
             "config": asdict(config),
+            "cold_threshold": cold_threshold(config, positives_of(stages[1], splits)),
             "counts": {**summary, "users": len(uids)},
             "problems": problems.summary(),
             "seconds": {"users": round(users_seconds, 2), "total": round(time.perf_counter() - started, 2)},
@@ -179,8 +180,22 @@ def random_splits(
     n_test = int(round(len(shuffled) * config.test_fraction))
     test, train = shuffled[:n_test], shuffled[n_test:]
     splits[train] = "train"
-    splits[test] = np.where(positives[test] <= config.cold_threshold, "test_cold", "test_hot")
+    splits[test] = np.where(positives[test] <= cold_threshold(config, positives[test]), "test_cold", "test_hot")
     return splits
+
+
+def cold_threshold(config: PreprocessConfig, test_positives: np.ndarray) -> int:
+    """The configured T, or with T < 0 the median seed positives of the test campaigns (half cold, half hot),
+    for data whose scale the official T = 2000 does not fit (synthetic data, samples)."""
+    if config.cold_threshold >= 0 or not len(test_positives):
+        return config.cold_threshold
+    return int(np.median(test_positives))
+
+
+def positives_of(stage1: StageRows, splits: np.ndarray) -> np.ndarray:
+    """Seed positives of every test campaign."""
+    positives = np.bincount(stage1.campaign[stage1.label == 1], minlength=len(splits))
+    return positives[np.isin(splits, ("test_cold", "test_hot"))]
 
 
 def assemble(

@@ -63,6 +63,14 @@ def method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
+def parse_methods(text: str) -> list[str]:
+    """'all' or comma-separated method names; an unknown name fails here, before any work."""
+    methods = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    for name in methods:
+        method(name)
+    return methods
+
+
 def adapt_config(name: str, config: AdaptConfig | None = None) -> AdaptConfig:
     """The adaptation protocol for a method: `config` (default: official), from scratch where it has no
     general model."""

@@ -19,13 +19,6 @@ def slug(method: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", method.lower()).strip("-")
 
 
-def parse_methods(text: str) -> list[str]:
-    methods = list(zoo.METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
-    for method in methods:
-        zoo.method(method)  # an unknown name fails here, before any work
-    return methods
-
-
 @dataclass
 class Demo(Step):
     """Generate a synthetic dataset, preprocess it, train and adapt every method, evaluate: the paper's table."""
@@ -41,12 +34,11 @@ class Demo(Step):
 
     def run(self) -> dict:
         started = time.perf_counter()
-        methods = parse_methods(self.methods)
+        methods = zoo.parse_methods(self.methods)
         run = storage.join(self.output, time.strftime("run-%Y%m%d-%H%M%S"))
         raw, dataset = storage.join(run, "raw"), storage.join(run, "dataset")
-        generated = Generate(output=raw, users=self.users, campaigns=self.campaigns, seed=self.seed).run()
-        Preprocess(input=raw, output=dataset, cold_threshold=generated["suggested_cold_threshold"],
-                   seed=self.seed).run()
+        Generate(output=raw, users=self.users, campaigns=self.campaigns, seed=self.seed).run()
+        Preprocess(input=raw, output=dataset, cold_threshold=-1, seed=self.seed).run()
         scores = []
         for method in methods:
             model = storage.join(run, "models", slug(method))

@@ -27,6 +27,7 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.store import load_model, save_model
 from metaheac.steps.base import Step, arg
 from metaheac.training.config import MetaTrainConfig, resolve_device
+from metaheac.training.distributed import process_group, world
 from metaheac.training.joint import JointTrainConfig
 
 log = logging.getLogger(__name__)
@@ -61,27 +62,32 @@ class Train(Step):
         started = time.perf_counter()
         features = load_features(self.dataset)
         rows = load_rows(self.dataset, "train", 1)
-        device = resolve_device(self.device)
-        max_steps = self.max_steps or None
-        meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=max_steps, task_count=self.task_count,
-                                   batch_size=self.batch_size, seed=self.seed, device=str(device))
-        joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=max_steps,
-                                    batch_size=self.batch_size, seed=self.seed, device=str(device))
-        model_config = dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
-        model = zoo.train_general_model(
-            self.method, features, rows, model_config, meta, joint, seed=self.seed,
-            checkpoint_uri=self.checkpoint or storage.join(self.output, "checkpoint"),
-        )
-        info = {
-            "method": self.method,
-            "step": dataclasses.asdict(self),
-            "meta_config": meta.to_dict(),
-            "joint_config": joint.to_dict(),
-            "dataset": self.dataset,
-            "seconds": round(time.perf_counter() - started, 2),
-            "device": str(device),
-        }
-        save_model(model, self.output, method=self.method, extra=info)
+        with process_group(resolve_device(self.device)) as device:
+            rank, world_size = world()
+            max_steps = self.max_steps or None
+            # Under torchrun an epoch stays ceil(rows / batch_size) meta-steps, each of the global batch:
+            # world_size * task_count tasks (every rank trains on task_count of them).
+            meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=max_steps, task_count=self.task_count,
+                                       batch_size=self.batch_size, seed=self.seed, device=str(device))
+            joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=max_steps,
+                                        batch_size=self.batch_size, seed=self.seed, device=str(device))
+            model_config = dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
+            model = zoo.train_general_model(
+                self.method, features, rows, model_config, meta, joint, seed=self.seed,
+                checkpoint_uri=self.checkpoint or storage.join(self.output, "checkpoint"),
+            )
+            info = {
+                "method": self.method,
+                "step": dataclasses.asdict(self),
+                "meta_config": meta.to_dict(),
+                "joint_config": joint.to_dict(),
+                "dataset": self.dataset,
+                "seconds": round(time.perf_counter() - started, 2),
+                "device": str(device),
+                "world_size": world_size,
+            }
+            if rank == 0:  # the ranks end with the same parameters
+                save_model(model, self.output, method=self.method, extra=info)
         return info
 
 

@@ -42,7 +42,7 @@ class Preprocess(Step):
     output: str = arg(help="dataset folder to write (local, gs:// or /gcs/); published atomically")
     source: Literal["raw", "official"] = arg("raw", help="raw Tencent files, or the official pickles")
     cold_threshold: int = arg(_DEFAULTS.cold_threshold, help="test campaigns with at most this many seed "
-                              "positives are cold (the paper's T)")
+                              "positives are cold (the paper's T); -1: the test campaigns' median")
     test_fraction: float = arg(_DEFAULTS.test_fraction, help="share of campaigns held out for testing")
     seed: int = arg(_DEFAULTS.seed, help="seed of the train/test campaign split")
     on_error: Literal["fail", "skip"] = arg(_DEFAULTS.on_error, help="on a malformed line: stop with its "

@@ -17,6 +17,11 @@ fast copies of whole embedding tables for every task, then on a Python loop over
 The tables step with row-wise lazy Adam (SparseAdam's update, `lazy_adam.py`), the dense part with
 Adam. Lazy Adam differs from the official dense Adam only on rows a step does not touch: dense Adam
 keeps moving them on stale momentum and decays their moments, lazy Adam leaves them alone.
+
+Under torchrun (an initialised process group of w > 1 ranks) every rank draws a step's w * task_count
+tasks with the same seeded generator, the draws a one-process run with w * task_count tasks makes, and
+keeps its own slice; the ranks average their gradients (`distributed.py`) before the optimisers step,
+so the run equals that one-process run up to the order of float sums.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from metaheac.model.embedding import list_weights
 from metaheac.model.heac import HybridExpertsCritics, Params, matmul, weighted_bce
 from metaheac.training.bags import BagPlan, bag_sum
 from metaheac.training.config import MetaTrainConfig, resolve_device
+from metaheac.training.distributed import average_dense, average_sparse, broadcast_state, world
 from metaheac.training.lazy_adam import LazyAdam
 from metaheac.training.sampling import Tasks, TaskSampler
 
@@ -211,8 +217,13 @@ class MetaTrainer:
 
     def __init__(self, model: HybridExpertsCritics, features: Features, rows: Rows, config: MetaTrainConfig) -> None:
         self.model, self.rows, self.config = model, rows, config
+        self.rank, self.world_size = world()
+        # Every rank holds the same generator and draws every rank's tasks (see the module doc), so a
+        # checkpoint needs only rank 0's generator state.
         self.generator = torch.Generator(rows.label.device).manual_seed(config.seed)
-        self.sampler = TaskSampler(rows, config.task_count, config.batch_size, config.sampling, self.generator)
+        self.sampler = TaskSampler(
+            rows, config.task_count * self.world_size, config.batch_size, config.sampling, self.generator
+        )
         self.gradients = BatchedMetaGradients(model, features, config.inner_lr)
         self.dense_optimizer = torch.optim.Adam(model.dense_parameters().values(), lr=config.outer_lr)
         self.table_optimizer = LazyAdam([t.weight for t in model.embeddings.tables()], lr=config.outer_lr)
@@ -221,9 +232,11 @@ class MetaTrainer:
         self.pending: list[torch.Tensor] = []  # losses not yet read back: no device sync per step
 
     def step(self) -> torch.Tensor:
-        """One meta-step; returns the real rows it used (a device scalar)."""
+        """One meta-step; returns the real rows it used on all ranks (a device scalar)."""
         tasks = self.sampler.sample()
-        loss, grads = self.gradients(self.rows, tasks)
+        loss, grads = self.gradients(self.rows, self.my_tasks(tasks))
+        if self.world_size > 1:
+            loss, grads = self.average(loss, grads)
         for name, p in self.model.named_parameters():
             p.grad = grads[name]
         self.dense_optimizer.step()
@@ -231,6 +244,24 @@ class MetaTrainer:
         self.pending.append(loss)
         self.steps += 1
         return 2 * tasks.weight.sum()
+
+    def my_tasks(self, tasks: Tasks) -> Tasks:
+        """This rank's slice of the step's tasks (all of them in one process)."""
+        if self.world_size == 1:
+            return tasks
+        mine = slice(self.rank * self.config.task_count, (self.rank + 1) * self.config.task_count)
+        return Tasks(tasks.campaign[mine], tasks.support[mine], tasks.query[mine], tasks.weight[mine])
+
+    def average(
+        self, loss: torch.Tensor, grads: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss and gradients over all ranks' tasks: each rank's are means over its equally many
+        tasks, so their mean over the ranks is the mean over all tasks."""
+        dense = [name for name, g in grads.items() if not g.is_sparse]
+        sparse = [name for name, g in grads.items() if g.is_sparse]
+        loss, *dense_grads = average_dense([loss, *(grads[name] for name in dense)])
+        sparse_grads = average_sparse([grads[name] for name in sparse])
+        return loss, dict(zip(dense + sparse, dense_grads + sparse_grads, strict=True))
 
     def loss_history(self) -> list[float]:
         if self.pending:
@@ -243,6 +274,7 @@ class MetaTrainer:
             "step": self.steps,
             "losses": torch.tensor(self.loss_history(), dtype=torch.float64),
             "config": self.config.to_dict(),
+            "world_size": self.world_size,
             "model": self.model.state_dict(),
             "dense_optimizer": self.dense_optimizer.state_dict(),
             "table_optimizer": self.table_optimizer.state_dict(),
@@ -255,6 +287,8 @@ class MetaTrainer:
     def load(self, uri: str) -> None:
         state = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
         changed = [k for k in _RESUME_KEYS if state["config"][k] != getattr(self.config, k)]
+        if state.get("world_size", 1) != self.world_size:
+            changed.append("world size")
         if changed:
             raise ValueError(f"cannot resume {uri}: it was trained with other {', '.join(changed)}")
         self.model.load_state_dict(state["model"])
@@ -278,11 +312,17 @@ def meta_train(
     With `checkpoint_uri` (a folder, local or gs://) a checkpoint is written every
     `config.checkpoint_every` steps and at the end; `resume=True` continues from it when one exists
     and ends with the same parameters as an uninterrupted run.
+
+    Under torchrun each rank calls this with the same arguments (`config.task_count` tasks per rank and
+    step); rank 0 alone writes checkpoints and every rank resumes from the same one.
     """
     config = config or MetaTrainConfig()
     device = resolve_device(config.device)
     model.to(device)
     trainer = MetaTrainer(model, features.to(device), rows.to(device), config)
+    if trainer.world_size > 1:
+        broadcast_state(model)  # ranks seed the same init; this guards against any drift
+    progress = progress and trainer.rank == 0
     checkpoint = storage.join(checkpoint_uri, CHECKPOINT_FILE) if checkpoint_uri else None
     if resume and checkpoint and storage.exists(checkpoint):
         trainer.load(checkpoint)
@@ -293,10 +333,13 @@ def meta_train(
         while trainer.steps < total:
             used_rows += trainer.step()
             bar.update()
-            if checkpoint and (trainer.steps % config.checkpoint_every == 0 or trainer.steps == total):
+            due = trainer.steps % config.checkpoint_every == 0 or trainer.steps == total
+            if checkpoint and due and trainer.rank == 0:
                 trainer.save(checkpoint)
             if trainer.steps % _PROGRESS_EVERY == 0 and progress:
                 bar.set_postfix(query_loss=f"{trainer.loss_history()[-1]:.4f}")
+    if trainer.world_size > 1:
+        torch.distributed.barrier()  # no rank returns before rank 0 has written the last checkpoint
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
