@@ -8,5 +8,4 @@ version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' metaheac/__init__.py)"
 prefix="${1:-}"
 docker build -f docker/Dockerfile --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu \
   -t "${prefix}metaheac:${version}" .
-docker build -f docker/Dockerfile --build-arg TORCH_INDEX=https://pypi.org/simple \
-  -t "${prefix}metaheac:${version}-cuda" .
+docker build -f docker/Dockerfile -t "${prefix}metaheac:${version}-cuda" .
