@@ -93,8 +93,8 @@ def test_ad_features_missing_column_and_bad_value():
         parse_ad_features("adFeature.csv", "aid,productType\n1,2\n1,3\n", ["productType"])
 
 
-def test_vocabulary_is_first_appearance_order_and_lookup_maps_unknown_to_zero():
+def test_vocabulary_is_first_appearance_order():
     vocabulary = Vocabulary()
     assert vocabulary.encode(np.array([50, 7, 50])).tolist() == [1, 2, 1]
     assert vocabulary.encode(np.array([9, 7])).tolist() == [3, 2]
-    assert vocabulary.lookup(np.array([7, 1234])).tolist() == [2, 0]
+    assert vocabulary.size == 4

@@ -99,10 +99,6 @@ class Vocabulary:
             codes[missing] = self._index.get_indexer(ids[missing])
         return (codes + 1).astype(np.int32)
 
-    def lookup(self, ids: np.ndarray) -> np.ndarray:
-        """Like encode, without growing: an unknown id maps to 0."""
-        return (self._index.get_indexer(ids) + 1).astype(np.int32)
-
 
 # ---- userFeature.data ---------------------------------------------------------------------
 
