@@ -136,8 +136,11 @@ def test_whole_dag_runs_locally(tmp_path: Path, capsys: pytest.CaptureFixture[st
     names = {p.name for p, _ in pipeline_parameters(DagOptions())}
     argv = ["run-local", "--output", str(tmp_path), "--methods", METHODS, "--shards", "2", *params(names)]
     assert main(argv) == 0
-    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("run: ") and any(line.startswith("MetaHeac ") for line in out)  # the table
+    run = Path(out[-1].removeprefix("run: "))
     assert run.parent.parent == tmp_path
+    assert f"report: {run / 'evaluate' / 'output' / 'report.html'}" in out
     assert (run / "preprocess" / "output" / "_SUCCESS").exists()
     evaluate = run / "evaluate"
     assert (evaluate / "output" / "report.html").exists() and (evaluate / "output" / "metrics.json").exists()
