@@ -28,11 +28,12 @@ def _add(parser: argparse.ArgumentParser, argument: Argument) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; with `only`, just that step's sub-command (so other steps' libraries are not imported)."""
     parser = argparse.ArgumentParser(prog="metaheac", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    for step in STEPS.values():
+    for step in [STEPS[only]] if only else STEPS.values():
         doc = (step.__doc__ or "").strip()
         child = sub.add_parser(step.name, help=doc.splitlines()[0], description=doc)
         for argument in step.arguments():
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_step(argv: list[str]) -> Step:
-    namespace = vars(build_parser().parse_args(argv))
+    named = [a for a in argv if not a.startswith("-")][:1]
+    namespace = vars(build_parser(named[0] if named and named[0] in STEPS else None).parse_args(argv))
     logging.basicConfig(
         level=logging.DEBUG if namespace.pop("verbose") else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,12 +1,35 @@
-"""Every step by name: the CLI's sub-commands and the pipeline components."""
+"""Every step by name: the CLI's sub-commands and the pipeline components.
+
+Steps import on first use, so `metaheac preprocess` never loads torch (a third of its memory)."""
 
 from __future__ import annotations
 
-from metaheac.steps.base import Step
-from metaheac.steps.demo import Demo
-from metaheac.steps.engine import Adapt, Evaluate, Expand, Train
-from metaheac.steps.preprocess import Generate, Preprocess
+import importlib
+from collections.abc import Iterator, Mapping
 
-STEPS: dict[str, type[Step]] = {
-    step.name: step for step in (Generate, Preprocess, Train, Adapt, Evaluate, Expand, Demo)
+from metaheac.steps.base import Step
+
+_WHERE = {
+    "generate": "metaheac.steps.preprocess:Generate",
+    "preprocess": "metaheac.steps.preprocess:Preprocess",
+    "train": "metaheac.steps.engine:Train",
+    "adapt": "metaheac.steps.engine:Adapt",
+    "evaluate": "metaheac.steps.engine:Evaluate",
+    "expand": "metaheac.steps.engine:Expand",
+    "demo": "metaheac.steps.demo:Demo",
 }
+
+
+class _Steps(Mapping[str, type[Step]]):
+    def __getitem__(self, name: str) -> type[Step]:
+        module, _, attribute = _WHERE[name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_WHERE)
+
+    def __len__(self) -> int:
+        return len(_WHERE)
+
+
+STEPS: Mapping[str, type[Step]] = _Steps()
