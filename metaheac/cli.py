@@ -42,6 +42,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def parse_step(argv: list[str]) -> Step:
+    """The step the arguments name, built from them (and logging set up as they ask)."""
     named = [a for a in argv if not a.startswith("-")][:1]
     namespace = vars(build_parser(named[0] if named and named[0] in STEPS else None).parse_args(argv))
     logging.basicConfig(
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     step = parse_step(sys.argv[1:] if argv is None else argv)
     try:
         result = step.run()
-    except (InputError, OSError) as error:  # bad input or storage: one line, no traceback
+    except (InputError, OSError, ValueError) as error:  # bad input, storage or arguments: one line
+        if logging.getLogger().isEnabledFor(logging.DEBUG):  # -v: the whole traceback
+            raise
         print(f"metaheac {step.name}: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))

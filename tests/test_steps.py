@@ -98,3 +98,27 @@ def test_to_argv_round_trips_through_the_cli(step):
 def test_every_step_has_help_for_every_argument():
     for step in STEPS.values():
         assert step.__doc__ and all(argument.help for argument in step.arguments()), step.name
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--dataset", "nowhere", "--output", "o", "--method", "Foo"], "unknown method 'Foo'"),
+        (["adapt", "--dataset", "nowhere", "--model", "m", "--output", "o", "--shard", "3", "--shards", "2"],
+         "--shard 3 is not in 0..1"),
+        (["demo", "--methods", "LR,Foo"], "unknown method 'Foo'"),
+    ],
+)
+def test_argument_mistakes_fail_before_any_work_in_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_training_into_a_folder_of_another_network_is_refused(chain, tmp_path, capsys):
+    root, dataset = chain
+    argv = ["train", "--dataset", str(dataset), "--output", str(tmp_path / "m"), "--max-steps", "2",
+            "--embedding-dim", "8", "--device", "cpu"]
+    assert main(argv) == 0
+    assert main([*argv[:-4], "--embedding-dim", "4", "--device", "cpu"]) == 2  # resumes its checkpoint
+    assert "trained with other network" in capsys.readouterr().err

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow.parquet as pq
 import torch
@@ -53,13 +51,3 @@ def load_rows(uri: str, split: str, stage: int, campaigns: list[int] | None = No
         user=torch.from_numpy(table.column("user").to_numpy().astype(np.int64)),
         label=torch.from_numpy(table.column("label").to_numpy().astype(np.float32)),
     )
-
-
-@dataclass
-class SplitRows:
-    stage1: Rows
-    stage2: Rows
-
-
-def load_split(uri: str, split: str, campaigns: list[int] | None = None) -> SplitRows:
-    return SplitRows(load_rows(uri, split, 1, campaigns), load_rows(uri, split, 2, campaigns))

@@ -60,10 +60,13 @@ class Train(Step):
 
     def run(self) -> dict:
         started = time.perf_counter()
+        spec = zoo.method(self.method)  # an unknown name fails before any loading
         features = load_features(self.dataset)
         rows = load_rows(self.dataset, "train", 1)
         with process_group(resolve_device(self.device)) as device:
             rank, world_size = world()
+            if world_size > 1 and spec.training != "meta":
+                raise InputError(f"{self.method} trains in one process: only meta-training is data-parallel")
             max_steps = self.max_steps or None
             # Under torchrun an epoch stays ceil(rows / batch_size) meta-steps, each of the global batch:
             # world_size * task_count tasks (every rank trains on task_count of them).
@@ -86,15 +89,9 @@ class Train(Step):
                 "device": str(device),
                 "world_size": world_size,
             }
-            if rank == 0:  # the ranks end with the same parameters
+            if rank == 0:  # meta-training's ranks end with the same parameters
                 save_model(model, self.output, method=self.method, extra=info)
         return info
-
-
-def _shard(campaigns: list[int], shard: int, shards: int) -> list[int]:
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
-    return campaigns[shard::shards]
 
 
 @dataclass
@@ -113,6 +110,8 @@ class Adapt(Step):
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
 
     def run(self) -> dict:
+        if not 0 <= self.shard < self.shards:
+            raise InputError(f"--shard {self.shard} is not in 0..{self.shards - 1} (--shards {self.shards})")
         started = time.perf_counter()
         device = resolve_device(self.device)
         model, info = load_model(self.model, device=device)
@@ -122,7 +121,7 @@ class Adapt(Step):
                                                                       seed=self.seed))
         frames = []
         for split in TEST_SPLITS:
-            chosen = _shard(sorted(campaigns.loc[campaigns["split"] == split, "campaign"]), self.shard, self.shards)
+            chosen = sorted(campaigns.loc[campaigns["split"] == split, "campaign"])[self.shard :: self.shards]
             if not chosen:
                 continue
             stage1 = load_rows(self.dataset, split, 1, chosen).to(device)
@@ -223,14 +222,15 @@ class Expand(Step):
         if (self.aid >= 0) == bool(self.ad_fields):
             raise InputError("give exactly one of --aid (an existing campaign) and --ad-fields (a new one)")
         device = resolve_device(self.device)
-        model, _ = load_model(self.model, device=device)
+        model, info = load_model(self.model, device=device)
         features = load_features(self.dataset).to(device)
         campaign = {"aid": self.aid} if self.aid >= 0 else _ad_fields(self.ad_fields)
         try:
             audience = expand(
                 model, features, campaign, _read_uids(self.seeds),
                 _read_uids(self.negatives) if self.negatives else None, self.top_n,
-                ExpandConfig(adapt=dataclasses.replace(_ADAPT, seed=self.seed)), load_campaign_vocab(self.dataset),
+                ExpandConfig(adapt=zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, seed=self.seed))),
+                load_campaign_vocab(self.dataset),
             )
         except ValueError as error:  # empty seed set, no known seed, N too large: the user's input
             raise InputError(str(error)) from None

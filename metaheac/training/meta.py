@@ -289,6 +289,9 @@ class MetaTrainer:
         changed = [k for k in _RESUME_KEYS if state["config"][k] != getattr(self.config, k)]
         if state.get("world_size", 1) != self.world_size:
             changed.append("world size")
+        ours = self.model.state_dict()
+        if state["model"].keys() != ours.keys() or any(state["model"][k].shape != v.shape for k, v in ours.items()):
+            changed.append("network (method or model config)")
         if changed:
             raise ValueError(f"cannot resume {uri}: it was trained with other {', '.join(changed)}")
         self.model.load_state_dict(state["model"])
