@@ -28,7 +28,6 @@ from torch import nn
 from tqdm import tqdm
 
 from metaheac.data.tensors import Batch, Features, Rows
-from metaheac.model.baselines import predict
 from metaheac.model.embedding import list_weights
 
 
@@ -132,7 +131,7 @@ class AdaptedModel(nn.Module):
         """Probabilities [B]."""
         tables = self.tables()
         user = self.user(tables, batch.user_single, batch.user_lists)
-        return predict(self.network, self.dense, user, self.campaign(tables, batch.campaign))
+        return self.network.predict(self.dense, user, self.campaign(tables, batch.campaign))
 
 
 def _fresh(network: nn.Module, seed: int) -> nn.Module:
@@ -178,7 +177,7 @@ def _adapt(network: nn.Module, features: Features, campaign: int, rows: Rows, co
         for index in torch.randperm(len(rows), generator=generator, device=device).split(config.batch_size):
             ids = local_user[index]
             user = embed_users(local_tables, ids[:, :n_single], ids[:, n_single:], weights[index], lengths)
-            probability = predict(network, dense, user, F.embedding(local_campaign, local)[None])  # one campaign
+            probability = network.predict(dense, user, F.embedding(local_campaign, local)[None])  # one campaign
             loss = F.binary_cross_entropy(probability, rows.label[index].to(probability.dtype))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -235,8 +234,7 @@ def score(
     campaign_emb = adapted.campaign(tables, features.campaigns.fields[campaign].to(device)[None])  # [1, K_c, d]
     return torch.cat(
         [
-            predict(
-                adapted.network,
+            adapted.network.predict(
                 adapted.dense,
                 adapted.user(tables, table.single[chunk], table.lists[chunk]),
                 campaign_emb,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from metaheac.adaptation import AdaptConfig
-from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom, predict
+from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.zoo import METHODS, adapt_config, method, train_general_model
@@ -44,9 +44,9 @@ def test_predict_runs_per_task_parameters_and_a_shared_campaign(network) -> None
     user, campaign = net.embeddings.user(batch), net.embeddings.campaign(batch)
     params = [{k: w + 0.1 * torch.randn_like(w) for k, w in net.dense_parameters().items()} for _ in range(3)]
     stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
-    batched = predict(net, stacked, user.expand(3, *user.shape), campaign[:1].expand(3, 1, *campaign.shape[1:]))
+    batched = net.predict(stacked, user.expand(3, *user.shape), campaign[:1].expand(3, 1, *campaign.shape[1:]))
     for t, p in enumerate(params):
-        torch.testing.assert_close(batched[t], predict(net, p, user, campaign))
+        torch.testing.assert_close(batched[t], net.predict(p, user, campaign))
 
 
 def test_logistic_regression_starts_at_one_half_and_learns() -> None:
