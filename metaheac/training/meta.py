@@ -1,6 +1,6 @@
 """Second-order MAML meta-training (docs/architecture.md, "Data flow"), batched over tasks and sparse in the tables.
 
-The plain loop (`oracle.py`, the official code's approach) spends its time on dense gradients and
+The plain loop (`tests/oracle.py`, the official code's approach) spends its time on dense gradients and
 fast copies of whole embedding tables for every task, then on a Python loop over tasks. Instead:
 - Only the table rows a task's support and query batches read can change in its inner step or reach
   its query loss. A step gathers each distinct row once (the leaves the outer gradient lands on, so
