@@ -3,10 +3,10 @@
     python -m components.generate          # after changing a step's arguments or shell facts
     python -m components.generate --check  # exit 1 when a checked-in file is stale (a test runs this)
 
-Why generated, not hand-written: each function repeats its step's arguments (name, type, default, help),
-115 argument lines over the 7 steps, twice; written by hand, every argument change would be made three
-times and could drift. Generated into real files, their signatures are greppable and tracebacks point
-at them. Two things KFP needs shape the KFP file:
+Why generated, not hand-written: each function repeats its step's arguments (name, type, default, help):
+53 arguments over the 7 steps, a signature line and a docstring line each, in both files (212 lines);
+written by hand, every argument change would be made three times and could drift. Generated into real
+files, their signatures are greppable and tracebacks point at them. Two things KFP needs shape the KFP file:
 - an argument that takes many artifacts (evaluate's scores, one per adapt task) becomes numbered optional
   inputs, up to MAX_FAN_IN; a pipeline keeps only the ones it wires (components/kfp_tasks.py), since a
   compile-time loop's outputs cannot be passed as one list and kfp.local cannot gather a ParallelFor's;

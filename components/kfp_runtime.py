@@ -7,7 +7,7 @@ from __future__ import annotations
 
 def run_metaheac_step(step: str, values: dict) -> None:
     """Run `metaheac <step> ...` from a KFP component's arguments (its `locals()`), then fill its published
-    artifacts.
+    artifacts. In a local run an unchanged cached step is reused instead (metaheac/steps/reuse.py).
 
     An artifact argument becomes its URI (gs:// on a cluster, a local path under kfp.local; the library
     reads both), numbered artifacts (`scores_0`, `scores_1`, ...) one comma-separated argument. An optional
@@ -25,6 +25,7 @@ def run_metaheac_step(step: str, values: dict) -> None:
 
     from metaheac import storage
     from metaheac.cli import main
+    from metaheac.steps import reuse
     from metaheac.steps.registry import STEPS
 
     cls = STEPS[step]
@@ -44,15 +45,21 @@ def run_metaheac_step(step: str, values: dict) -> None:
         elif argument.optional:
             value = argument.kind(value)
         arguments[argument.name] = value
-    argv = cls(**arguments).to_argv()
-    gpus = torch.cuda.device_count() if cls.distributed else 0
-    if gpus > 1:
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"]
-        code = subprocess.call([*torchrun, "-m", "metaheac.cli", *argv])
+    reused = reuse.reuse(cls, arguments)  # only in a local run (pipelines/local.py): KFP caches on a cluster
+    if reused:
+        print(f"metaheac {step}: reused the result of an earlier local run with the same inputs and arguments")
     else:
-        code = main(argv)
-    if code:
-        raise SystemExit(code)  # the step already printed its one-line error
+        argv = cls(**arguments).to_argv()
+        gpus = torch.cuda.device_count() if cls.distributed else 0
+        if gpus > 1:
+            torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"]
+            code = subprocess.call([*torchrun, "-m", "metaheac.cli", *argv])
+        else:
+            code = main(argv)
+        if code:
+            raise SystemExit(code)  # the step already printed its one-line error
+        reuse.record(cls, arguments)
+    reuse.note(cls, arguments, reused)
     for name, extra in cls.published.items():
         artifact, source = values[name], storage.join(arguments["output"], extra.file)
         if extra.kind == "HTML":

@@ -7,6 +7,7 @@ components, even inside a DAG, and the same pipeline definition must serve the c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import types
@@ -46,35 +47,42 @@ def _wired(function: Callable[..., None], unused: frozenset[str]) -> Callable[..
 
 
 @functools.cache
-def component(step: str, image: str, fan_in: int = 1) -> PythonComponent:
-    """The step's KFP component in `image`, with `fan_in` of the numbered inputs of a many-artifact argument."""
+def component(step: str, image: str, fan_in: int = 1, name: str | None = None) -> PythonComponent:
+    """The step's KFP component in `image`, with `fan_in` of the numbered inputs of a many-artifact argument;
+    `name` (default: the step's) names its tasks, and so their folders in a local run."""
     if not 1 <= fan_in <= MAX_FAN_IN:
         raise ValueError(f"{step}: {fan_in} upstream tasks, at most {MAX_FAN_IN} (fewer methods or shards)")
     many = [name for name, artifact in STEPS[step].artifacts.items() if artifact.many]
     unused = frozenset(f"{name}_{i}" for name in many for i in range(fan_in, MAX_FAN_IN))
-    return dsl.component(
+    made = dsl.component(
         _wired(getattr(kfp_components, step), unused),
         base_image=image,
         install_kfp_package=False,  # the image has kfp, pinned with the package
         additional_funcs=[run_metaheac_step],
     )
+    if name is None:
+        return made
+    # The function (what the container runs) keeps the step's name; only the component's name changes.
+    return PythonComponent(dataclasses.replace(made.component_spec, name=name), made.python_func)
 
 
-def task(step: str, cluster: Cluster = Cluster(), caching: bool = True, **arguments: Any) -> dsl.PipelineTask:
+def task(step: str, cluster: Cluster = Cluster(), caching: bool = True, name: str | None = None,
+         **arguments: Any) -> dsl.PipelineTask:
     """Call inside a pipeline: the step's task, its resources set from the step's declaration. An argument
-    that takes many artifacts is given as a list; the component gets one numbered input per element."""
+    that takes many artifacts is given as a list; the component gets one numbered input per element. `name`
+    names the task (KFP lowercases it: `train-MetaHeac` is task `train-metaheac`)."""
     cls = STEPS[step]
     given: dict[str, Any] = {}
     fan_in = 1
-    for name, value in arguments.items():
-        artifact = cls.artifacts.get(name)
+    for argument, value in arguments.items():
+        artifact = cls.artifacts.get(argument)
         if artifact and artifact.many:
             fan_in = len(value)
-            given |= {f"{name}_{i}": v for i, v in enumerate(value)}
+            given |= {f"{argument}_{i}": v for i, v in enumerate(value)}
         else:
-            given[name] = value
+            given[argument] = value
     resources = cls.resources_for(arguments)
-    made = component(step, image_for(resources, cluster.image, cluster.cuda_image), fan_in)(**given)
+    made = component(step, image_for(resources, cluster.image, cluster.cuda_image), fan_in, name)(**given)
     made.set_caching_options(cls.cached and caching)
     made.set_cpu_request(str(resources.cpu))
     made.set_memory_request(f"{resources.memory_gb}G").set_memory_limit(f"{resources.memory_gb}G")

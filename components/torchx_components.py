@@ -49,7 +49,7 @@ def preprocess(
     input: str,
     output: str,
     source: str = 'raw',
-    cold_threshold: int = 2000,
+    cold_threshold: Optional[int] = None,
     test_fraction: float = 0.5,
     seed: int = 2020,
     on_error: str = 'fail',
@@ -62,7 +62,7 @@ def preprocess(
         input: folder (local, gs:// or /gcs/) holding the input files
         output: dataset folder to write (local, gs:// or /gcs/); published atomically
         source: raw Tencent files, or the official pickles (one of: raw, official)
-        cold_threshold: test campaigns with at most this many seed positives are cold (the paper's T); -1: the test campaigns' median
+        cold_threshold: test campaigns with at most this many seed positives are cold (the paper's T; default: the median seed-positive count of the test campaigns, so both kinds exist; the paper uses 2000 on the real Tencent data)
         test_fraction: share of campaigns held out for testing
         seed: seed of the train/test campaign split
         on_error: on a malformed line: stop with its file and line, or skip it and count it in the provenance (one of: fail, skip)

@@ -36,7 +36,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     for step in [STEPS[only]] if only else STEPS.values():
         doc = (step.__doc__ or "").strip()
-        child = sub.add_parser(step.name, help=doc.splitlines()[0], description=doc)
+        summary = " ".join(doc.split("\n\n")[0].split())  # the whole first paragraph, not its first line
+        child = sub.add_parser(step.name, help=summary, description=doc)
         for argument in step.arguments():
             _add(child, argument)
     return parser

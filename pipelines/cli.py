@@ -1,12 +1,13 @@
 """`python -m pipelines`: compile, submit, schedule and run the MetaHeac pipeline.
 
     python -m pipelines run-local --output runs/ --param generate_users=5000
-    python -m pipelines compile --output metaheac.yaml --methods MetaHeac,MLP --shards 4
+    python -m pipelines compile --methods "MetaHeac,MLP one-stage" --shards 4
     python -m pipelines submit --host http://localhost:8080 --pipeline-root gs://BUCKET/pipeline-root \\
         --service-account metaheac
-    python -m pipelines schedule create --host ... --name nightly --cron "0 0 3 * * *"
+    python -m pipelines schedule create --host http://localhost:8080 --name nightly --cron "0 0 3 * * *"
     python -m pipelines schedule create --local --cron "0 */10 * * * *" --output runs/ --max-runs 3
-    python -m pipelines schedule list|pause|resume|delete --host ... [ID]
+    python -m pipelines schedule list --host http://localhost:8080
+    python -m pipelines schedule pause --host http://localhost:8080 RECURRING_RUN_ID
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling
 from metaheac.method_names import parse_methods
 from pipelines import cron, remote
 from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
-from pipelines.local import run_id, run_local, run_schedule
+from pipelines.local import LOGS, LocalRun, run_local, run_schedule
 
 _DEFAULT_GPU = GpuScheduling()
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
@@ -100,6 +101,7 @@ def _arguments(options: DagOptions, pairs: list[str], render: Callable[[str], st
 
 
 def _compile(options: DagOptions, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(options), str(path))
     return path
 
@@ -118,15 +120,22 @@ def cmd_compile(args: argparse.Namespace) -> None:
         print(f"  {parameter.name} ({parameter.annotation.__name__}, {default}): {' '.join(text.split())}")
 
 
+def _show(run: LocalRun) -> None:
+    """After the task lines: the table once, then where the report, the logs and the run are."""
+    for table in run.tables:
+        print(f"\n{table.read_text().rstrip()}\n")
+        print(f"report: {table.with_name('report.html')}")
+    print(f"logs: {run.folder / LOGS}/<task>.log")
+    print(f"run: {run.folder}")
+
+
 def cmd_run_local(args: argparse.Namespace) -> None:
     options = _dag_options(args)
     arguments = _arguments(options, args.param)
-    root = Path(args.output) / run_id(options.name, dt.datetime.now().astimezone())
-    run = run_local(build_pipeline(options), arguments, root)
-    for table in sorted(run.glob("evaluate/**/table.txt")):  # the result a person reads first
-        print(table.read_text())
-        print(f"report: {table.with_name('report.html')}")
-    print(f"run: {run}")
+    pipeline = build_pipeline(options)
+    print(f"{options.name}: running the pipeline here with kfp.local under {args.output} "
+          f"(a task whose inputs and arguments are unchanged since an earlier run is reused)")
+    _show(run_local(pipeline, arguments, Path(args.output), options.caching))
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -181,7 +190,10 @@ def _schedule_local(args: argparse.Namespace, options: DagOptions, expression: s
     def run(index: int, scheduled: dt.datetime) -> Path:
         now = dt.datetime.now().astimezone()
         arguments = _arguments(options, args.param, lambda text: cron.substitute(text, index, scheduled, now))
-        return run_local(pipeline, arguments, output / run_id(options.name, scheduled, index))
+        print(f"run {index} (scheduled {scheduled.isoformat()}):")
+        done = run_local(pipeline, arguments, output, options.caching)
+        _show(done)
+        return done.folder
 
     succeeded, failed = run_schedule(expression, run, args.max_runs)
     print(f"{succeeded} runs succeeded, {failed} failed")
@@ -221,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("compile", help="write the pipeline's IR YAML")
-    p.add_argument("--output", default="metaheac-pipeline.yaml", help="YAML file to write")
+    p.add_argument("--output", default="runs/metaheac-pipeline.yaml", help="YAML file to write")
     _add_dag_options(p)
     p.set_defaults(func=cmd_compile)
 

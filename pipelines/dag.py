@@ -97,8 +97,8 @@ def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
     parameters = pipeline_parameters(options)
     names = [p.name for p, _ in parameters]
 
-    def step(name: str, params: dict[str, Any], **bound: Any) -> dsl.PipelineTask:
-        return task(name, cluster, options.caching, **bound, **_arguments(name, params))
+    def step(name: str, params: dict[str, Any], label: str | None = None, **bound: Any) -> dsl.PipelineTask:
+        return task(name, cluster, options.caching, label, **bound, **_arguments(name, params))
 
     def body(*values: Any) -> None:
         params = dict(zip(names, values, strict=True))
@@ -109,10 +109,11 @@ def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
         dataset = step("preprocess", params, input=raw).outputs["output"]
         scores = []
         for method in options.methods:
-            model = step("train", params, dataset=dataset, method=method).set_display_name(f"train {method}")
+            model = step("train", params, f"train-{method}", dataset=dataset, method=method)
+            model.set_display_name(f"train {method}")
             for shard in range(options.shards):
-                adapt = step("adapt", params, dataset=dataset, model=model.outputs["output"], shard=shard,
-                             shards=options.shards)
+                adapt = step("adapt", params, f"adapt-{method}-{shard + 1}of{options.shards}", dataset=dataset,
+                             model=model.outputs["output"], shard=shard, shards=options.shards)
                 adapt.set_display_name(f"adapt {method} {shard + 1}/{options.shards}")
                 scores.append(adapt.outputs["output"])
         step("evaluate", params, dataset=dataset, scores=scores)

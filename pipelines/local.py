@@ -2,50 +2,183 @@
 
 Every task runs as a subprocess of this Python (SubprocessRunner without a venv: the tasks' image is
 ignored, their code comes from this environment). kfp.local turns the pipeline root into a local path (a
-gs:// root would become a folder named "gs:"), so a local run always writes under a local folder:
-<output>/<run id>/<pipeline>-<time>/<task>/<output name>.
+gs:// root would become a folder named "gs:"), so a local run always writes under a local folder, one
+folder per run: <output>/<pipeline>-<time>/<task>/<output name>, and <output>/<pipeline>-<time>/logs/.
+
+kfp.local prints each task's executor input and its whole output; here that goes to one log file per task
+(logs/<task>.log) and the console gets one line per task. kfp.local has no cache, so the components reuse
+an unchanged step's result from an earlier run under the same output folder (metaheac/steps/reuse.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+import json
 import logging
+import os
+import re
+import shutil
+import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from kfp import local
 from kfp.dsl.graph_component import GraphComponent
 
+from metaheac.steps import reuse
 from pipelines import cron
 
 log = logging.getLogger(__name__)
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+LOGS = "logs"
 
-def run_id(name: str, when: dt.datetime, index: int | None = None) -> str:
-    """A run's id and the name of its folder: `<name>[-<index>]-<UTC time>`."""
-    stamp = when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{name}-{stamp}" if index is None else f"{name}-{index:04d}-{stamp}"
+
+@dataclass
+class TaskLine:
+    """One task of a local run, as the console shows it."""
+
+    name: str
+    status: str  # kfp.local's: SUCCESS or FAILURE
+    seconds: float
+    method: str = "-"
+    reused: bool = False
+
+    def __str__(self) -> str:
+        state = "reused" if self.reused else ("ran" if self.status == "SUCCESS" else self.status.lower())
+        return f"  {self.name:<34} {self.method:<27} {self.seconds:7.1f} s  {state}"
 
 
-def run_local(pipeline: GraphComponent, arguments: dict[str, Any], root: Path) -> Path:
-    """Run the whole DAG under `root`; returns the run's folder. A failed task raises RuntimeError."""
+@dataclass
+class LocalRun:
+    folder: Path
+    tasks: list[TaskLine] = field(default_factory=list)
+
+    @property
+    def tables(self) -> list[Path]:
+        return sorted(self.folder.glob("evaluate*/output/table.txt"))
+
+
+class _TaskLogs(io.TextIOBase):
+    """kfp.local's console output split into one file per task (and pipeline.log for the rest), reporting
+    each finished task to `done(name, status, seconds)`."""
+
+    def __init__(self, folder: Path, done: Callable[[str, str, float], None]) -> None:
+        self.folder, self.done = folder, done
+        folder.mkdir(parents=True, exist_ok=True)
+        self._pending = ""
+        self._task: str | None = None
+        self._started = 0.0
+        self._files: dict[str, TextIO] = {}
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if started := _STARTED.search(line):
+            self._task, self._started = started[1], time.perf_counter()
+        name = self._task or "pipeline"
+        if name not in self._files:
+            self._files[name] = (self.folder / f"{name}.log").open("a")
+        self._files[name].write(line + "\n")
+        finished = _FINISHED.search(line)
+        if finished and self._task:
+            self._files[name].flush()
+            self.done(self._task, finished[2], time.perf_counter() - self._started)
+            self._task = None
+
+    def close(self) -> None:
+        if self._pending:
+            self._line(self._pending)
+        for stream in self._files.values():
+            stream.close()
+        super().close()
+
+
+def _task_line(run_root: Path, pipeline: str, name: str, status: str, seconds: float) -> TaskLine:
+    folders = sorted(run_root.glob(f"{pipeline}-*/{name}/{reuse.TASK_FILE}"), key=lambda p: p.stat().st_mtime)
+    note = json.loads(folders[-1].read_text()) if folders else {}
+    return TaskLine(name, status, seconds, note.get("method") or "-", bool(note.get("reused")))
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_local(pipeline: GraphComponent, arguments: dict[str, Any], root: Path, caching: bool = True,
+              echo: Callable[[str], None] | None = None) -> LocalRun:
+    """Run the whole DAG in a new folder under `root`, echoing one line per finished task (to stdout by
+    default); returns the run. A failed task raises RuntimeError naming it, its error line and its log file."""
+    console = sys.stdout  # kfp.local's own output goes to the task logs below
+    say = echo or (lambda line: print(line, file=console, flush=True))
     root.mkdir(parents=True, exist_ok=True)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
         # kfp.local would otherwise make a /tmp/kfp-workspace-* folder per run and never remove it.
-        workspace_root=str(root / "workspace"),
+        workspace_root=str(root / ".workspace"),
         raise_on_error=True,
     )
-    with warnings.catch_warnings():
+    tasks: list[TaskLine] = []
+
+    def done(name: str, status: str, seconds: float) -> None:
+        tasks.append(_task_line(root, pipeline.name, name, status, seconds))
+        say(str(tasks[-1]))
+
+    staging = root / f".logs-{os.getpid()}"
+    logs = _TaskLogs(staging, done)
+    failure: RuntimeError | None = None
+    with (
+        _environment(**{reuse.ENV: str(root / ".reuse"), reuse.OFF: "0" if caching else "1"}),
+        contextlib.redirect_stdout(logs),
+        warnings.catch_warnings(),
+    ):
         # Intended: our image's code is this environment's, so kfp.local need not warn that it is not Python's.
         warnings.filterwarnings("ignore", "You may be attemping to run a task that uses custom", RuntimeWarning)
-        pipeline(**arguments)
+        try:
+            pipeline(**arguments)
+        except RuntimeError as error:
+            failure = error
+    logs.close()
     folders = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(f"{pipeline.name}-")]
-    return max(folders, key=lambda p: p.stat().st_mtime)
+    if not folders:  # kfp.local failed before its first task
+        raise RuntimeError(f"the pipeline did not start: {failure} (its log: {staging})")
+    run = LocalRun(max(folders, key=lambda p: p.stat().st_mtime), tasks)
+    shutil.move(staging, run.folder / LOGS)
+    failed = [t for t in tasks if t.status != "SUCCESS"]
+    if failure is not None or failed:
+        name = failed[0].name if failed else "pipeline"
+        task_log = run.folder / LOGS / f"{name}.log"
+        lines = task_log.read_text().splitlines() if task_log.exists() else []
+        errors = [line for line in lines if ": error: " in line]
+        reason = errors[-1].strip() if errors else str(failure)
+        raise RuntimeError(f"task {name} failed: {reason} (its log: {task_log})")
+    return run
 
 
 def run_schedule(

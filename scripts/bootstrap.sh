@@ -5,7 +5,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$(cat "$root/setup.cfg" "$root/constraints.txt" | sha256sum | cut -c1-16)"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]; then
-  echo "bootstrap: installing pinned packages into $venv (about a minute)" >&2
+  echo "bootstrap: installing pinned packages into $venv (2 to 3 minutes)" >&2
   python3.11 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
   "$venv/bin/python" -m pip install -q --disable-pip-version-check \

@@ -1,8 +1,10 @@
 """A loopback stand-in for the KFP API server (v2beta1 REST), for tests of `submit` and `schedule`.
 
 No real KFP API server runs in these tests: it needs Kubernetes. This one listens on 127.0.0.1, records
-every request the real `kfp.Client` sends, and answers from a route table with the JSON shapes of the
-v2beta1 API, so the tests check what our CLI asks the server for and that it reads the answers.
+every request the real `kfp.Client` sends, and answers from a route table. It cannot drift from the API:
+every answer is a `kfp_server_api` model (the client kfp ships, generated from the server's OpenAPI spec)
+serialized as the client's own ApiClient does, and every JSON request body is read back into its model,
+refusing a field the model lacks or a value it rejects (answered 400, so the client call fails).
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import kfp_server_api as api
+
 API = "/apis/v2beta1"
+_CLIENT = api.ApiClient()
+_NESTED = re.compile(r"^(?:list\[(\w+)\]|(\w+))$")
 
 
 @dataclass
@@ -32,14 +39,44 @@ class Request:
         return json.loads(self.body)
 
 
-Answer = Any | Callable[[Request], Any]  # a JSON body, or a function of the request giving one
+def _check_fields(data: Any, model: str, where: str) -> None:
+    """Refuse a JSON field the model (or a nested model) does not declare."""
+    klass = getattr(api, model, None)
+    if klass is None or not isinstance(data, dict):
+        return
+    by_json = {json_name: name for name, json_name in klass.attribute_map.items()}
+    unknown = set(data) - set(by_json)
+    if unknown:
+        raise ValueError(f"{where}: {model} has no field {', '.join(sorted(unknown))}")
+    for json_name, value in data.items():
+        match = _NESTED.match(klass.openapi_types[by_json[json_name]])
+        if match and match[1]:
+            for i, item in enumerate(value or []):
+                _check_fields(item, match[1], f"{where}.{json_name}[{i}]")
+        elif match:
+            _check_fields(value, match[2], f"{where}.{json_name}")
+
+
+def parse(request: Request, model: str) -> Any:
+    """The request's JSON body as the API model `model`; ValueError if the model would not have it."""
+    _check_fields(request.json(), model, model)
+    return _CLIENT.deserialize(SimpleNamespace(data=request.body.decode()), model)
+
+
+def _created(model: Any, **ids: str) -> Any:
+    for name, value in ids.items():
+        setattr(model, name, value)
+    return model
+
+
+Handler = Callable[[Request], Any]  # gives the answer: a kfp_server_api model, or None for an empty body
 
 
 @dataclass
 class KfpStub:
-    """Routes are (METHOD, path regex) -> answer; the first match wins; no match answers 404."""
+    """Routes are (METHOD, path regex) -> handler; the first match wins; no match answers 404."""
 
-    routes: dict[tuple[str, str], Answer] = field(default_factory=dict)
+    routes: dict[tuple[str, str], Handler] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
 
@@ -48,43 +85,48 @@ class KfpStub:
 
     def answer(self, request: Request) -> tuple[int, Any]:
         self.requests.append(request)
-        for (method, pattern), answer in self.routes.items():
+        for (method, pattern), handler in self.routes.items():
             if method == request.method and re.fullmatch(pattern, request.path):
-                return 200, answer(request) if callable(answer) else answer
+                try:
+                    model = handler(request)
+                except ValueError as error:  # a request the API's models refuse
+                    return 400, {"error": str(error), "code": 3}
+                return 200, {} if model is None else _CLIENT.sanitize_for_serialization(model)
         return 404, {"error": f"no route for {request.method} {request.path}", "code": 5}
 
 
-def default_routes(pipelines: list[dict] | None = None) -> dict[tuple[str, str], Answer]:
-    """A server with no experiments and the given pipelines (a list of {pipeline_id, display_name})."""
-    experiment = {"experiment_id": "exp-1", "display_name": "metaheac"}
+def default_routes(pipelines: list[api.V2beta1Pipeline] | None = None) -> dict[tuple[str, str], Handler]:
+    """A server with no experiments and the given pipelines."""
+    pipelines = pipelines or []
+    recurring = api.V2beta1RecurringRun(
+        recurring_run_id="rr-1",
+        display_name="nightly",
+        mode=api.RecurringRunMode.ENABLE,
+        trigger=api.V2beta1Trigger(cron_schedule=api.V2beta1CronSchedule(cron="0 0 3 * * *")),
+        pipeline_version_reference=api.V2beta1PipelineVersionReference(pipeline_id="pipe-1"),
+    )
     return {
-        ("GET", f"{API}/healthz"): {"multi_user": False},
-        ("GET", f"{API}/experiments"): {"experiments": [], "total_size": 0},
-        ("POST", f"{API}/experiments"): lambda r: {**experiment, "display_name": r.json()["display_name"]},
-        ("POST", f"{API}/runs"): lambda r: {"run_id": "run-1", "display_name": r.json()["display_name"]},
-        ("GET", f"{API}/pipelines"): {"pipelines": pipelines or [], "total_size": len(pipelines or [])},
-        ("POST", f"{API}/pipelines/upload"): lambda r: {"pipeline_id": "pipe-1", "display_name": r.query["name"][0]},
-        ("GET", f"{API}/pipelines/[^/]+/versions"): {"pipeline_versions": [{"pipeline_version_id": "ver-1"}]},
-        ("POST", f"{API}/pipelines/upload_version"): {"pipeline_version_id": "ver-2", "pipeline_id": "pipe-1"},
-        ("POST", f"{API}/recurringruns"): lambda r: {**r.json(), "recurring_run_id": "rr-1"},
-        ("GET", f"{API}/recurringruns"): {
-            "recurringRuns": [
-                {
-                    "recurring_run_id": "rr-1",
-                    "display_name": "nightly",
-                    "mode": "ENABLE",
-                    "trigger": {"cron_schedule": {"cron": "0 0 3 * * *"}},
-                    "pipeline_version_reference": {"pipeline_id": "pipe-1"},
-                }
-            ],
-        },
-        ("POST", f"{API}/recurringruns/[^/]+:(disable|enable)"): {},
-        ("DELETE", f"{API}/recurringruns/[^/]+"): {},
+        ("GET", f"{API}/healthz"): lambda r: api.V2beta1GetHealthzResponse(multi_user=False),
+        ("GET", f"{API}/experiments"): lambda r: api.V2beta1ListExperimentsResponse(experiments=[], total_size=0),
+        ("POST", f"{API}/experiments"): lambda r: _created(parse(r, "V2beta1Experiment"), experiment_id="exp-1"),
+        ("POST", f"{API}/runs"): lambda r: _created(parse(r, "V2beta1Run"), run_id="run-1"),
+        ("GET", f"{API}/pipelines"): lambda r: api.V2beta1ListPipelinesResponse(pipelines=pipelines,
+                                                                              total_size=len(pipelines)),
+        ("POST", f"{API}/pipelines/upload"): lambda r: api.V2beta1Pipeline(pipeline_id="pipe-1",
+                                                                          display_name=r.query["name"][0]),
+        ("GET", f"{API}/pipelines/[^/]+/versions"): lambda r: api.V2beta1ListPipelineVersionsResponse(
+            pipeline_versions=[api.V2beta1PipelineVersion(pipeline_version_id="ver-1", pipeline_id="pipe-1")]),
+        ("POST", f"{API}/pipelines/upload_version"): lambda r: api.V2beta1PipelineVersion(
+            pipeline_version_id="ver-2", pipeline_id="pipe-1"),
+        ("POST", f"{API}/recurringruns"): lambda r: _created(parse(r, "V2beta1RecurringRun"), recurring_run_id="rr-1"),
+        ("GET", f"{API}/recurringruns"): lambda r: api.V2beta1ListRecurringRunsResponse(recurring_runs=[recurring]),
+        ("POST", f"{API}/recurringruns/[^/]+:(disable|enable)"): lambda r: None,
+        ("DELETE", f"{API}/recurringruns/[^/]+"): lambda r: None,
     }
 
 
 @contextmanager
-def kfp_stub(routes: dict[tuple[str, str], Answer] | None = None) -> Iterator[KfpStub]:
+def kfp_stub(routes: dict[tuple[str, str], Handler] | None = None) -> Iterator[KfpStub]:
     stub = KfpStub(routes if routes is not None else default_routes())
 
     class Handler(BaseHTTPRequestHandler):

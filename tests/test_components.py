@@ -137,6 +137,13 @@ def test_optional_arguments_are_left_out_unless_given() -> None:
     assert "--negatives" not in role.args
 
 
+def test_torchx_train_gets_a_gpu_only_for_meta_training() -> None:
+    (meta,) = torchx_components.train(dataset="d", output="o", method="MetaHeac").roles
+    (joint,) = torchx_components.train(dataset="d", output="o", method="MMoE+pre-training").roles
+    assert (meta.resource.gpu, meta.image) == (1, CUDA_IMAGE)
+    assert (joint.resource.gpu, joint.image) == (0, CPU_IMAGE)
+
+
 def test_torchx_component_checks_choices() -> None:
     with pytest.raises(ValueError, match="--source: 'pickle' is not one of raw, official"):
         torchx_components.preprocess(input="a", output="b", source="pickle")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,14 @@ import pytest
 import yaml
 
 from components.spec import CPU_IMAGE
+from metaheac.steps.engine import CPU_TRAIN_MEMORY_GB
 from metaheac.steps.registry import STEPS
 from pipelines.cli import main
 from pipelines.dag import DagOptions, pipeline_parameters
 from tests.pipeline_helpers import params
 
 METHODS = "MetaHeac,LR"
+TASK_LINE = re.compile(r"^  (\S+) +(.+?) +\d+\.\d s  (ran|reused|failure)$")  # name, method, wall time, state
 
 
 def compiled(tmp_path: Path, *options: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -38,10 +41,11 @@ def producers(task: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def test_dag_edges_and_artifact_types(tmp_path: Path) -> None:
     spec, _ = compiled(tmp_path, "--methods", METHODS, "--shards", "2")
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"generate", "preprocess", "train", "train-2", "adapt", "adapt-2", "adapt-3", "adapt-4",
-                          "evaluate"}
+    assert set(tasks) == {"generate", "preprocess", "train-metaheac", "train-lr", "adapt-metaheac-1of2",
+                          "adapt-metaheac-2of2", "adapt-lr-1of2", "adapt-lr-2of2", "evaluate"}  # named by what they are
     assert producers(tasks["preprocess"]) == {"input": ("generate", "output")}
-    trains = {tasks[t]["inputs"]["parameters"]["method"]["runtimeValue"]["constant"]: t for t in ("train", "train-2")}
+    trains = {tasks[t]["inputs"]["parameters"]["method"]["runtimeValue"]["constant"]: t
+              for t in ("train-metaheac", "train-lr")}
     assert set(trains) == set(METHODS.split(","))
     for train in trains.values():
         assert producers(tasks[train]) == {"dataset": ("preprocess", "output")}
@@ -62,34 +66,43 @@ def test_dag_edges_and_artifact_types(tmp_path: Path) -> None:
 
     assert output_types("generate") == {"output": "system.Dataset"}
     assert output_types("preprocess") == {"output": "system.Dataset"}
-    assert output_types("train") == {"output": "system.Model"}
-    assert output_types("adapt") == {"output": "system.Dataset"}
+    assert output_types("train-lr") == {"output": "system.Model"}
+    assert output_types("adapt-lr-1of2") == {"output": "system.Dataset"}
     assert output_types("evaluate") == {"output": "system.Artifact", "metrics": "system.Metrics",
                                         "classification": "system.ClassificationMetrics", "report": "system.HTML"}
 
 
-def test_train_requests_a_gpu_on_the_node_pool(tmp_path: Path) -> None:
+def test_only_meta_training_requests_a_gpu_on_the_node_pool(tmp_path: Path) -> None:
     spec, platform = compiled(tmp_path, "--methods", METHODS, "--gpu-node-selector",
                               "cloud.google.com/gke-accelerator=nvidia-tesla-a100", "--cuda-image", "reg/mh:cuda",
                               "--gpus", "2")
     executors = spec["deploymentSpec"]["executors"]
     tasks = spec["root"]["dag"]["tasks"]
     executor = {t: spec["components"][tasks[t]["componentRef"]["name"]]["executorLabel"] for t in tasks}
-    for train in ("train", "train-2"):
-        container = executors[executor[train]]["container"]
-        accelerator = container["resources"]["accelerator"]
-        assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "2")
-        assert container["image"] == "reg/mh:cuda"
-        kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor[train]]
-        assert kubernetes["nodeSelector"] == {"labels": {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}}
-        assert kubernetes["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    for task in ("preprocess", "adapt", "evaluate"):
+    method = {t: tasks[t]["inputs"]["parameters"]["method"]["runtimeValue"]["constant"]
+              for t in tasks if t.startswith("train")}
+    (meta,) = [t for t, m in method.items() if m == "MetaHeac"]
+    (cpu,) = [t for t, m in method.items() if m == "LR"]
+    container = executors[executor[meta]]["container"]
+    accelerator = container["resources"]["accelerator"]
+    assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "2")
+    assert container["image"] == "reg/mh:cuda"
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert kubernetes[executor[meta]]["nodeSelector"] == {
+        "labels": {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}}
+    assert kubernetes[executor[meta]]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert set(kubernetes) == {executor[meta]}  # no other task goes to the GPU node pool
+    cpu_train = executors[executor[cpu]]["container"]
+    assert "accelerator" not in cpu_train["resources"] and cpu_train["image"] == CPU_IMAGE
+    assert cpu_train["resources"]["memoryRequest"] == CPU_TRAIN_MEMORY_GB
+    for task, step in (("preprocess", "preprocess"), ("adapt-lr-1of2", "adapt"), ("evaluate", "evaluate")):
         container = executors[executor[task]]["container"]
         assert "accelerator" not in container["resources"]
-        assert container["resources"]["memoryRequest"] == STEPS[task].resources.memory_gb
+        assert container["resources"]["memoryRequest"] == STEPS[step].resources.memory_gb
         assert container["image"] == CPU_IMAGE
-    assert set(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == {executor["train"],
-                                                                                        executor["train-2"]}
+    gpu_tasks = [t for t in tasks if "accelerator" in executors[executor[t]]["container"]["resources"]]
+    assert gpu_tasks == [meta]
 
 
 def test_caching_flags(tmp_path: Path) -> None:
@@ -97,8 +110,8 @@ def test_caching_flags(tmp_path: Path) -> None:
         tasks = compiled(tmp_path, *options)[0]["root"]["dag"]["tasks"]
         return {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items()}
 
-    assert caching() == {"generate": True, "preprocess": True, "train": True, "adapt": True, "adapt-2": True,
-                         "evaluate": False}
+    assert caching() == {"generate": True, "preprocess": True, "train-metaheac": True, "adapt-metaheac-1of2": True,
+                         "adapt-metaheac-2of2": True, "evaluate": False}
     assert not any(caching("--no-cache").values())
 
 
@@ -132,15 +145,25 @@ def test_bad_parameter_is_one_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert not list(tmp_path.iterdir())
 
 
-def test_whole_dag_runs_locally(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_whole_dag_runs_locally_and_reuses_what_has_not_changed(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     names = {p.name for p, _ in pipeline_parameters(DagOptions())}
     argv = ["run-local", "--output", str(tmp_path), "--methods", METHODS, "--shards", "2", *params(names)]
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("run: ") and any(line.startswith("MetaHeac ") for line in out)  # the table
+    assert sum(line.startswith("MetaHeac ") for line in out) == 1  # printed once
+    assert len(out) <= 40 and max(len(line) for line in out) < 200  # no executor inputs, no progress bars
     run = Path(out[-1].removeprefix("run: "))
-    assert run.parent.parent == tmp_path
+    assert run.parent == tmp_path  # one level: <output>/<run>/<task>
+    tasks = {m[1]: [m[1], m[2], m[3]] for m in map(TASK_LINE.match, out) if m}
+    assert set(tasks) == {"generate", "preprocess", "train-metaheac", "train-lr", "adapt-metaheac-1of2",
+                          "adapt-metaheac-2of2", "adapt-lr-1of2", "adapt-lr-2of2", "evaluate"}
+    assert tasks["train-lr"][1] == "LR" and tasks["adapt-metaheac-1of2"][1] == "MetaHeac"
+    assert tasks["generate"][1] == "-"
+    assert all(t[-1] == "ran" for t in tasks.values())
     assert f"report: {run / 'evaluate' / 'output' / 'report.html'}" in out
+    assert "Executing task" in (run / "logs" / "train-metaheac.log").read_text()  # kfp.local's output, per task
     assert (run / "preprocess" / "output" / "_SUCCESS").exists()
     evaluate = run / "evaluate"
     assert (evaluate / "output" / "report.html").exists() and (evaluate / "output" / "metrics.json").exists()
@@ -150,3 +173,27 @@ def test_whole_dag_runs_locally(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert outputs["classification"]["artifacts"][0]["metadata"]["confidenceMetrics"]
     assert Path(outputs["report"]["artifacts"][0]["uri"]).read_text().startswith("<!DOCTYPE html>")
 
+    # Again, with one adapt argument changed: the unchanged steps are reused, adapt and evaluate run again.
+    assert main([*argv, "--param=adapt_epochs=2"]) == 0
+    again = capsys.readouterr().out.strip().splitlines()
+    states = {m[1]: m[3] for m in map(TASK_LINE.match, again) if m}
+    assert {t for t, state in states.items() if state == "reused"} == {"generate", "preprocess", "train-metaheac",
+                                                                       "train-lr"}
+    assert {t for t, state in states.items() if state == "ran"} == set(states) - {"generate", "preprocess",
+                                                                                  "train-metaheac", "train-lr"}
+    second = Path(again[-1].removeprefix("run: "))
+    assert second != run and (second / "train-lr" / "output" / "config.json").exists()
+    assert sum(line.startswith("MetaHeac ") for line in again) == 1
+    assert any(line.startswith("report: ") for line in again)
+
+
+def test_a_failed_task_names_its_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    names = {p.name for p, _ in pipeline_parameters(DagOptions(shards=1))}
+    argv = ["run-local", "--output", str(tmp_path), "--shards", "1", *params(names, preprocess_source="official")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    (error,) = captured.err.strip().splitlines()
+    assert error.startswith("python -m pipelines: error: task preprocess failed: metaheac preprocess: error: ")
+    log = Path(error.rsplit("(its log: ", 1)[1].rstrip(")"))
+    assert log.name == "preprocess.log" and "Traceback" not in captured.out
+    assert "metaheac preprocess: error: " in log.read_text()

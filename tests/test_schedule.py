@@ -7,10 +7,12 @@ No real KFP API server runs here (it needs Kubernetes): `submit` and `schedule` 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 import time
 from pathlib import Path
 
+import kfp_server_api
 import pytest
 
 from metaheac.cli import main as metaheac
@@ -18,7 +20,7 @@ from pipelines import cron, remote
 from pipelines.cli import main
 from pipelines.dag import DagOptions, pipeline_parameters
 from pipelines.local import run_schedule
-from tests.kfp_stub import API, default_routes, kfp_stub
+from tests.kfp_stub import API, KfpStub, Request, default_routes, kfp_stub
 from tests.pipeline_helpers import TINY_PARAMS, params
 
 UTC = dt.UTC
@@ -73,11 +75,26 @@ def test_local_schedule_runs_the_pipeline_failing_then_passing(tmp_path: Path,
             "--output", str(tmp_path / "runs"), "--source", "input", "--shards", "1",
             f"--param=input_uri={tmp_path}/raw-[[Index]]", *params(names)]
     assert main(argv) == 0
-    assert capsys.readouterr().out.strip().endswith("1 runs succeeded, 1 failed")
-    first, second = sorted((tmp_path / "runs").iterdir())
-    assert first.name.startswith("metaheac-0001-") and second.name.startswith("metaheac-0002-")
-    assert not list(first.glob("*/evaluate/output/report.html"))
-    assert list(second.glob("*/evaluate/output/report.html"))
+    out = capsys.readouterr().out.strip()
+    assert out.endswith("1 runs succeeded, 1 failed")
+    first, second = sorted(p for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
+    assert first.name.startswith("metaheac-") and second.name.startswith("metaheac-")
+    assert not (first / "evaluate" / "output" / "report.html").exists() and (first / "logs" / "preprocess.log").exists()
+    assert f"report: {second / 'evaluate' / 'output' / 'report.html'}" in out.splitlines()  # each run's own
+
+
+def test_the_stub_refuses_what_the_api_models_refuse() -> None:
+    stub = KfpStub(default_routes())
+
+    def post(path: str, body: object) -> tuple[int, object]:
+        return stub.answer(Request("POST", f"{API}{path}", {}, json.dumps(body).encode(), "application/json"))
+
+    assert post("/runs", {"display_name": "r", "runtime_config": {"pipeline_root": "gs://b"}})[0] == 200
+    status, answer = post("/runs", {"display_name": "r", "runtime_config": {"pipelin_root": "gs://b"}})
+    assert status == 400 and "V2beta1RuntimeConfig has no field pipelin_root" in str(answer)
+    status, answer = post("/recurringruns", {"display_name": "n", "max_concurency": 1})
+    assert status == 400 and "max_concurency" in str(answer)
+    assert post("/experiments", {"display_name": "e"})[1] == {"display_name": "e", "experiment_id": "exp-1"}
 
 
 def test_submit_sends_the_compiled_pipeline() -> None:
@@ -111,7 +128,7 @@ def test_schedule_uploads_a_version_and_pins_it() -> None:
 
 
 def test_schedule_of_an_existing_pipeline_latest_or_pinned() -> None:
-    existing = [{"pipeline_id": "pipe-1", "display_name": "metaheac"}]
+    existing = [kfp_server_api.V2beta1Pipeline(pipeline_id="pipe-1", display_name="metaheac")]
     with kfp_stub(default_routes(existing)) as stub:
         assert main(["schedule", "create", "--host", stub.url, "--name", "n", "--cron", "0 0 3 * * *", "--latest",
                      "--catchup"]) == 0

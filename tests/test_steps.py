@@ -8,9 +8,16 @@ import pandas as pd
 import pytest
 
 from metaheac.cli import main, parse_step
-from metaheac.data.dataset import load_campaign_frame
+from metaheac.data.dataset import load_campaign_frame, load_schema
 from metaheac.steps.base import Step, arg
-from metaheac.steps.engine import Adapt, Evaluate, Train
+from metaheac.steps.engine import (
+    CPU_TRAIN_MEMORY_GB,
+    Adapt,
+    Evaluate,
+    Train,
+    cpu_train_memory_gb,
+    empty_split_notes,
+)
 from metaheac.steps.registry import STEPS
 
 
@@ -117,6 +124,29 @@ def test_a_step_argument_type_the_shells_cannot_carry_is_refused():
 
     with pytest.raises(TypeError, match="step argument flag"):
         Odd.arguments()
+
+
+def test_only_meta_training_gets_a_gpu_and_cpu_memory_fits_the_dataset(chain, tmp_path):
+    _, dataset = chain
+    assert Train.resources_for({"method": "MetaHeac", "dataset": str(dataset)}).gpu == 1
+    for method in ("LR", "MLP+pre-training", "MetaHeac w/o Meta"):
+        resources = Train.resources_for({"method": method, "dataset": str(dataset)})
+        assert resources.gpu == 0 and 2 <= resources.memory_gb < CPU_TRAIN_MEMORY_GB  # a tiny dataset
+    unread = Train.resources_for({"method": "LR", "dataset": str(tmp_path / "not-yet")})
+    assert unread.memory_gb == CPU_TRAIN_MEMORY_GB
+    schema = load_schema(str(dataset))
+    schema.provenance["counts"]["users"] = 11_000_000  # the Tencent data's users: GBs of ids
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "schema.json").write_text(schema.to_json())
+    assert cpu_train_memory_gb(str(tmp_path / "big")) > 4
+
+
+def test_an_empty_split_says_why():
+    scores = {"LR": pd.DataFrame({"campaign": [1], "user": [1], "label": [1], "score": [0.5], "split": ["test_cold"]})}
+    (note,) = empty_split_notes(scores, 2000)
+    assert note.startswith("hot: no campaigns, no test campaign has more seed positives than the cold threshold (2000)")
+    assert empty_split_notes({"LR": scores["LR"].assign(split="test_hot")}, None)[0].startswith("cold: no campaigns")
+    assert not empty_split_notes({"LR": pd.concat([scores["LR"], scores["LR"].assign(split="test_hot")])}, 5)
 
 
 def test_every_step_has_help_for_every_argument():

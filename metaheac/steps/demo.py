@@ -38,7 +38,7 @@ class Demo(Step):
         run = storage.join(self.output, time.strftime("run-%Y%m%d-%H%M%S"))
         raw, dataset = storage.join(run, "raw"), storage.join(run, "dataset")
         Generate(output=raw, users=self.users, campaigns=self.campaigns, seed=self.seed).run()
-        Preprocess(input=raw, output=dataset, cold_threshold=-1, seed=self.seed).run()
+        Preprocess(input=raw, output=dataset, seed=self.seed).run()
         scores = []
         for method in methods:
             model = storage.join(run, "models", slug(method))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,7 +18,7 @@ import pyarrow.parquet as pq
 
 from metaheac import storage
 from metaheac.adaptation import AdaptConfig
-from metaheac.data.dataset import load_campaign_frame
+from metaheac.data.dataset import SCHEMA_FILE, load_campaign_frame, load_schema
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_features, load_rows
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
@@ -37,6 +39,26 @@ _MODEL = ModelConfig()
 _ADAPT = AdaptConfig()
 TEST_SPLITS = ("test_cold", "test_hot")
 SCORES_FILE = "scores.parquet"
+# The memory of a CPU train task whose dataset cannot be read when it is launched (a KFP task: its dataset
+# is an artifact of the same run): room for the real Tencent data, about 11M users and 22M embedding
+# parameters (about 4 GB by the estimate below), twice over.
+CPU_TRAIN_MEMORY_GB = 8
+
+
+def cpu_train_memory_gb(dataset: object) -> int:
+    """The memory (GB) of a joint or from-scratch train task on this dataset: twice its tensors (int64, as
+    loaded) plus the embedding tables with gradient and two Adam moments, plus 1 GB for torch itself;
+    CPU_TRAIN_MEMORY_GB when the dataset is not yet readable."""
+    if not isinstance(dataset, str) or not storage.exists(storage.join(dataset, SCHEMA_FILE)):
+        return CPU_TRAIN_MEMORY_GB
+    schema = load_schema(dataset)
+    counts = schema.provenance.get("counts", {})
+    rows = sum(n for name, n in counts.get("rows", {}).items() if not name.endswith("positives"))
+    per_user = len(schema.user_single) + sum(schema.list_lengths) + len(schema.user_lists)  # ids + list lengths
+    data = 8 * (counts.get("users", 0) * per_user + 3 * rows)
+    fields = schema.user_single + schema.user_lists + schema.campaign_fields
+    embeddings = 4 * 4 * _MODEL.embedding_dim * sum(f.vocab_size for f in fields)
+    return max(2, math.ceil(2 * (data + embeddings) / 2**30) + 1)
 
 
 @dataclass
@@ -46,7 +68,16 @@ class Train(Step):
     name: ClassVar[str] = "train"
     artifacts: ClassVar = {"dataset": Artifact("Dataset"), "output": Artifact("Model", output=True)}
     distributed: ClassVar = True
-    resources: ClassVar = Resources(memory_gb=32, gpu=1)
+    resources: ClassVar = Resources(memory_gb=32, gpu=1)  # meta-training: the CUDA image on a GPU node
+
+    @classmethod
+    def resources_for(cls, arguments: Mapping[str, object]) -> Resources:
+        """Only a meta-trained method gets a GPU; joint and from-scratch methods train on CPU, with memory
+        sized from the dataset (see `cpu_train_memory_gb`)."""
+        name = arguments.get("method", cls.__dataclass_fields__["method"].default)
+        if not isinstance(name, str) or method(name).training == "meta":  # unknown yet: the most
+            return cls.resources
+        return Resources(cpu=4, memory_gb=cpu_train_memory_gb(arguments.get("dataset")))
     dataset: str = arg(help="canonical dataset URI (from `preprocess`)")
     output: str = arg(help="folder to write the general model into (model.pt + config.json)")
     method: str = arg("MetaHeac", help=f"one of: {', '.join(METHODS)}")
@@ -68,12 +99,11 @@ class Train(Step):
             rank, world_size = world()
             if world_size > 1 and spec.training != "meta":
                 raise InputError(f"{self.method} trains in one process: only meta-training is data-parallel")
-            max_steps = self.max_steps
             # Under torchrun an epoch stays ceil(rows / batch_size) meta-steps, each of the global batch:
             # world_size * task_count tasks (every rank trains on task_count of them).
-            meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=max_steps, task_count=self.task_count,
+            meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=self.max_steps, task_count=self.task_count,
                                        batch_size=self.batch_size, seed=self.seed, device=str(device))
-            joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=max_steps,
+            joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=self.max_steps,
                                         batch_size=self.batch_size, seed=self.seed, device=str(device))
             model_config = dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
             model = spec.train(
@@ -153,6 +183,16 @@ def read_scores(uris: list[str]) -> dict[str, pd.DataFrame]:
     return {m: scored[scored["method"] == m].drop(columns="method").reset_index(drop=True) for m in order}
 
 
+def empty_split_notes(results: Mapping[str, pd.DataFrame], cold_threshold: int | None) -> list[str]:
+    """One line per test split with no scored campaign, saying why its columns are empty."""
+    scored = {split for frame in results.values() for split in frame["split"].unique()}
+    threshold = f" ({cold_threshold})" if cold_threshold is not None else ""
+    why = {"test_cold": f"every test campaign has more seed positives than the cold threshold{threshold}",
+           "test_hot": f"no test campaign has more seed positives than the cold threshold{threshold}"}
+    return [f"{split.removeprefix('test_')}: no campaigns, {why[split]}; `metaheac preprocess --cold-threshold` "
+            "sets it" for split in TEST_SPLITS if split not in scored]
+
+
 @dataclass
 class Evaluate(Step):
     """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP
@@ -175,7 +215,8 @@ class Evaluate(Step):
     def run(self) -> dict:
         results = read_scores([u for u in self.scores.split(",") if u])
         summary = compare(results)
-        table = format_table(summary)
+        threshold = load_schema(self.dataset).provenance.get("cold_threshold") if self.dataset else None
+        table = "\n".join([format_table(summary), *empty_split_notes(results, threshold)])
         context = {"dataset": self.dataset or "-", "scores": self.scores,
                    "methods": ", ".join(results), "rows": sum(len(f) for f in results.values())}
         storage.write_text(storage.join(self.output, "metrics.json"), pd.Series(summary).to_json(indent=2))

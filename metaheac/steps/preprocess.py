@@ -13,6 +13,7 @@ from metaheac.data.preprocess import preprocess_raw
 from metaheac.steps.base import Artifact, Resources, Step, arg
 
 _DEFAULTS = PreprocessConfig()
+MEDIAN = -1  # PreprocessConfig's "the test campaigns' median"
 
 
 @dataclass
@@ -43,8 +44,9 @@ class Preprocess(Step):
     input: str = arg(help="folder (local, gs:// or /gcs/) holding the input files")
     output: str = arg(help="dataset folder to write (local, gs:// or /gcs/); published atomically")
     source: Literal["raw", "official"] = arg("raw", help="raw Tencent files, or the official pickles")
-    cold_threshold: int = arg(_DEFAULTS.cold_threshold, help="test campaigns with at most this many seed "
-                              "positives are cold (the paper's T); -1: the test campaigns' median")
+    cold_threshold: int | None = arg(None, help="test campaigns with at most this many seed positives are "
+                                     "cold (the paper's T; default: the median seed-positive count of the test "
+                                     "campaigns, so both kinds exist; the paper uses 2000 on the real Tencent data)")
     test_fraction: float = arg(_DEFAULTS.test_fraction, help="share of campaigns held out for testing")
     seed: int = arg(_DEFAULTS.seed, help="seed of the train/test campaign split")
     on_error: Literal["fail", "skip"] = arg(_DEFAULTS.on_error, help="on a malformed line: stop with its "
@@ -55,7 +57,7 @@ class Preprocess(Step):
     def config(self) -> PreprocessConfig:
         return dataclasses.replace(
             _DEFAULTS,
-            cold_threshold=self.cold_threshold,
+            cold_threshold=MEDIAN if self.cold_threshold is None else self.cold_threshold,
             test_fraction=self.test_fraction,
             seed=self.seed,
             on_error=self.on_error,
