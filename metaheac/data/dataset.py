@@ -130,7 +130,7 @@ def fetch(uri: str, files: list[str]) -> Path:
 
 
 def load_schema(uri: str) -> DatasetSchema:
-    return DatasetSchema.from_json(storage.read_text(storage.join(uri, SCHEMA_FILE)), source=uri)
+    return DatasetSchema.from_json(storage.read_text(storage.join(storage.published(uri), SCHEMA_FILE)), source=uri)
 
 
 def load_campaign_frame(uri: str):  # -> pandas.DataFrame

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -25,6 +27,7 @@ from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_aud
 from metaheac.model import zoo
 from metaheac.model.config import ModelConfig
 from metaheac.model.store import load_model, save_model
+from metaheac.outputs import claim
 from metaheac.steps.base import Step, arg
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import process_group, world
@@ -57,10 +60,18 @@ class Train(Step):
     seed: int = arg(_META.seed, help="seeds the initialisation and the task sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
     checkpoint: str = arg("", help="folder for checkpoints (default: OUTPUT/checkpoint); resumes from it")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
+        # Under torchrun rank 0 alone writes, so it alone claims the output.
+        first = int(os.environ.get("RANK", "0")) == 0
+        zoo.method(self.method)  # an unknown name fails before the output is touched
+        with claim(self.output, self.name, [self.dataset], self.overwrite) if first else contextlib.nullcontext():
+            return self.train()
+
+    def train(self) -> dict:
         started = time.perf_counter()
-        spec = zoo.method(self.method)  # an unknown name fails before any loading
+        spec = zoo.method(self.method)
         features = load_features(self.dataset)
         rows = load_rows(self.dataset, "train", 1)
         with process_group(resolve_device(self.device)) as device:
@@ -108,10 +119,15 @@ class Adapt(Step):
     lr: float = arg(_ADAPT.lr, help="Adam learning rate of the adaptation")
     seed: int = arg(_ADAPT.seed, help="seeds the shuffling of the seed rows")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
         if not 0 <= self.shard < self.shards:
             raise InputError(f"--shard {self.shard} is not in 0..{self.shards - 1} (--shards {self.shards})")
+        with claim(self.output, self.name, [self.dataset, self.model], self.overwrite):
+            return self.adapt()
+
+    def adapt(self) -> dict:
         started = time.perf_counter()
         device = resolve_device(self.device)
         model, info = load_model(self.model, device=device)
@@ -160,8 +176,14 @@ class Evaluate(Step):
     output: str = arg(help="folder to write metrics.json, kfp_metrics.json, table.txt and report.html into")
     dataset: str = arg("", help="the dataset URI, named in the report")
     title: str = arg("MetaHeac audience expansion: evaluation", help="the report's title")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
+        inputs = [u for u in self.scores.split(",") if u] + ([self.dataset] if self.dataset else [])
+        with claim(self.output, self.name, inputs, self.overwrite):
+            return self.evaluate()
+
+    def evaluate(self) -> dict:
         results = read_scores([u for u in self.scores.split(",") if u])
         summary = compare(results)
         table = format_table(summary)
@@ -217,10 +239,16 @@ class Expand(Step):
     top_n: int = arg(10_000, help="audience size")
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
+    overwrite: bool = arg(False, help="replace an existing file at --output")
 
     def run(self) -> dict:
         if (self.aid >= 0) == bool(self.ad_fields):
             raise InputError("give exactly one of --aid (an existing campaign) and --ad-fields (a new one)")
+        inputs = [self.dataset, self.model, self.seeds] + ([self.negatives] if self.negatives else [])
+        with claim(self.output, self.name, inputs, self.overwrite, is_file=True):
+            return self.expand()
+
+    def expand(self) -> dict:
         device = resolve_device(self.device)
         model, info = load_model(self.model, device=device)
         features = load_features(self.dataset).to(device)

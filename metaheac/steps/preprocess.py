@@ -6,10 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from metaheac import storage
 from metaheac.data.config import PreprocessConfig
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
+from metaheac.outputs import claim
 from metaheac.steps.base import Step, arg
 
 _DEFAULTS = PreprocessConfig()
@@ -25,11 +25,13 @@ class Generate(Step):
     users: int = arg(20_000, help="number of users")
     campaigns: int = arg(64, help="number of campaigns")
     seed: int = arg(2020, help="random seed: the same seed writes the same files")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
         from metaheac.data.synthetic import SyntheticConfig, generate
 
-        return generate(self.output, SyntheticConfig(users=self.users, campaigns=self.campaigns, seed=self.seed))
+        with claim(self.output, self.name, overwrite=self.overwrite) as output:
+            return generate(output, SyntheticConfig(users=self.users, campaigns=self.campaigns, seed=self.seed))
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Preprocess(Step):
                                             "file and line, or skip it and count it in the provenance")
     allow_pickle: bool = arg(False, help="allow unpickling the official pickles (runs code from the files: "
                              "only for files you trust)")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def config(self) -> PreprocessConfig:
         return dataclasses.replace(
@@ -60,7 +63,7 @@ class Preprocess(Step):
         )
 
     def run(self) -> dict:
-        output = storage.normalize(self.output)
-        if self.source == "official":
-            return import_official(self.input, output, self.config(), allow_pickle=self.allow_pickle)
-        return preprocess_raw(self.input, output, self.config())
+        with claim(self.output, self.name, [self.input], self.overwrite) as output:
+            if self.source == "official":
+                return import_official(self.input, output, self.config(), allow_pickle=self.allow_pickle)
+            return preprocess_raw(self.input, output, self.config())
