@@ -60,6 +60,7 @@ class Train(Step):
     seed: int = arg(_META.seed, help="seeds the initialisation and the task sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
     checkpoint: str = arg("", help="folder for checkpoints (default: OUTPUT/checkpoint); resumes from it")
+    checkpoint_every: int = arg(0, help=f"meta-steps between checkpoints (0: every {_META.checkpoint_seconds:.0f} s)")
     overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
@@ -82,7 +83,8 @@ class Train(Step):
             # Under torchrun an epoch stays ceil(rows / batch_size) meta-steps, each of the global batch:
             # world_size * task_count tasks (every rank trains on task_count of them).
             meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=max_steps, task_count=self.task_count,
-                                       batch_size=self.batch_size, seed=self.seed, device=str(device))
+                                       batch_size=self.batch_size, seed=self.seed, device=str(device),
+                                       checkpoint_every=self.checkpoint_every or None)
             joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=max_steps,
                                         batch_size=self.batch_size, seed=self.seed, device=str(device))
             model_config = dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
