@@ -5,7 +5,8 @@ file, and an existing folder without our marker (``_METAHEAC``, or the ``_SUCCES
 folder). A folder of ours is replaced by the same step re-running, or by another with `overwrite`.
 While the block runs the output is locked: locally by an flock on a lock file beside it (the kernel
 drops it when the process dies, so a killed run's lock is taken over at once); on GCS by a lease
-object created with ``if_generation_match=0``, renewed while the run lives and taken over once expired.
+object created with ``if_generation_match=0``, renewed while the run lives and taken over once expired
+(or at once when its holder ran on this host and is gone).
 """
 
 from __future__ import annotations
@@ -195,14 +196,27 @@ def _acquire(uri: str, target: str, step: str, lease_s: float) -> int:
         if held is not None:
             raw, generation = held
             with contextlib.suppress(ValueError, KeyError, TypeError):
-                if json.loads(raw)["expires"] >= time.time():
+                if json.loads(raw)["expires"] >= time.time() and not _dead(json.loads(raw)):
                     raise _busy(target, raw, uri)
-            log.warning("taking over the expired lease %s of %s", uri, _describe(raw, uri))
+            log.warning("taking over the stale lease %s of %s", uri, _describe(raw, uri))
             storage.delete_if_generation(uri, generation)
         created = storage.write_if_generation(uri, json.dumps(_holder(step, lease_s)).encode(), 0)
         if created is not None:
             return created
     raise OutputError(f"{target} is being written by another run (lease {uri}); wait for it to finish")
+
+
+def _dead(holder: dict) -> bool:
+    """Whether the holder ran on this host and its process is gone (elsewhere only expiry can tell)."""
+    if holder["host"] != socket.gethostname() or holder["pid"] == os.getpid():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _renew(uri: str, step: str, lease_s: float, generation: int, stop: threading.Event) -> None:
