@@ -19,6 +19,7 @@ from torch import nn
 from metaheac import storage
 from metaheac.data.errors import InputError
 from metaheac.data.schema import DatasetSchema
+from metaheac.memory import check_fits, table_bytes
 from metaheac.model.config import ModelConfig
 
 MODEL_FILE = "model.pt"
@@ -81,8 +82,10 @@ def load_model(uri: str, device: torch.device | str = "cpu") -> tuple[nn.Module,
     from metaheac.model import zoo  # the registry of networks imports the training code: load it late
 
     info = read_model_info(uri)
-    schema = DatasetSchema.from_json(json.dumps(info["schema"]), source=storage.join(uri, CONFIG_FILE))
-    model = zoo.method(info["method"]).build(schema, ModelConfig.from_dict(info["model"]))
+    schema = DatasetSchema.from_json(json.dumps(info.get("schema")), source=storage.join(uri, CONFIG_FILE))
+    config = ModelConfig.from_dict(info["model"])
+    check_fits(f"the {info['method']} network of {uri}", table_bytes(schema, config.embedding_dim), str(device))
+    model = zoo.method(info["method"]).build(schema, config)
     weights = storage.join(uri, MODEL_FILE)
     state = read_tensors(weights, map_location=device)
     ours = model.state_dict()

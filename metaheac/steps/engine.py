@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -15,15 +16,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from metaheac import storage
 from metaheac.adaptation import AdaptConfig, adapt_and_score_campaigns
 from metaheac.data.dataset import load_campaign_frame
-from metaheac.data.errors import InputError
+from metaheac.data.errors import InputError, as_input_error, quote
 from metaheac.data.loading import load_features, load_rows
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
 from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_audience
+from metaheac.memory import check_fits, table_bytes
 from metaheac.model import zoo
 from metaheac.model.config import ModelConfig
 from metaheac.model.store import load_model, save_model
@@ -66,7 +69,8 @@ class Train(Step):
     def run(self) -> dict:
         # Under torchrun rank 0 alone writes, so it alone claims the output.
         first = int(os.environ.get("RANK", "0")) == 0
-        zoo.method(self.method)  # an unknown name fails before the output is touched
+        with as_input_error():  # an unknown name fails before the output is touched
+            zoo.method(self.method)
         with claim(self.output, self.name, [self.dataset], self.overwrite) if first else contextlib.nullcontext():
             return self.train()
 
@@ -79,15 +83,12 @@ class Train(Step):
             rank, world_size = world()
             if world_size > 1 and spec.training != "meta":
                 raise InputError(f"{self.method} trains in one process: only meta-training is data-parallel")
-            max_steps = self.max_steps or None
             # Under torchrun an epoch stays ceil(rows / batch_size) meta-steps, each of the global batch:
             # world_size * task_count tasks (every rank trains on task_count of them).
-            meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=max_steps, task_count=self.task_count,
-                                       batch_size=self.batch_size, seed=self.seed, device=str(device),
-                                       checkpoint_every=self.checkpoint_every or None)
-            joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=max_steps,
-                                        batch_size=self.batch_size, seed=self.seed, device=str(device))
-            model_config = dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
+            with as_input_error():
+                meta, joint, model_config = self.configs(device)
+            needed = table_bytes(features.schema, model_config.embedding_dim)
+            check_fits(f"{self.method} on {self.dataset}", needed, str(device))
             model = zoo.train_general_model(
                 self.method, features, rows, model_config, meta, joint, seed=self.seed,
                 checkpoint_uri=self.checkpoint or storage.join(self.output, "checkpoint"),
@@ -105,6 +106,15 @@ class Train(Step):
             if rank == 0:  # meta-training's ranks end with the same parameters
                 save_model(model, self.output, method=self.method, extra=info)
         return info
+
+    def configs(self, device: torch.device) -> tuple[MetaTrainConfig, JointTrainConfig, ModelConfig]:
+        max_steps = self.max_steps or None
+        meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=max_steps, task_count=self.task_count,
+                                   batch_size=self.batch_size, seed=self.seed, device=str(device),
+                                   checkpoint_every=self.checkpoint_every or None)
+        joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=max_steps,
+                                    batch_size=self.batch_size, seed=self.seed, device=str(device))
+        return meta, joint, dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
 
 
 @dataclass
@@ -135,8 +145,9 @@ class Adapt(Step):
         model, info = load_model(self.model, device=device)
         features = load_features(self.dataset).to(device)
         campaigns = load_campaign_frame(self.dataset)
-        config = zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, epochs=self.epochs, lr=self.lr,
-                                                                      seed=self.seed))
+        with as_input_error():
+            config = zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, epochs=self.epochs, lr=self.lr,
+                                                                          seed=self.seed))
         frames = []
         for split in TEST_SPLITS:
             chosen = sorted(campaigns.loc[campaigns["split"] == split, "campaign"])[self.shard :: self.shards]
@@ -158,12 +169,14 @@ def read_scores(uris: list[str]) -> dict[str, pd.DataFrame]:
     """Every scores file below the given folders, by method, in the paper's row order."""
     files = [f for uri in uris for f in storage.list_files(uri) if f.endswith(".parquet")]
     if not files:
-        raise FileNotFoundError(f"no scores (*.parquet) under {', '.join(uris)}: run `metaheac adapt` first")
+        raise InputError(f"no scores (*.parquet) under {', '.join(uris)}: run `metaheac adapt` first")
     frames = []
     for uri in files:
         with storage.open_read(uri) as stream:
             frames.append(pq.read_table(stream).to_pandas())
     scored = pd.concat(frames, ignore_index=True)
+    if scored.empty:
+        raise InputError(f"no scored rows in {', '.join(files)}: did `metaheac adapt` find test campaigns?")
     order = [m for m in zoo.METHODS if m in set(scored["method"])] + sorted(set(scored["method"]) - set(zoo.METHODS))
     return {m: scored[scored["method"] == m].drop(columns="method").reset_index(drop=True) for m in order}
 
@@ -204,16 +217,28 @@ class Evaluate(Step):
 def _read_uids(uri: str) -> np.ndarray:
     """uids from a Parquet file (column `uid`) or a text file with one uid a line."""
     if uri.endswith(".parquet"):
-        with storage.open_read(uri) as stream:
-            table = pq.read_table(stream)
-        if "uid" not in table.column_names:
-            raise InputError(f"{uri}: no `uid` column (columns: {', '.join(table.column_names)})")
+        try:
+            with storage.open_read(uri) as stream:
+                table = pq.read_table(stream)
+        except pa.ArrowException as error:
+            raise InputError(f"{uri}: not a readable Parquet file ({quote(str(error), 120)})") from None
+        if "uid" not in table.column_names or not pa.types.is_integer(table.schema.field("uid").type):
+            raise InputError(f"{uri}: no integer `uid` column (columns: {quote(', '.join(table.column_names))})")
         return table.column("uid").to_numpy().astype(np.int64)
-    lines = [line.strip() for line in storage.read_text(uri).splitlines()]
+    data = storage.read_bytes(uri)
     try:
-        return np.array([int(line) for line in lines if line and line != "uid"], dtype=np.int64)
-    except ValueError as error:
-        raise InputError(f"{uri}: every line must be one integer uid ({error})") from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{uri}: not text (byte {error.start} is {data[error.start]:#04x}): one uid a line") from None
+    uids = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line == "uid":
+            continue
+        if not re.fullmatch(r"[0-9]{1,19}", line) or int(line) >= 2**63:
+            raise InputError(f"{uri} line {number}: expected one integer uid below 2**63, got {quote(line, 60)}")
+        uids.append(int(line))
+    return np.array(uids, dtype=np.int64)
 
 
 def _ad_fields(text: str) -> dict[str, int]:

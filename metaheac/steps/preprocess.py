@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from metaheac.data.config import PreprocessConfig
+from metaheac.data.errors import as_input_error
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
+from metaheac.memory import GENERATE_BYTES_PER_ROW, GENERATE_BYTES_PER_USER, check_fits
 from metaheac.outputs import claim
 from metaheac.steps.base import Step, arg
 
@@ -30,8 +32,13 @@ class Generate(Step):
     def run(self) -> dict:
         from metaheac.data.synthetic import SyntheticConfig, generate
 
+        with as_input_error():
+            config = SyntheticConfig(users=self.users, campaigns=self.campaigns, seed=self.seed)
+        rows = config.campaigns * config.mean_rows_per_campaign * (1 + config.stage2_fraction)
+        check_fits(f"generating {config.users:,} users and about {rows:,.0f} rows",
+                   int(config.users * GENERATE_BYTES_PER_USER + rows * GENERATE_BYTES_PER_ROW))
         with claim(self.output, self.name, overwrite=self.overwrite) as output:
-            return generate(output, SyntheticConfig(users=self.users, campaigns=self.campaigns, seed=self.seed))
+            return generate(output, config)
 
 
 @dataclass

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import torch
 
+from metaheac.data.errors import InputError, quote
+
 Sampling = Literal["normal", "sqrt", "unit"]
 
 
@@ -46,4 +48,7 @@ def resolve_device(spec: str) -> torch.device:
     """The device a spec names; "auto" is CUDA when present, else CPU."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise InputError(f"--device {quote(spec)}: expected auto, cpu, cuda or cuda:N") from None
