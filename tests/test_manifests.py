@@ -101,12 +101,3 @@ def test_role_is_narrow_and_tokens_are_mounted_only_where_the_api_is_called() ->
     assert next(rule for rule in rules if "configmaps" in rule["resources"])["resourceNames"] == ["kfp-launcher"]
     assert by_kind(objects, "Job")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
-
-def test_base_image_is_pinned_by_digest_through_a_build_arg() -> None:
-    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
-    assert re.search(r"^ARG BASE_DIGEST=sha256:[0-9a-f]{64}$", dockerfile, re.M)
-    (base,) = re.findall(r"^FROM (.+)$", dockerfile, re.M)
-    assert base == "${BASE_IMAGE}@${BASE_DIGEST}"
-    tag = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.M)
-    assert tag and f"# Tag: {tag.group(1)}" in dockerfile
-    assert '--build-arg BASE_DIGEST="$digest"' in (ROOT / "docker" / "build.sh").read_text()
