@@ -73,8 +73,9 @@ def test_checkpoints_follow_the_clock_unless_a_step_count_is_given(tmp_path: Pat
 
 
 def test_unreadable_or_foreign_models_are_one_line(tmp_path: Path) -> None:
+    from metaheac.methods import load_model
     from metaheac.model.baselines import MLP
-    from metaheac.model.store import load_model, save_model
+    from metaheac.model.store import save_model
 
     features, _ = data()
     net = model()

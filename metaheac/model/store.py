@@ -1,7 +1,7 @@
 """A trained model as a folder (local or gs://): weights, and what is needed to rebuild and reproduce it.
 
 model.pt     the state_dict (torch.save); loaded with weights_only=True, so it can hold tensors only
-config.json  {"format", "method": the network's name in `zoo.METHODS`, "model": its ModelConfig,
+config.json  {"format", "method": its method's name (`metaheac.methods`), "model": its ModelConfig,
              "schema": the dataset schema, "extra": e.g. the training config and metrics};
              written last, so a folder with it is complete
 """
@@ -11,16 +11,17 @@ from __future__ import annotations
 import io
 import json
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from metaheac import storage
-from metaheac.data.errors import InputError
+from metaheac.data.errors import InputError, as_input_error
 from metaheac.data.schema import DatasetSchema
 from metaheac.memory import check_fits, table_bytes
 from metaheac.model.config import ModelConfig
+from metaheac.model.network import Network
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -43,8 +44,8 @@ def read_tensors(uri: str, map_location: torch.device | str = "cpu") -> dict[str
     return state
 
 
-def save_model(model: nn.Module, uri: str, method: str = "MetaHeac", extra: dict[str, Any] | None = None) -> None:
-    """Write `model` (a network of `zoo.METHODS`, named `method`) under the folder `uri`.
+def save_model(model: Network, uri: str, method: str = "MetaHeac", extra: dict[str, Any] | None = None) -> None:
+    """Write `model` (the network of the method named `method`) under the folder `uri`.
 
     `extra` must be JSON-serialisable; nothing is written when it is not.
     """
@@ -76,16 +77,19 @@ def read_model_info(uri: str) -> dict[str, Any]:
     return info
 
 
-def load_model(uri: str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The network rebuilt from config.json with its weights (tensors only, never other pickles), and
+def load_model(
+    uri: str, build: Callable[[str, DatasetSchema, ModelConfig], Network], device: torch.device | str = "cpu"
+) -> tuple[Network, dict[str, Any]]:
+    """The network rebuilt from config.json by `build(method name, schema, model config)` (the method
+    registry's, which lives above this layer) with its weights (tensors only, never other pickles), and
     config.json itself."""
-    from metaheac.model import zoo  # the registry of networks imports the training code: load it late
-
     info = read_model_info(uri)
-    schema = DatasetSchema.from_json(json.dumps(info.get("schema")), source=storage.join(uri, CONFIG_FILE))
-    config = ModelConfig.from_dict(info["model"])
-    check_fits(f"the {info['method']} network of {uri}", table_bytes(schema, config.embedding_dim), str(device))
-    model = zoo.method(info["method"]).build(schema, config)
+    source = storage.join(uri, CONFIG_FILE)
+    schema = DatasetSchema.from_json(json.dumps(info.get("schema")), source=source)
+    with as_input_error(f"{source}: "):  # an unknown method, a malformed model config
+        config = ModelConfig.from_dict(info["model"])
+        check_fits(f"the {info['method']} network of {uri}", table_bytes(schema, config.embedding_dim), str(device))
+        model = build(info["method"], schema, config)
     weights = storage.join(uri, MODEL_FILE)
     state = read_tensors(weights, map_location=device)
     ours = model.state_dict()

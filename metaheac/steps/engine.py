@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from metaheac import storage
-from metaheac.adaptation import AdaptConfig, adapt_and_score_campaigns
+from metaheac.adaptation import AdaptConfig
 from metaheac.data.dataset import load_campaign_frame
 from metaheac.data.errors import InputError, as_input_error, quote
 from metaheac.data.loading import load_features, load_rows
@@ -27,11 +27,11 @@ from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
 from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_audience
 from metaheac.memory import check_fits, table_bytes
-from metaheac.model import zoo
+from metaheac.methods import METHODS, load_model, method
 from metaheac.model.config import ModelConfig
-from metaheac.model.store import load_model, save_model
+from metaheac.model.store import save_model
 from metaheac.outputs import claim
-from metaheac.steps.base import Step, arg
+from metaheac.steps.base import Artifact, Published, Resources, Step, arg
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import process_group, world
 from metaheac.training.joint import JointTrainConfig
@@ -50,33 +50,35 @@ class Train(Step):
     """Train one method's general model on the training campaigns (MetaHeac: meta-training, GPU)."""
 
     name: ClassVar[str] = "train"
-    gpu: ClassVar[int] = 1
-    memory_gb: ClassVar[int] = 32
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "output": Artifact("Model", output=True)}
+    distributed: ClassVar = True
+    resources: ClassVar = Resources(memory_gb=32, gpu=1)
     dataset: str = arg(help="canonical dataset URI (from `preprocess`)")
     output: str = arg(help="folder to write the general model into (model.pt + config.json)")
-    method: str = arg("MetaHeac", help=f"one of: {', '.join(zoo.METHODS)}")
+    method: str = arg("MetaHeac", help=f"one of: {', '.join(METHODS)}")
     epochs: int = arg(_META.epochs, help="passes over the training campaigns' seed rows")
-    max_steps: int = arg(0, help="stop after this many steps (0: no cap)")
+    max_steps: int | None = arg(None, help="stop after this many steps (default: no cap)")
     task_count: int = arg(_META.task_count, help="campaigns per meta-step")
     batch_size: int = arg(_META.batch_size, help="rows per support / query / joint batch")
     embedding_dim: int = arg(_MODEL.embedding_dim, help="embedding size of every field")
     seed: int = arg(_META.seed, help="seeds the initialisation and the task sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
-    checkpoint: str = arg("", help="folder for checkpoints (default: OUTPUT/checkpoint); resumes from it")
-    checkpoint_every: int = arg(0, help=f"meta-steps between checkpoints (0: every {_META.checkpoint_seconds:.0f} s)")
+    checkpoint: str | None = arg(None, help="folder for checkpoints (default: OUTPUT/checkpoint); resumes from it")
+    checkpoint_every: int | None = arg(
+        None, help=f"meta-steps between checkpoints (default: every {_META.checkpoint_seconds:.0f} s)")
     overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
         # Under torchrun rank 0 alone writes, so it alone claims the output.
         first = int(os.environ.get("RANK", "0")) == 0
         with as_input_error():  # an unknown name fails before the output is touched
-            zoo.method(self.method)
+            method(self.method)
         with claim(self.output, self.name, [self.dataset], self.overwrite) if first else contextlib.nullcontext():
             return self.train()
 
     def train(self) -> dict:
         started = time.perf_counter()
-        spec = zoo.method(self.method)
+        spec = method(self.method)
         features = load_features(self.dataset)
         rows = load_rows(self.dataset, "train", 1)
         with process_group(resolve_device(self.device)) as device:
@@ -89,9 +91,9 @@ class Train(Step):
                 meta, joint, model_config = self.configs(device)
             needed = table_bytes(features.schema, model_config.embedding_dim)
             check_fits(f"{self.method} on {self.dataset}", needed, str(device))
-            model = zoo.train_general_model(
-                self.method, features, rows, model_config, meta, joint, seed=self.seed,
-                checkpoint_uri=self.checkpoint or storage.join(self.output, "checkpoint"),
+            model = spec.train(
+                features, rows, model_config, meta, joint, seed=self.seed,
+                checkpoint_uri=storage.join(self.output, "checkpoint") if self.checkpoint is None else self.checkpoint,
             )
             info = {
                 "method": self.method,
@@ -108,11 +110,10 @@ class Train(Step):
         return info
 
     def configs(self, device: torch.device) -> tuple[MetaTrainConfig, JointTrainConfig, ModelConfig]:
-        max_steps = self.max_steps or None
-        meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=max_steps, task_count=self.task_count,
+        meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=self.max_steps, task_count=self.task_count,
                                    batch_size=self.batch_size, seed=self.seed, device=str(device),
-                                   checkpoint_every=self.checkpoint_every or None)
-        joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=max_steps,
+                                   checkpoint_every=self.checkpoint_every)
+        joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=self.max_steps,
                                     batch_size=self.batch_size, seed=self.seed, device=str(device))
         return meta, joint, dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
 
@@ -122,6 +123,8 @@ class Adapt(Step):
     """Adapt a general model to each test campaign of one shard (stage-1 seeds) and score its stage-2 rows."""
 
     name: ClassVar[str] = "adapt"
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "model": Artifact("Model"),
+                           "output": Artifact("Dataset", output=True)}
     dataset: str = arg(help="canonical dataset URI")
     model: str = arg(help="general model folder (from `train`)")
     output: str = arg(help=f"folder to write {SCORES_FILE} (method, campaign, split, user, label, score)")
@@ -145,9 +148,9 @@ class Adapt(Step):
         model, info = load_model(self.model, device=device)
         features = load_features(self.dataset).to(device)
         campaigns = load_campaign_frame(self.dataset)
+        spec = method(info["method"])
         with as_input_error():
-            config = zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, epochs=self.epochs, lr=self.lr,
-                                                                          seed=self.seed))
+            config = dataclasses.replace(_ADAPT, epochs=self.epochs, lr=self.lr, seed=self.seed)
         frames = []
         for split in TEST_SPLITS:
             chosen = sorted(campaigns.loc[campaigns["split"] == split, "campaign"])[self.shard :: self.shards]
@@ -155,7 +158,7 @@ class Adapt(Step):
                 continue
             stage1 = load_rows(self.dataset, split, 1, chosen).to(device)
             stage2 = load_rows(self.dataset, split, 2, chosen).to(device)
-            frame = adapt_and_score_campaigns(model, features, stage1, stage2, config)
+            frame = spec.adapt_and_score(model, features, stage1, stage2, config)
             frames.append(frame.assign(split=split, method=info["method"]))
         scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["campaign", "user", "label", "score", "split", "method"])
@@ -177,7 +180,7 @@ def read_scores(uris: list[str]) -> dict[str, pd.DataFrame]:
     scored = pd.concat(frames, ignore_index=True)
     if scored.empty:
         raise InputError(f"no scored rows in {', '.join(files)}: did `metaheac adapt` find test campaigns?")
-    order = [m for m in zoo.METHODS if m in set(scored["method"])] + sorted(set(scored["method"]) - set(zoo.METHODS))
+    order = [m for m in METHODS if m in set(scored["method"])] + sorted(set(scored["method"]) - set(METHODS))
     return {m: scored[scored["method"] == m].drop(columns="method").reset_index(drop=True) for m in order}
 
 
@@ -187,9 +190,17 @@ class Evaluate(Step):
     metrics payloads (kfp_metrics.json; kfp_classification.json for MetaHeac, else the first method)."""
 
     name: ClassVar[str] = "evaluate"
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "scores": Artifact("Dataset", many=True),
+                           "output": Artifact("Artifact", output=True)}
+    # also shown as KFP's own metric and HTML artifacts in the run's UI
+    published: ClassVar = {"metrics": Published("Metrics", "kfp_metrics.json"),
+                           "classification": Published("ClassificationMetrics", "kfp_classification.json"),
+                           "report": Published("HTML", "report.html")}
+    # cheap, and its report is the run's result: a recurring run shows its own report, not an earlier one
+    cached: ClassVar = False
     scores: str = arg(help="comma-separated folders holding the scores written by `adapt`")
     output: str = arg(help="folder to write metrics.json, kfp_metrics.json, table.txt and report.html into")
-    dataset: str = arg("", help="the dataset URI, named in the report")
+    dataset: str | None = arg(None, help="the dataset URI, named in the report")
     title: str = arg("MetaHeac audience expansion: evaluation", help="the report's title")
     overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
@@ -256,20 +267,24 @@ class Expand(Step):
     """Expand one campaign's seed set: adapt the general model to the seeds and write the top-N audience."""
 
     name: ClassVar[str] = "expand"
+    # the seed and negative users stay URI parameters: they come from outside any pipeline
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "model": Artifact("Model"),
+                           "output": Artifact("Dataset", output=True)}
     dataset: str = arg(help="canonical dataset URI: its users are the candidates")
     model: str = arg(help="general model folder (from `train`)")
     seeds: str = arg(help="seed users (positives): a text file with one uid a line, or Parquet with a `uid` column")
     output: str = arg(help="Parquet file to write the audience into (uid, score), best first")
-    aid: int = arg(-1, help="an existing campaign's aid (or give --ad-fields for a new campaign)")
-    ad_fields: str = arg("", help="a new campaign's raw ad fields, e.g. advertiserId=12,adCategoryId=3,...")
-    negatives: str = arg("", help="known non-converting users (same formats); sampled from the users if empty")
+    aid: int | None = arg(None, help="an existing campaign's aid (or give --ad-fields for a new campaign)")
+    ad_fields: str | None = arg(None, help="a new campaign's raw ad fields, e.g. advertiserId=12,adCategoryId=3,...")
+    negatives: str | None = arg(None, help="known non-converting users (same formats); sampled from the users if "
+                                "not given")
     top_n: int = arg(10_000, help="audience size")
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
     overwrite: bool = arg(False, help="replace an existing file at --output")
 
     def run(self) -> dict:
-        if (self.aid >= 0) == bool(self.ad_fields):
+        if (self.aid is None) == (self.ad_fields is None):
             raise InputError("give exactly one of --aid (an existing campaign) and --ad-fields (a new one)")
         inputs = [self.dataset, self.model, self.seeds] + ([self.negatives] if self.negatives else [])
         with claim(self.output, self.name, inputs, self.overwrite, is_file=True):
@@ -279,12 +294,12 @@ class Expand(Step):
         device = resolve_device(self.device)
         model, info = load_model(self.model, device=device)
         features = load_features(self.dataset).to(device)
-        campaign = {"aid": self.aid} if self.aid >= 0 else _ad_fields(self.ad_fields)
+        campaign = {"aid": self.aid} if self.aid is not None else _ad_fields(self.ad_fields or "")
         try:
             audience = expand(
                 model, features, campaign, _read_uids(self.seeds),
-                _read_uids(self.negatives) if self.negatives else None, self.top_n,
-                ExpandConfig(adapt=zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, seed=self.seed))),
+                _read_uids(self.negatives) if self.negatives is not None else None, self.top_n,
+                ExpandConfig(adapt=method(info["method"]).adapt_config(dataclasses.replace(_ADAPT, seed=self.seed))),
                 load_campaign_vocab(self.dataset),
             )
         except ValueError as error:  # empty seed set, no known seed, N too large: the user's input
