@@ -18,6 +18,7 @@ def generate(
     users: int = 20000,
     campaigns: int = 64,
     seed: int = 2020,
+    overwrite: bool = False,
 ):
     """Write a synthetic dataset in the raw Tencent Look-alike format, with planted structure.
 
@@ -26,6 +27,7 @@ def generate(
         users: number of users
         campaigns: number of campaigns
         seed: random seed: the same seed writes the same files
+        overwrite: replace an existing output of another metaheac step
     """
     run_metaheac_step('generate', locals())
 
@@ -39,6 +41,7 @@ def preprocess(
     seed: int = 2020,
     on_error: str = 'fail',
     allow_pickle: bool = False,
+    overwrite: bool = False,
 ):
     """Turn raw Tencent files (or the official processed pickles) into the canonical dataset.
 
@@ -51,6 +54,7 @@ def preprocess(
         seed: seed of the train/test campaign split
         on_error: on a malformed line: stop with its file and line, or skip it and count it in the provenance (one of: fail, skip)
         allow_pickle: allow unpickling the official pickles (runs code from the files: only for files you trust)
+        overwrite: replace an existing output of another metaheac step
     """
     run_metaheac_step('preprocess', locals())
 
@@ -67,6 +71,8 @@ def train(
     seed: int = 2020,
     device: str = 'auto',
     checkpoint: Optional[str] = None,
+    checkpoint_every: Optional[str] = None,
+    overwrite: bool = False,
 ):
     """Train one method's general model on the training campaigns (MetaHeac: meta-training, GPU).
 
@@ -82,6 +88,8 @@ def train(
         seed: seeds the initialisation and the task sampling
         device: auto (CUDA when present), cpu or cuda
         checkpoint: folder for checkpoints (default: OUTPUT/checkpoint); resumes from it
+        checkpoint_every: meta-steps between checkpoints (default: every 300 s)
+        overwrite: replace an existing output of another metaheac step
     """
     run_metaheac_step('train', locals())
 
@@ -96,6 +104,7 @@ def adapt(
     lr: float = 0.001,
     seed: int = 2020,
     device: str = 'auto',
+    overwrite: bool = False,
 ):
     """Adapt a general model to each test campaign of one shard (stage-1 seeds) and score its stage-2 rows.
 
@@ -109,6 +118,7 @@ def adapt(
         lr: Adam learning rate of the adaptation
         seed: seeds the shuffling of the seed rows
         device: auto (CUDA when present), cpu or cuda
+        overwrite: replace an existing output of another metaheac step
     """
     run_metaheac_step('adapt', locals())
 
@@ -184,6 +194,7 @@ def evaluate(
     scores_62: Optional[Input[Dataset]] = None,
     scores_63: Optional[Input[Dataset]] = None,
     title: str = 'MetaHeac audience expansion: evaluation',
+    overwrite: bool = False,
 ):
     """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP metrics payloads (kfp_metrics.json; kfp_classification.json for MetaHeac, else the first method).
 
@@ -195,6 +206,7 @@ def evaluate(
         report: HTML from report.html of the step's output
         scores_0: comma-separated folders holding the scores written by `adapt` (one input per upstream task: scores_0 to scores_63)
         title: the report's title
+        overwrite: replace an existing output of another metaheac step
     """
     run_metaheac_step('evaluate', locals())
 
@@ -210,6 +222,7 @@ def expand(
     top_n: int = 10000,
     seed: int = 2020,
     device: str = 'auto',
+    overwrite: bool = False,
 ):
     """Expand one campaign's seed set: adapt the general model to the seeds and write the top-N audience.
 
@@ -224,6 +237,7 @@ def expand(
         top_n: audience size
         seed: seeds the adaptation and the negative sampling
         device: auto (CUDA when present), cpu or cuda
+        overwrite: replace an existing file at --output
     """
     run_metaheac_step('expand', locals())
 

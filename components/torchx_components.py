@@ -30,6 +30,7 @@ def generate(
     users: int = 20000,
     campaigns: int = 64,
     seed: int = 2020,
+    overwrite: bool = False,
     image: Optional[str] = None,
 ) -> specs.AppDef:
     """Write a synthetic dataset in the raw Tencent Look-alike format, with planted structure.
@@ -39,6 +40,7 @@ def generate(
         users: number of users
         campaigns: number of campaigns
         seed: random seed: the same seed writes the same files
+        overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
     """
     return app('generate', locals())
@@ -54,6 +56,7 @@ def preprocess(
     seed: int = 2020,
     on_error: str = 'fail',
     allow_pickle: bool = False,
+    overwrite: bool = False,
     image: Optional[str] = None,
 ) -> specs.AppDef:
     """Turn raw Tencent files (or the official processed pickles) into the canonical dataset.
@@ -67,6 +70,7 @@ def preprocess(
         seed: seed of the train/test campaign split
         on_error: on a malformed line: stop with its file and line, or skip it and count it in the provenance (one of: fail, skip)
         allow_pickle: allow unpickling the official pickles (runs code from the files: only for files you trust)
+        overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
     """
     return app('preprocess', locals())
@@ -85,6 +89,8 @@ def train(
     seed: int = 2020,
     device: str = 'auto',
     checkpoint: Optional[str] = None,
+    checkpoint_every: Optional[int] = None,
+    overwrite: bool = False,
     image: Optional[str] = None,
     j: str = "1x1",
 ) -> specs.AppDef:
@@ -102,6 +108,8 @@ def train(
         seed: seeds the initialisation and the task sampling
         device: auto (CUDA when present), cpu or cuda
         checkpoint: folder for checkpoints (default: OUTPUT/checkpoint); resumes from it
+        checkpoint_every: meta-steps between checkpoints (default: every 300 s)
+        overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
         j: {nnodes}x{nproc_per_node}: torchrun processes, each sampling its own tasks, gradients averaged (on GPU hosts nproc_per_node must not exceed the GPUs)
     """
@@ -119,6 +127,7 @@ def adapt(
     lr: float = 0.001,
     seed: int = 2020,
     device: str = 'auto',
+    overwrite: bool = False,
     image: Optional[str] = None,
 ) -> specs.AppDef:
     """Adapt a general model to each test campaign of one shard (stage-1 seeds) and score its stage-2 rows.
@@ -133,6 +142,7 @@ def adapt(
         lr: Adam learning rate of the adaptation
         seed: seeds the shuffling of the seed rows
         device: auto (CUDA when present), cpu or cuda
+        overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
     """
     return app('adapt', locals())
@@ -144,6 +154,7 @@ def evaluate(
     output: str,
     dataset: Optional[str] = None,
     title: str = 'MetaHeac audience expansion: evaluation',
+    overwrite: bool = False,
     image: Optional[str] = None,
 ) -> specs.AppDef:
     """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP metrics payloads (kfp_metrics.json; kfp_classification.json for MetaHeac, else the first method).
@@ -153,6 +164,7 @@ def evaluate(
         output: folder to write metrics.json, kfp_metrics.json, table.txt and report.html into
         dataset: the dataset URI, named in the report
         title: the report's title
+        overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
     """
     return app('evaluate', locals())
@@ -170,6 +182,7 @@ def expand(
     top_n: int = 10000,
     seed: int = 2020,
     device: str = 'auto',
+    overwrite: bool = False,
     image: Optional[str] = None,
 ) -> specs.AppDef:
     """Expand one campaign's seed set: adapt the general model to the seeds and write the top-N audience.
@@ -185,6 +198,7 @@ def expand(
         top_n: audience size
         seed: seeds the adaptation and the negative sampling
         device: auto (CUDA when present), cpu or cuda
+        overwrite: replace an existing file at --output
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
     """
     return app('expand', locals())

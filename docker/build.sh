@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' metaheac/__init__.py)"
 prefix="${1:-}"
-docker build -f docker/Dockerfile --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu \
-  -t "${prefix}metaheac:${version}" .
-docker build -f docker/Dockerfile -t "${prefix}metaheac:${version}-cuda" .
+# The base image by digest (the Dockerfile's FROM): resolved here from its tag, or given as BASE_DIGEST to
+# rebuild exactly an earlier release.
+base="$(sed -n 's/^ARG BASE_IMAGE=//p' docker/Dockerfile)"
+digest="${BASE_DIGEST:-$(docker buildx imagetools inspect "$base" --format '{{json .Manifest.Digest}}' | tr -d '"')}"
+[[ "$digest" =~ ^sha256:[0-9a-f]{64}$ ]] || { echo "cannot resolve the digest of $base: got '$digest'" >&2; exit 2; }
+echo "base image: $base@$digest"
+docker build -f docker/Dockerfile --build-arg BASE_DIGEST="$digest" \
+  --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu -t "${prefix}metaheac:${version}" .
+docker build -f docker/Dockerfile --build-arg BASE_DIGEST="$digest" -t "${prefix}metaheac:${version}-cuda" .

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from metaheac.data.errors import InputError
 from metaheac.steps.base import Argument, Step
 from metaheac.steps.registry import STEPS
+from metaheac.storage import StorageError
 
 
 def _add(parser: argparse.ArgumentParser, argument: Argument) -> None:
@@ -58,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     step = parse_step(sys.argv[1:] if argv is None else argv)
     try:
         result = step.run()
-    except (InputError, OSError, ValueError) as error:  # bad input, storage or arguments: one line
+    except (InputError, StorageError) as error:  # bad input or arguments, storage: one line; a bug: traceback
         if logging.getLogger().isEnabledFor(logging.DEBUG):  # -v: the whole traceback
             raise
-        print(f"metaheac {step.name}: error: {error}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank fails alike: one line in all
+            print(f"metaheac {step.name}: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))
     return 0

@@ -33,7 +33,7 @@ class ExpandConfig:
 
 def load_campaign_vocab(dataset_uri: str) -> CampaignVocab | None:
     """The dataset's raw -> index vocabulary of campaign fields, or None when it has none."""
-    uri = storage.join(dataset_uri, CAMPAIGN_VOCAB_FILE)
+    uri = storage.join(storage.published(dataset_uri), CAMPAIGN_VOCAB_FILE)
     return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
 
 

@@ -5,16 +5,21 @@ a bucket is also mounted at ``/gcs/BUCKET`` (Cloud Storage FUSE); such paths are
 URIs so that writes keep the guarantees below, which FUSE does not give. ``file://`` URIs are local.
 
 Guarantees: a written file appears whole or not at all (local: temp file then rename; GCS: one upload);
-a published folder carries a ``_SUCCESS`` marker written after everything else; every failure is a
-``StorageError`` whose message is one line naming the URI.
+a published folder carries a ``_SUCCESS`` marker written after everything else, and republishing keeps
+the previous version readable until the new one is complete (local: an atomic exchange of folders;
+GCS: files go under a fresh ``_v/ID/`` prefix and ``_SUCCESS``, written last, points at it); every
+failure is a ``StorageError`` whose message is one line naming the URI.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
+import errno
 import functools
 import hashlib
+import json
 import mimetypes
 import os
 import re
@@ -35,6 +40,9 @@ from google.cloud import storage as gcs
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 SUCCESS_MARKER = "_SUCCESS"
+# Marks a folder as an output of this project's step (JSON {"step": name}); see `metaheac.outputs`.
+OWNER_MARKER = "_METAHEAC"
+VERSIONS = "_v"  # GCS publications live under TARGET/_v/ID/, the one named by TARGET/_SUCCESS is current
 # How long one GCS call may keep retrying; the client's own default is 120 s, too long to notice an outage.
 DEFAULT_DEADLINE_S = 60.0
 DEADLINE_ENV = "METAHEAC_GCS_DEADLINE_S"
@@ -78,13 +86,15 @@ def normalize(uri: str | os.PathLike[str]) -> str:
     if text.startswith(_GS):
         bucket, _, path = text[len(_GS) :].partition("/")
         if not _BUCKET_NAME.fullmatch(bucket):
-            raise StorageError(f"malformed URI {given!r}: expected gs://BUCKET/PATH with a valid bucket name")
+            raise StorageError(f"malformed URI {given[:200]!r}: expected gs://BUCKET/PATH with a valid bucket name")
         path = path.rstrip("/")
+        if any(part in (".", "..") for part in path.split("/")):
+            raise StorageError(f"malformed URI {given[:200]!r}: '.' and '..' segments are not allowed in gs:// paths")
         return f"{_GS}{bucket}/{path}" if path else f"{_GS}{bucket}"
     if text.startswith("file:"):
         return _file_uri_path(text)
     if "://" in text:
-        raise StorageError(f"unsupported URI {given!r}: use a local path, file://, gs:// or /gcs/")
+        raise StorageError(f"unsupported URI {given[:200]!r}: use a local path, file://, gs:// or /gcs/")
     return os.path.abspath(text)
 
 
@@ -102,11 +112,21 @@ def exists(uri: str | os.PathLike[str]) -> bool:
     target = normalize(uri)
     if not is_gcs(target):
         return os.path.exists(target)
+    if is_file(target):
+        return True
     bucket, path = _split(target)
     with _gcs_errors(target, "checking"):
-        if path and _client().bucket(bucket).blob(path).exists(**_call_options()):
-            return True
         return next(iter(_list_blobs(bucket, path, max_results=1)), None) is not None
+
+
+def is_file(uri: str | os.PathLike[str]) -> bool:
+    """Whether a file (not a folder) lives at `uri`."""
+    target = normalize(uri)
+    if not is_gcs(target):
+        return os.path.isfile(target)
+    bucket, path = _split(target)
+    with _gcs_errors(target, "checking"):
+        return bool(path) and _client().bucket(bucket).blob(path).exists(**_call_options())
 
 
 def read_bytes(uri: str | os.PathLike[str]) -> bytes:
@@ -129,6 +149,18 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
 
 def write_text(uri: str | os.PathLike[str], text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
+
+
+def remove(uri: str | os.PathLike[str]) -> None:
+    """Delete a file (a missing one is fine); locally, its folder too when that is left empty."""
+    target = normalize(uri)
+    if is_gcs(target):
+        _delete(target)
+        return
+    with _local_errors(target, "delete"), contextlib.suppress(FileNotFoundError):
+        os.remove(target)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(target))
 
 
 def list_files(prefix: str | os.PathLike[str]) -> list[str]:
@@ -209,7 +241,9 @@ def publish_dir(uri: str | os.PathLike[str]) -> Iterator[Path]:
     """An empty local staging folder whose files are published under `uri` if the block succeeds.
 
     The ``_SUCCESS`` marker is written last and files of an earlier publication are replaced, so a reader
-    that checks `is_complete` never sees a partial or mixed folder. On an exception nothing is published.
+    that checks `is_complete` and reads through `fetch_dir` (or `published`) never sees a partial or mixed
+    folder, and a crash at any point leaves the earlier publication readable. On an exception nothing
+    is published.
     """
     target = normalize(uri)
     if not is_gcs(target):
@@ -227,6 +261,82 @@ def is_complete(dir_uri: str | os.PathLike[str]) -> bool:
     return exists(join(dir_uri, SUCCESS_MARKER))
 
 
+def published(dir_uri: str | os.PathLike[str]) -> str:
+    """The folder holding the current files of a published folder: on GCS the version ``_SUCCESS`` names
+    (the folder itself for one published before versions, or never published); locally the folder."""
+    folder = normalize(dir_uri)
+    if not is_gcs(folder) or not is_complete(folder):
+        return folder
+    with contextlib.suppress(ValueError, AttributeError):  # an empty marker: published before versions
+        version = json.loads(read_bytes(join(folder, SUCCESS_MARKER)))["version"]
+        if re.fullmatch(r"[0-9a-f]{32}", version):
+            return join(folder, VERSIONS, version)
+    return folder
+
+
+def clean_stale(dir_uri: str | os.PathLike[str]) -> list[str]:
+    """Remove what killed writes of this folder left behind: local temp files and staging folders, GCS
+    versions that were never made current. Call it only while holding the folder's lock."""
+    target = normalize(dir_uri)
+    if is_gcs(target):
+        current = published(target)
+        stale = [u for u in list_files(join(target, VERSIONS)) if not u.startswith(current + "/")]
+        for uri in stale:
+            _delete(uri)
+        return stale
+    parent, name = os.path.split(target)
+    stale = [os.path.join(parent, n) for n in _listdir(parent) if _IN_FLIGHT.fullmatch(n) and n.startswith(f".{name}.")]
+    if os.path.isdir(target):
+        stale += [str(p) for p in Path(target).rglob(".*.tmp") if _IN_FLIGHT.fullmatch(p.name)]
+    for path in stale:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    return stale
+
+
+# --- GCS conditional writes (leases); real GCS enforces the preconditions, gcp-storage-emulator ignores them
+
+
+def read_generation(uri: str | os.PathLike[str]) -> tuple[bytes, int] | None:
+    """A GCS object's bytes and generation, or None when it does not exist."""
+    source = normalize(uri)
+    with _gcs_errors(source, "reading"):
+        blob = _blob(source)
+        try:
+            blob.reload(**_call_options())
+            generation = int(blob.generation)
+            return blob.download_as_bytes(if_generation_match=generation, **_call_options()), generation
+        except api_exceptions.NotFound:
+            return None
+
+
+def write_if_generation(uri: str | os.PathLike[str], data: bytes, generation: int) -> int | None:
+    """Write a GCS object only if its generation is `generation` (0: only if it does not exist); the new
+    generation, or None when the precondition failed (another writer got there first)."""
+    target = normalize(uri)
+    with _gcs_errors(target, "writing"):
+        blob = _blob(target)
+        try:
+            blob.upload_from_string(data, if_generation_match=generation, **_call_options())
+        except api_exceptions.PreconditionFailed:
+            return None
+        return int(blob.generation)
+
+
+def delete_if_generation(uri: str | os.PathLike[str], generation: int) -> bool:
+    """Delete a GCS object only if its generation is still `generation`; whether it was deleted."""
+    target = normalize(uri)
+    with _gcs_errors(target, "deleting"):
+        try:
+            _blob(target).delete(if_generation_match=generation, **_call_options())
+        except (api_exceptions.PreconditionFailed, api_exceptions.NotFound):
+            return False
+        return True
+
+
 def fetch_dir(uri: str | os.PathLike[str], files: list[str] | None = None) -> Path:
     """A local folder holding the folder's files, or only the named relative ones.
 
@@ -238,14 +348,15 @@ def fetch_dir(uri: str | os.PathLike[str], files: list[str] | None = None) -> Pa
     if not is_gcs(source):
         return _check_local_dir(source, files)
     bucket, path = _split(source)
-    dest = _cache_root() / bucket / path
-    blobs = _named_blobs(source, files) if files is not None else _folder_blobs(source)
-    prefix_len = len(path) + 1 if path else 0
+    dest = _inside(_cache_root(), f"{bucket}/{path}", source)
+    current = published(source)  # a published folder's current version is cached under the folder's name
+    blobs = _named_blobs(current, files) if files is not None else _folder_blobs(current)
+    prefix_len = len(_split(current)[1]) + 1 if path else 0
     wanted = set()
     for blob in blobs:
         rel = blob.name[prefix_len:]
         wanted.add(rel)
-        _fetch_blob(blob, dest / rel, f"{_GS}{bucket}/{blob.name}")
+        _fetch_blob(blob, _inside(dest, rel, f"{_GS}{bucket}/{blob.name}"), f"{_GS}{bucket}/{blob.name}")
     if files is None:
         for stale in _local_files(dest):
             if stale.relative_to(dest).as_posix() not in wanted:
@@ -309,17 +420,20 @@ def _delete(uri: str) -> None:
 
 
 def _publish_gcs(staging: Path, target: str) -> None:
-    marker = join(target, SUCCESS_MARKER)
-    _delete(marker)  # first, so no reader trusts the folder while it is being replaced
-    published = {marker}
+    """Upload under a fresh version prefix, then point ``_SUCCESS`` at it (one object write: the switch),
+    then drop what the previous version and killed publications left. Until the switch readers see the
+    previous version, whole."""
+    version = uuid.uuid4().hex
+    prefix = join(target, VERSIONS, version)
     for local in sorted(p for p in staging.rglob("*") if p.is_file()):
         rel = local.relative_to(staging).as_posix()
         if rel != SUCCESS_MARKER:
-            published.add(join(target, rel))
-            _upload_file(str(local), join(target, rel))
-    for stale in sorted(set(list_files(target)) - published):
-        _delete(stale)
-    write_bytes(marker, b"")
+            _upload_file(str(local), join(prefix, rel))
+    write_bytes(join(target, SUCCESS_MARKER), json.dumps({"version": version}).encode())
+    keep = {join(target, SUCCESS_MARKER), join(target, OWNER_MARKER)}
+    for stale in list_files(target):
+        if stale not in keep and not stale.startswith(prefix + "/"):
+            _delete(stale)
 
 
 def _named_blobs(folder: str, files: list[str]) -> list[gcs.Blob]:
@@ -367,6 +481,14 @@ def _digest(path: Path, hasher: _Hasher) -> str:
 
 def _cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "metaheac" / "gcs")
+
+
+def _inside(root: Path, rel: str, uri: str) -> Path:
+    """root/rel, refused when it would leave `root` (an object name may hold '..' or a leading '/')."""
+    path = Path(os.path.normpath(root / rel))
+    if rel.startswith("/") or not path.is_relative_to(Path(os.path.normpath(root))):
+        raise StorageError(f"refusing {uri[:200]}: its local copy would land outside the cache {root}")
+    return path
 
 
 @contextlib.contextmanager
@@ -442,6 +564,13 @@ def _local_files(folder: Path) -> list[Path]:
     ]
 
 
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def _check_local_dir(folder: str, files: list[str] | None) -> Path:
     if not os.path.isdir(folder):
         raise StorageError(f"no such folder: {folder}")
@@ -489,15 +618,39 @@ def _publish_local(target: str) -> Iterator[Path]:
         yield Path(staging)
         # The marker goes in with the rest: the rename makes the whole folder appear at once.
         Path(staging, SUCCESS_MARKER).touch()
+        owner = os.path.join(target, OWNER_MARKER)
+        if os.path.isfile(owner):  # the claim of `metaheac.outputs` stays with the folder
+            shutil.copyfile(owner, os.path.join(staging, OWNER_MARKER))
         _swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _swap_in(staging: str, target: str) -> None:
-    old = f"{staging}.old"
+    """Make `staging` the folder at `target`; an existing folder is exchanged with it in one atomic step
+    (it then sits at `staging`, removed by the caller), so `target` is never missing or mixed."""
     with _local_errors(target, "publish"):
-        if os.path.lexists(target):
+        if os.path.isdir(target) and not os.path.islink(target) and _exchange(staging, target):
+            return
+        old = f"{staging}.old"
+        if os.path.lexists(target):  # no atomic exchange here: a brief window without `target`
             os.rename(target, old)
         os.rename(staging, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (Linux renameat2); False where the system or filesystem cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -37,3 +38,16 @@ def gcs_bucket(gcs_server: str) -> str:
     name = f"test-{uuid.uuid4().hex[:16]}"
     storage.Client(project="local", credentials=AnonymousCredentials()).create_bucket(name)
     return name
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "faults: the slow part of the fault suite; runs with METAHEAC_FAULTS=1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("METAHEAC_FAULTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="a slow fault test: set METAHEAC_FAULTS=1 (scripts/test does)")
+    for item in items:
+        if "faults" in item.keywords:
+            item.add_marker(skip)

@@ -90,3 +90,14 @@ def test_recurring_run_job_is_a_valid_schedule_command() -> None:
     assert image == overlaid.image, shlex.join(_job_argv(overlay))
     account = by_kind(overlay, "ServiceAccount")["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
     assert account == "metaheac-runner@my-project.iam.gserviceaccount.com"
+
+
+def test_role_is_narrow_and_tokens_are_mounted_only_where_the_api_is_called() -> None:
+    objects = render(MANIFESTS / "base")
+    rules = by_kind(objects, "Role")["rules"]
+    granted = {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
+    assert not any(resource == "secrets" for resource, _ in granted)
+    assert ("pods", "patch") not in granted and not any("*" in str(rule) for rule in rules)
+    assert next(rule for rule in rules if "configmaps" in rule["resources"])["resourceNames"] == ["kfp-launcher"]
+    assert by_kind(objects, "Job")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+

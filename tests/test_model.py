@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from metaheac import storage
+from metaheac.data.errors import InputError
 from metaheac.data.schema import DatasetSchema, Field
 from metaheac.data.tensors import Batch
 from metaheac.methods import load_model
@@ -150,7 +151,7 @@ def test_load_refuses_weights_that_are_not_plain_tensors(tmp_path) -> None:
     buffer = io.BytesIO()
     torch.save({"payload": pickle.dumps(object), "cls": object}, buffer)  # an arbitrary pickle
     (tmp_path / MODEL_FILE).write_bytes(buffer.getvalue())
-    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
+    with pytest.raises(InputError, match="not a readable torch file of tensors.*[Ww]eights only"):
         load_model(str(tmp_path))
 
 

@@ -51,6 +51,12 @@ def uploaded_names(log: list[requests.Response]) -> list[str]:
     return [r.json()["name"] for r in log if r.request.method == "POST" and "/upload/" in r.url]
 
 
+def published_names(folder: str) -> list[str]:
+    """The files of a published folder's current version, relative to it, without the marker."""
+    current = storage.published(folder)
+    return [u[len(current) + 1 :] for u in storage.list_files(current) if not u.endswith("/_SUCCESS")]
+
+
 def raises_one_line(text: str) -> pytest.RaisesExc[StorageError]:
     """Expect a StorageError whose message is one line containing `text`."""
     return pytest.raises(StorageError, match=rf"^[^\n]*{re.escape(text)}[^\n]*$")
@@ -162,9 +168,7 @@ def test_publish_dir_then_fetch_dir(root: str) -> None:
         (staging / "sub" / "n.txt").write_text("n")
         assert not storage.exists(f"{root}/out") and storage.list_files(root) == []  # nothing visible yet
     assert storage.is_complete(f"{root}/out")
-    assert storage.list_files(f"{root}/out") == [
-        storage.join(root, "out", rel) for rel in ["_SUCCESS", "m.txt", "sub/n.txt"]
-    ]
+    assert published_names(f"{root}/out") == ["m.txt", "sub/n.txt"]
     fetched = storage.fetch_dir(f"{root}/out")
     assert (fetched / "m.txt").read_text() == "m" and (fetched / "sub" / "n.txt").read_text() == "n"
     assert storage.fetch_dir(f"{root}/out", files=["sub/n.txt"]) == fetched
@@ -175,7 +179,8 @@ def test_publish_dir_replaces_an_earlier_publication(root: str) -> None:
         with storage.publish_dir(f"{root}/out") as staging:
             for name in names:
                 (staging / name).write_text(f"{name}{len(names)}")
-    assert storage.list_files(f"{root}/out") == [storage.join(root, "out", n) for n in ["_SUCCESS", "b", "c"]]
+    assert published_names(f"{root}/out") == ["b", "c"]
+    assert len(storage.list_files(f"{root}/out")) == 3  # the marker, b and c: nothing of the first one
 
 
 def test_publish_dir_publishes_nothing_on_exception(root: str) -> None:
@@ -221,7 +226,9 @@ def test_gcs_publish_writes_the_marker_last(gcs_bucket: str, http_log: list[requ
     with storage.publish_dir(f"gs://{gcs_bucket}/out") as staging:
         for name in ["z", "a", "m"]:
             (staging / name).write_text(name)
-    assert uploaded_names(http_log) == ["out/a", "out/m", "out/z", "out/_SUCCESS"]
+    names = uploaded_names(http_log)
+    version = storage.published(f"gs://{gcs_bucket}/out").split("/", 3)[3]
+    assert names == [f"{version}/a", f"{version}/m", f"{version}/z", "out/_SUCCESS"]
 
 
 def test_fetch_dir_downloads_only_what_changed(gcs_bucket: str, http_log: list[requests.Response]) -> None:
@@ -231,25 +238,24 @@ def test_fetch_dir_downloads_only_what_changed(gcs_bucket: str, http_log: list[r
             (staging / name).write_bytes(name.encode() * 1000)
     http_log.clear()
     local = storage.fetch_dir(uri)
-    assert len(media_downloads(http_log)) == 4  # three files and the marker
+    assert len(media_downloads(http_log)) == 4  # the marker (which names the version) and three files
     stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in local.iterdir()}
 
     http_log.clear()
     assert storage.fetch_dir(uri) == local
-    assert media_downloads(http_log) == []
+    assert len(media_downloads(http_log)) == 1  # the marker alone
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in local.iterdir()} == stamps
 
-    storage.write_bytes(f"{uri}/w1", b"retrained" * 1000)
+    with storage.publish_dir(uri) as staging:  # w1 changes, w2 stays, w3 is gone: pruned locally
+        (staging / "w1").write_bytes(b"retrained" * 1000)
+        (staging / "w2").write_bytes(b"w2" * 1000)
     (local / "w2").write_bytes(b"X" * 2000)  # same size, corrupted content: the checksum catches it
-    client = gcs.Client(project="local", credentials=AnonymousCredentials())
-    client.bucket(gcs_bucket).blob("model/w3").delete()  # gone remotely: pruned locally
+    version = storage.published(uri).split("/", 3)[3]
     http_log.clear()
     storage.fetch_dir(uri)
-    assert sorted(r.url.split("/o/")[1].split("?")[0] for r in media_downloads(http_log)) == [
-        "model/w1",
-        "model/w2",
-    ]
-    assert sorted(p.name for p in local.iterdir()) == ["_SUCCESS", "w1", "w2"]
+    fetched = sorted(r.url.split("/o/")[1].split("?")[0].replace("%2F", "/") for r in media_downloads(http_log))
+    assert fetched == ["model/_SUCCESS", f"{version}/w1", f"{version}/w2"]
+    assert sorted(p.name for p in local.iterdir()) == ["w1", "w2"]
     assert (local / "w1").read_bytes() == b"retrained" * 1000 and (local / "w2").read_bytes() == b"w2" * 1000
 
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from metaheac import storage
+from metaheac.data.errors import InputError
 from metaheac.data.schema import DatasetSchema
 
 SCHEMA_FILE = "schema.json"
@@ -123,14 +124,15 @@ def rows_table(campaign: np.ndarray, user: np.ndarray, label: np.ndarray) -> pa.
 def fetch(uri: str, files: list[str]) -> Path:
     """A local folder holding the dataset's named files (downloaded from GCS when needed)."""
     if not storage.is_complete(uri):
-        raise FileNotFoundError(
+        raise InputError(
             f"{uri} is not a complete dataset (no _SUCCESS marker): run `metaheac preprocess` first"
         )
     return storage.fetch_dir(uri, files)
 
 
 def load_schema(uri: str) -> DatasetSchema:
-    return DatasetSchema.from_json(storage.read_text(storage.join(uri, SCHEMA_FILE)), source=uri)
+    source = storage.join(storage.published(uri), SCHEMA_FILE)
+    return DatasetSchema.from_json(storage.read_bytes(source), source=storage.join(uri, SCHEMA_FILE))
 
 
 def load_campaign_frame(uri: str):  # -> pandas.DataFrame

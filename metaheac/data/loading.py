@@ -1,21 +1,33 @@
-"""The canonical dataset (see `dataset.py`) loaded into tensors for training, adaptation and scoring."""
+"""The canonical dataset (see `dataset.py`) loaded into tensors for training, adaptation and scoring.
+
+Every table is checked against the schema as it loads (columns present, list lengths, ids inside their
+vocabularies, row indexes inside the tables), so a mismatch fails here in one line naming the file
+rather than as an index error deep in training or adaptation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from metaheac import storage
 from metaheac.data.dataset import CAMPAIGNS_FILE, SCHEMA_FILE, USERS_FILE, fetch, rows_file
-from metaheac.data.schema import SPLITS, STAGES, DatasetSchema
+from metaheac.data.errors import InputError
+from metaheac.data.schema import SPLITS, STAGES, DatasetSchema, Field
 from metaheac.data.tensors import CampaignTable, Features, Rows, UserTable
 
 
 def load_features(uri: str) -> Features:
     """Users and campaigns as tensors (CPU; move with `.to(device)`)."""
     folder = fetch(uri, [SCHEMA_FILE, USERS_FILE, CAMPAIGNS_FILE])
-    schema = DatasetSchema.from_json((folder / SCHEMA_FILE).read_text(), source=uri)
-    users = pq.read_table(folder / USERS_FILE)
+    schema = DatasetSchema.from_json((folder / SCHEMA_FILE).read_bytes(), source=storage.join(uri, SCHEMA_FILE))
+    users = _read(folder / USERS_FILE, storage.join(uri, USERS_FILE))
+    _check_fields(users, ["uid", *(f.name for f in schema.user_single)], schema.user_single + schema.user_lists,
+                  storage.join(uri, USERS_FILE))
     single = np.stack(
         [users.column(f.name).to_numpy() for f in schema.user_single], axis=1
     ).astype(np.int32)
@@ -28,7 +40,9 @@ def load_features(uri: str) -> Features:
         single=torch.from_numpy(np.ascontiguousarray(single)),
         lists=torch.from_numpy(np.ascontiguousarray(np.concatenate(lists, axis=1), dtype=np.int32)),
     )
-    campaigns = pq.read_table(folder / CAMPAIGNS_FILE)
+    campaigns = _read(folder / CAMPAIGNS_FILE, storage.join(uri, CAMPAIGNS_FILE))
+    _check_fields(campaigns, ["aid", "split", "seed_positives"], schema.campaign_fields,
+                  storage.join(uri, CAMPAIGNS_FILE))
     fields = np.stack([campaigns.column(f.name).to_numpy() for f in schema.campaign_fields], axis=1)
     campaign_table = CampaignTable(
         aid=campaigns.column("aid").to_numpy(),
@@ -45,9 +59,49 @@ def load_rows(uri: str, split: str, stage: int, campaigns: list[int] | None = No
         raise ValueError(f"no rows for split {split!r} stage {stage!r}: splits {SPLITS}, stages {STAGES}")
     name = rows_file(split, stage)
     filters = [("campaign", "in", list(campaigns))] if campaigns is not None else None
-    table = pq.read_table(fetch(uri, [name]) / name, filters=filters)
+    folder = fetch(uri, [name, USERS_FILE, CAMPAIGNS_FILE])
+    table = _read(folder / name, storage.join(uri, name), filters)
+    _check_fields(table, ["campaign", "user", "label"], [], storage.join(uri, name))
+    for column, tables in (("campaign", CAMPAIGNS_FILE), ("user", USERS_FILE)):
+        _check_range(table.column(column), column, pq.read_metadata(folder / tables).num_rows,
+                     f"rows of {tables}", storage.join(uri, name))
+    _check_range(table.column("label"), "label", 2, "labels 0 and 1", storage.join(uri, name))
     return Rows(
         campaign=torch.from_numpy(table.column("campaign").to_numpy().astype(np.int64)),
         user=torch.from_numpy(table.column("user").to_numpy().astype(np.int64)),
         label=torch.from_numpy(table.column("label").to_numpy().astype(np.float32)),
     )
+
+
+def _read(path: Path, uri: str, filters: list | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, filters=filters)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"{uri}: not a readable Parquet file ({' '.join(str(error).split())[:120]})") from None
+
+
+def _check_fields(table: pa.Table, columns: list[str], fields: list[Field], uri: str) -> None:
+    """The columns and the schema's fields are present; list fields have their length; ids are in their
+    vocabularies."""
+    missing = [c for c in [*columns, *(f.name for f in fields)] if c not in table.column_names]
+    if missing:
+        raise InputError(f"{uri}: no column(s) {', '.join(missing)}: re-run `metaheac preprocess`")
+    for f in fields:
+        column = table.column(f.name)
+        if f.length > 1:
+            length = getattr(column.type, "list_size", None)
+            if length != f.length:
+                raise InputError(f"{uri}: list field {f.name} holds {length} ids a user, schema.json says {f.length}")
+            column = pc.list_flatten(column)
+        _check_range(column, f.name, f.vocab_size, "its vocabulary in schema.json", uri)
+
+
+def _check_range(column: pa.ChunkedArray | pa.Array, name: str, size: int, what: str, uri: str) -> None:
+    if column.null_count:
+        raise InputError(f"{uri}: column {name} has {column.null_count} missing values")
+    if not pa.types.is_integer(column.type):
+        raise InputError(f"{uri}: column {name} is {column.type}, expected integers")
+    low, high = pc.min_max(column).values()
+    if low.as_py() is not None and (low.as_py() < 0 or high.as_py() >= size):
+        bad = low.as_py() if low.as_py() < 0 else high.as_py()
+        raise InputError(f"{uri}: column {name} has id {bad}, outside {what} (0..{size - 1})")

@@ -3,13 +3,21 @@
 The official processing: label -1 -> 0, lists truncated then padded, ids mapped to contiguous
 indexes, campaigns split into train / test at random with a seed, test campaigns cold when their
 seed positives are at most T, else hot.
+
+Inputs may be gzip or bzip2 compressed (found by their first bytes; `train.csv.gz` is found too) and
+may start with a UTF-8 BOM. Conflicting labels: a pair (aid, uid) listed more than once in one file is
+kept once, as positive when any of its labels is (a conversion seen once is a conversion); the
+provenance counts both (`duplicate_pairs`, `conflicting_labels`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -25,7 +33,7 @@ from metaheac.data.dataset import (
     users_record_batch,
     write_dataset,
 )
-from metaheac.data.errors import InputError, Problems
+from metaheac.data.errors import InputError, Problems, quote
 from metaheac.data.raw import UserChunk, UserFeatureParser, line_blocks, parse_ad_features, parse_label_rows
 from metaheac.data.schema import SPLITS, DatasetSchema, Field
 
@@ -51,13 +59,47 @@ class StageRows:
         return StageRows(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("campaign", "user", "label")))
 
 
+_CODECS = {b"\x1f\x8b": "gzip", b"BZh": "bz2"}  # leading bytes of a compressed stream
+
+
 def _require(uri: str) -> str:
-    if not storage.exists(uri):
-        raise InputError(
-            f"missing input file {uri}: expected the raw Tencent files {USER_FILE}, {AD_FILE}, "
-            f"{STAGE1_FILE} and {STAGE2_FILE} in one folder"
-        )
-    return uri
+    """`uri`, or the compressed file beside it (`.gz`, `.bz2`)."""
+    for candidate in (uri, f"{uri}.gz", f"{uri}.bz2"):
+        if storage.exists(candidate):
+            return candidate
+    raise InputError(
+        f"missing input file {uri}: expected the raw Tencent files {USER_FILE}, {AD_FILE}, "
+        f"{STAGE1_FILE} and {STAGE2_FILE} in one folder (or gzip / bzip2 compressed, .gz / .bz2)"
+    )
+
+
+@contextlib.contextmanager
+def open_input(uri: str) -> Iterator[BinaryIO]:
+    """A stream of the file's bytes, decompressed when it is gzip or bzip2 (Arrow's streams)."""
+    with storage.open_read(uri) as stream:
+        head = stream.read(3)
+        stream.seek(0)
+        codec = next((c for magic, c in _CODECS.items() if head.startswith(magic)), None)
+        if codec is None:
+            yield stream
+            return
+        try:
+            with pa.CompressedInputStream(stream, codec) as decompressed:
+                yield decompressed
+        except storage.StorageError:
+            raise
+        except (pa.ArrowException, OSError) as error:
+            raise InputError(f"{uri}: corrupt {codec} data ({quote(str(error), 120)})") from None
+
+
+def read_text_input(uri: str) -> str:
+    """A whole (small) input file as text, decompressed, without a BOM."""
+    with open_input(uri) as stream:
+        data = stream.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{uri}: not UTF-8 text (byte {error.start} is {data[error.start]:#04x})") from None
 
 
 def preprocess_raw(input_uri: str, output_uri: str, config: PreprocessConfig, progress: bool = True) -> dict:
@@ -73,7 +115,7 @@ def preprocess_raw(input_uri: str, output_uri: str, config: PreprocessConfig, pr
     with write_dataset(output_uri) as writer:
         uids = _write_users(paths[USER_FILE], parser, arrow_schema, writer, problems, progress)
         users_seconds = time.perf_counter() - started
-        ads = parse_ad_features(paths[AD_FILE], storage.read_text(paths[AD_FILE]), fields.campaign_fields)
+        ads = parse_ad_features(paths[AD_FILE], read_text_input(paths[AD_FILE]), fields.campaign_fields)
         aid_index, uid_index = pd.Index(ads["aid"]), pd.Index(uids)
         stages = {
             stage: _read_rows(paths[name], header, aid_index, uid_index, problems, progress)
@@ -120,7 +162,7 @@ def _write_users(
     progress: bool,
 ) -> np.ndarray:
     seen = pd.Index(np.empty(0, dtype=np.int64))
-    with storage.open_read(path) as stream, tqdm(
+    with open_input(path) as stream, tqdm(
         desc=f"parse {USER_FILE}", unit=" lines", unit_scale=True, disable=not progress
     ) as bar:
         for parsed in parser.chunks(line_blocks(stream)):
@@ -148,7 +190,7 @@ def _read_rows(
     path: str, header: bool, aid_index: pd.Index, uid_index: pd.Index, problems: Problems, progress: bool
 ) -> StageRows:
     parts: list[StageRows] = []
-    with storage.open_read(path) as stream, tqdm(
+    with open_input(path) as stream, tqdm(
         desc=f"parse {path.rsplit('/', 1)[-1]}", unit=" rows", unit_scale=True, disable=not progress
     ) as bar:
         for rows in parse_label_rows(path, stream, header, problems):
@@ -161,7 +203,23 @@ def _read_rows(
             keep = (campaign >= 0) & (user >= 0)
             parts.append(StageRows(campaign[keep], user[keep], rows.label[keep]))
             bar.update(len(rows.line))
-    return StageRows.concat(parts)
+    return merge_duplicates(StageRows.concat(parts), len(uid_index), problems)
+
+
+def merge_duplicates(rows: StageRows, n_users: int, problems: Problems) -> StageRows:
+    """Each (campaign, user) once, at its first row, positive when any of its rows is; counted."""
+    key = rows.campaign.astype(np.int64) * max(n_users, 1) + rows.user
+    unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    if len(unique) == len(key):
+        return rows
+    high = np.zeros(len(unique), dtype=np.int8)
+    low = np.ones(len(unique), dtype=np.int8)
+    np.maximum.at(high, inverse, rows.label)
+    np.minimum.at(low, inverse, rows.label)
+    problems.skipped["duplicate_pairs"] += len(key) - len(unique)
+    problems.skipped["conflicting_labels"] += int((high != low).sum())
+    keep = np.sort(first)
+    return StageRows(rows.campaign[keep], rows.user[keep], high[inverse[keep]])
 
 
 def random_splits(

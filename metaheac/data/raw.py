@@ -19,9 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaheac.data.errors import InputError, Problems
+from metaheac.data.errors import InputError, Problems, quote
 
 BLOCK_BYTES = 2 << 20  # small blocks keep the parse temporaries (about 15x the block) small
+BOM = b"\xef\xbb\xbf"
 _NAME = r"[A-Za-z][A-Za-z0-9_]*"
 _IDS = r"[0-9]{1,18}( [0-9]{1,18})*"
 _LINE_SHAPE = rf"^{_NAME} {_IDS}(\|{_NAME} {_IDS})*$"
@@ -35,9 +36,11 @@ class LineBlock:
 
 
 def line_blocks(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[LineBlock]:
-    """Blocks of whole lines, CRLF or LF, as zero-copy Arrow string arrays."""
+    """Blocks of whole lines, CRLF or LF, as zero-copy Arrow string arrays; a leading UTF-8 BOM is dropped."""
     line_no = 1
-    carry = b""
+    carry = stream.read(len(BOM))
+    if carry == BOM:
+        carry = b""
     while True:
         chunk = stream.read(block_bytes)
         data = carry + chunk
@@ -239,15 +242,15 @@ class UserFeatureParser:
         for part in line.split("|"):
             name, _, rest = part.partition(" ")
             if not re.fullmatch(_NAME, name):
-                return f"malformed field {part[:40]!r}"
+                return f"malformed field {quote(part, 40)}"
             if name not in self.known:
-                return f"unknown field name {name!r}" + (" (truncated last line?)" if maybe_truncated else "")
+                return f"unknown field name {quote(name, 40)}" + (" (truncated last line?)" if maybe_truncated else "")
             ids = rest.split(" ") if rest else []
             if not ids or "" in ids:
                 return f"empty field {name!r}"
             bad_id = next((v for v in ids if not re.fullmatch(r"[0-9]{1,18}", v)), None)
             if bad_id is not None:
-                return f"field {name!r} has a non-integer id {bad_id[:20]!r}"
+                return f"field {name!r} has a non-integer id {quote(bad_id, 20)}"
             if name in seen and (name == "uid" or name in self.vocabularies):
                 return f"field {name!r} appears twice"
             if (name == "uid" or name in self.single) and len(ids) > 1:
@@ -275,26 +278,31 @@ class LabelRows:
 
 def parse_label_rows(path: str, stream: BinaryIO, header: bool, problems: Problems) -> Iterator[LabelRows]:
     """`aid,uid,label` rows (label 1 positive; -1 or 0 negative), block by block."""
+    empty = True
     for block in line_blocks(stream):
+        empty = False
         lines = block.lines
         numbers = np.arange(block.first_line, block.first_line + len(lines))
         if header and block.first_line == 1 and len(lines):
             if lines[0].as_py().replace(" ", "") != "aid,uid,label":
-                got = lines[0].as_py()[:60]
-                raise InputError(f"{path} line 1: expected the header 'aid,uid,label', got {got!r}")
+                got = quote(lines[0].as_py(), 60)
+                raise InputError(f"{path} line 1: expected the header 'aid,uid,label', got {got}")
             lines, numbers = lines.slice(1), numbers[1:]
         blank = pc.equal(pc.utf8_length(lines), 0).to_numpy(zero_copy_only=False)
         ok = pc.match_substring_regex(lines, _ROW_SHAPE).to_numpy(zero_copy_only=False)
         for i in np.flatnonzero(~ok & ~blank):
             text = lines[int(i)].as_py()
             problems.report("malformed_rows", f"{path} line {numbers[i]}: expected 'aid,uid,label' "
-                            f"with integer ids and label 1/-1, got {text[:60]!r}")
+                            f"with integer ids and label 1/-1, got {quote(text, 60)}")
         problems.skipped["blank_lines"] += int(blank.sum())
         if not ok.all():
             lines, numbers = lines.filter(pa.array(ok)), numbers[ok]
         cells = pc.list_flatten(pc.split_pattern(lines, ","))
         values = pc.cast(cells, pa.int64()).to_numpy().reshape(-1, 3)
         yield LabelRows(numbers, values[:, 0], values[:, 1], (values[:, 2] == 1).astype(np.int8))
+    if empty:
+        raise InputError(f"{path} is empty: expected " + ("the header 'aid,uid,label' and " if header else "") +
+                         "rows 'aid,uid,label'")
 
 
 def parse_ad_features(path: str, text: str, fields: list[str]) -> pd.DataFrame:
@@ -305,7 +313,7 @@ def parse_ad_features(path: str, text: str, fields: list[str]) -> pd.DataFrame:
     header = [h.strip() for h in lines[0].split(",")]
     missing = [c for c in ["aid", *fields] if c not in header]
     if missing:
-        raise InputError(f"{path} line 1: missing column(s) {', '.join(missing)} (header: {lines[0][:80]!r})")
+        raise InputError(f"{path} line 1: missing column(s) {', '.join(missing)} (header: {quote(lines[0], 80)})")
     columns = [header.index(c) for c in ["aid", *fields]]
     rows = []
     for number, line in enumerate(lines[1:], start=2):
@@ -317,7 +325,7 @@ def parse_ad_features(path: str, text: str, fields: list[str]) -> pd.DataFrame:
         try:
             rows.append([int(cells[c]) for c in columns])
         except ValueError:
-            raise InputError(f"{path} line {number}: a non-integer value in {line[:80]!r}") from None
+            raise InputError(f"{path} line {number}: a non-integer value in {quote(line, 80)}") from None
     frame = pd.DataFrame(rows, columns=["aid", *fields], dtype=np.int64)
     duplicated = frame["aid"].duplicated()
     if duplicated.any():

@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from metaheac.data.errors import InputError, quote
+
 SPLITS = ("train", "test_hot", "test_cold")
 STAGES = (1, 2)
 SCHEMA_VERSION = 1
@@ -38,20 +40,34 @@ class DatasetSchema:
         return json.dumps({"version": SCHEMA_VERSION, **asdict(self)}, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "schema.json") -> DatasetSchema:
-        raw = json.loads(text)
-        if raw.get("version") != SCHEMA_VERSION:
-            raise ValueError(
-                f"{source}: schema version {raw.get('version')!r} is not {SCHEMA_VERSION}; "
+    def from_json(cls, text: str | bytes, source: str = "schema.json") -> DatasetSchema:
+        """The schema; an InputError naming `source` when the text is not one."""
+        try:
+            raw = json.loads(text)
+        except ValueError as error:  # also UnicodeDecodeError
+            raise InputError(f"{source}: not JSON ({str(error)[:120]}): re-run `metaheac preprocess`") from None
+        version = raw.get("version") if isinstance(raw, dict) else None
+        if version != SCHEMA_VERSION:
+            raise InputError(
+                f"{source}: schema version {quote(str(version), 40)} is not {SCHEMA_VERSION}; "
                 "re-run `metaheac preprocess` with this release"
             )
 
-        def fields(key: str) -> list[Field]:
-            return [Field(**f) for f in raw[key]]
+        def fields(key: str, lists: bool) -> list[Field]:
+            try:
+                parsed = [Field(**f) for f in raw[key]]
+            except (KeyError, TypeError) as error:
+                raise InputError(f"{source}: malformed {key!r} ({quote(str(error), 120)})") from None
+            for f in parsed:
+                if not (isinstance(f.vocab_size, int) and isinstance(f.length, int) and f.vocab_size >= 1
+                        and (f.length >= 1 if lists else f.length == 1)):
+                    raise InputError(f"{source}: field {quote(str(f.name), 60)} has vocab_size "
+                                     f"{quote(str(f.vocab_size), 40)} and length {quote(str(f.length), 40)}")
+            return parsed
 
         return cls(
-            user_single=fields("user_single"),
-            user_lists=fields("user_lists"),
-            campaign_fields=fields("campaign_fields"),
+            user_single=fields("user_single", False),
+            user_lists=fields("user_lists", True),
+            campaign_fields=fields("campaign_fields", False),
             provenance=raw.get("provenance", {}),
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
+import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,18 +18,21 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from metaheac import storage
 from metaheac.adaptation import AdaptConfig
 from metaheac.data.dataset import SCHEMA_FILE, load_campaign_frame, load_schema
-from metaheac.data.errors import InputError
+from metaheac.data.errors import InputError, as_input_error, quote
 from metaheac.data.loading import load_features, load_rows
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
 from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_audience
+from metaheac.memory import check_fits, table_bytes
 from metaheac.methods import METHODS, load_model, method
 from metaheac.model.config import ModelConfig
 from metaheac.model.store import save_model
+from metaheac.outputs import claim
 from metaheac.steps.base import Artifact, Published, Resources, Step, arg
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import process_group, world
@@ -89,10 +95,21 @@ class Train(Step):
     seed: int = arg(_META.seed, help="seeds the initialisation and the task sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
     checkpoint: str | None = arg(None, help="folder for checkpoints (default: OUTPUT/checkpoint); resumes from it")
+    checkpoint_every: int | None = arg(
+        None, help=f"meta-steps between checkpoints (default: every {_META.checkpoint_seconds:.0f} s)")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
+        # Under torchrun rank 0 alone writes, so it alone claims the output.
+        first = int(os.environ.get("RANK", "0")) == 0
+        with as_input_error():  # an unknown name fails before the output is touched
+            method(self.method)
+        with claim(self.output, self.name, [self.dataset], self.overwrite) if first else contextlib.nullcontext():
+            return self.train()
+
+    def train(self) -> dict:
         started = time.perf_counter()
-        spec = method(self.method)  # an unknown name fails before any loading
+        spec = method(self.method)
         features = load_features(self.dataset)
         rows = load_rows(self.dataset, "train", 1)
         with process_group(resolve_device(self.device)) as device:
@@ -101,11 +118,10 @@ class Train(Step):
                 raise InputError(f"{self.method} trains in one process: only meta-training is data-parallel")
             # Under torchrun an epoch stays ceil(rows / batch_size) meta-steps, each of the global batch:
             # world_size * task_count tasks (every rank trains on task_count of them).
-            meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=self.max_steps, task_count=self.task_count,
-                                       batch_size=self.batch_size, seed=self.seed, device=str(device))
-            joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=self.max_steps,
-                                        batch_size=self.batch_size, seed=self.seed, device=str(device))
-            model_config = dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
+            with as_input_error():
+                meta, joint, model_config = self.configs(device)
+            needed = table_bytes(features.schema, model_config.embedding_dim)
+            check_fits(f"{self.method} on {self.dataset}", needed, str(device))
             model = spec.train(
                 features, rows, model_config, meta, joint, seed=self.seed,
                 checkpoint_uri=storage.join(self.output, "checkpoint") if self.checkpoint is None else self.checkpoint,
@@ -124,6 +140,14 @@ class Train(Step):
                 save_model(model, self.output, method=self.method, extra=info)
         return info
 
+    def configs(self, device: torch.device) -> tuple[MetaTrainConfig, JointTrainConfig, ModelConfig]:
+        meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=self.max_steps, task_count=self.task_count,
+                                   batch_size=self.batch_size, seed=self.seed, device=str(device),
+                                   checkpoint_every=self.checkpoint_every)
+        joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=self.max_steps,
+                                    batch_size=self.batch_size, seed=self.seed, device=str(device))
+        return meta, joint, dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
+
 
 @dataclass
 class Adapt(Step):
@@ -141,17 +165,23 @@ class Adapt(Step):
     lr: float = arg(_ADAPT.lr, help="Adam learning rate of the adaptation")
     seed: int = arg(_ADAPT.seed, help="seeds the shuffling of the seed rows")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
         if not 0 <= self.shard < self.shards:
             raise InputError(f"--shard {self.shard} is not in 0..{self.shards - 1} (--shards {self.shards})")
+        with claim(self.output, self.name, [self.dataset, self.model], self.overwrite):
+            return self.adapt()
+
+    def adapt(self) -> dict:
         started = time.perf_counter()
         device = resolve_device(self.device)
         model, info = load_model(self.model, device=device)
         features = load_features(self.dataset).to(device)
         campaigns = load_campaign_frame(self.dataset)
         spec = method(info["method"])
-        config = dataclasses.replace(_ADAPT, epochs=self.epochs, lr=self.lr, seed=self.seed)
+        with as_input_error():
+            config = dataclasses.replace(_ADAPT, epochs=self.epochs, lr=self.lr, seed=self.seed)
         frames = []
         for split in TEST_SPLITS:
             chosen = sorted(campaigns.loc[campaigns["split"] == split, "campaign"])[self.shard :: self.shards]
@@ -173,12 +203,14 @@ def read_scores(uris: list[str]) -> dict[str, pd.DataFrame]:
     """Every scores file below the given folders, by method, in the paper's row order."""
     files = [f for uri in uris for f in storage.list_files(uri) if f.endswith(".parquet")]
     if not files:
-        raise FileNotFoundError(f"no scores (*.parquet) under {', '.join(uris)}: run `metaheac adapt` first")
+        raise InputError(f"no scores (*.parquet) under {', '.join(uris)}: run `metaheac adapt` first")
     frames = []
     for uri in files:
         with storage.open_read(uri) as stream:
             frames.append(pq.read_table(stream).to_pandas())
     scored = pd.concat(frames, ignore_index=True)
+    if scored.empty:
+        raise InputError(f"no scored rows in {', '.join(files)}: did `metaheac adapt` find test campaigns?")
     order = [m for m in METHODS if m in set(scored["method"])] + sorted(set(scored["method"]) - set(METHODS))
     return {m: scored[scored["method"] == m].drop(columns="method").reset_index(drop=True) for m in order}
 
@@ -211,8 +243,14 @@ class Evaluate(Step):
     output: str = arg(help="folder to write metrics.json, kfp_metrics.json, table.txt and report.html into")
     dataset: str | None = arg(None, help="the dataset URI, named in the report")
     title: str = arg("MetaHeac audience expansion: evaluation", help="the report's title")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
+        inputs = [u for u in self.scores.split(",") if u] + ([self.dataset] if self.dataset else [])
+        with claim(self.output, self.name, inputs, self.overwrite):
+            return self.evaluate()
+
+    def evaluate(self) -> dict:
         results = read_scores([u for u in self.scores.split(",") if u])
         summary = compare(results)
         threshold = load_schema(self.dataset).provenance.get("cold_threshold") if self.dataset else None
@@ -232,16 +270,28 @@ class Evaluate(Step):
 def _read_uids(uri: str) -> np.ndarray:
     """uids from a Parquet file (column `uid`) or a text file with one uid a line."""
     if uri.endswith(".parquet"):
-        with storage.open_read(uri) as stream:
-            table = pq.read_table(stream)
-        if "uid" not in table.column_names:
-            raise InputError(f"{uri}: no `uid` column (columns: {', '.join(table.column_names)})")
+        try:
+            with storage.open_read(uri) as stream:
+                table = pq.read_table(stream)
+        except pa.ArrowException as error:
+            raise InputError(f"{uri}: not a readable Parquet file ({quote(str(error), 120)})") from None
+        if "uid" not in table.column_names or not pa.types.is_integer(table.schema.field("uid").type):
+            raise InputError(f"{uri}: no integer `uid` column (columns: {quote(', '.join(table.column_names))})")
         return table.column("uid").to_numpy().astype(np.int64)
-    lines = [line.strip() for line in storage.read_text(uri).splitlines()]
+    data = storage.read_bytes(uri)
     try:
-        return np.array([int(line) for line in lines if line and line != "uid"], dtype=np.int64)
-    except ValueError as error:
-        raise InputError(f"{uri}: every line must be one integer uid ({error})") from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{uri}: not text (byte {error.start} is {data[error.start]:#04x}): one uid a line") from None
+    uids = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line == "uid":
+            continue
+        if not re.fullmatch(r"[0-9]{1,19}", line) or int(line) >= 2**63:
+            raise InputError(f"{uri} line {number}: expected one integer uid below 2**63, got {quote(line, 60)}")
+        uids.append(int(line))
+    return np.array(uids, dtype=np.int64)
 
 
 def _ad_fields(text: str) -> dict[str, int]:
@@ -273,10 +323,16 @@ class Expand(Step):
     top_n: int = arg(10_000, help="audience size")
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
+    overwrite: bool = arg(False, help="replace an existing file at --output")
 
     def run(self) -> dict:
         if (self.aid is None) == (self.ad_fields is None):
             raise InputError("give exactly one of --aid (an existing campaign) and --ad-fields (a new one)")
+        inputs = [self.dataset, self.model, self.seeds] + ([self.negatives] if self.negatives else [])
+        with claim(self.output, self.name, inputs, self.overwrite, is_file=True):
+            return self.expand()
+
+    def expand(self) -> dict:
         device = resolve_device(self.device)
         model, info = load_model(self.model, device=device)
         features = load_features(self.dataset).to(device)

@@ -6,10 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from metaheac import storage
 from metaheac.data.config import PreprocessConfig
+from metaheac.data.errors import as_input_error
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
+from metaheac.memory import GENERATE_BYTES_PER_ROW, GENERATE_BYTES_PER_USER, check_fits
+from metaheac.outputs import claim
 from metaheac.steps.base import Artifact, Resources, Step, arg
 
 _DEFAULTS = PreprocessConfig()
@@ -27,11 +29,18 @@ class Generate(Step):
     users: int = arg(20_000, help="number of users")
     campaigns: int = arg(64, help="number of campaigns")
     seed: int = arg(2020, help="random seed: the same seed writes the same files")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
         from metaheac.data.synthetic import SyntheticConfig, generate
 
-        return generate(self.output, SyntheticConfig(users=self.users, campaigns=self.campaigns, seed=self.seed))
+        with as_input_error():
+            config = SyntheticConfig(users=self.users, campaigns=self.campaigns, seed=self.seed)
+        rows = config.campaigns * config.mean_rows_per_campaign * (1 + config.stage2_fraction)
+        check_fits(f"generating {config.users:,} users and about {rows:,.0f} rows",
+                   int(config.users * GENERATE_BYTES_PER_USER + rows * GENERATE_BYTES_PER_ROW))
+        with claim(self.output, self.name, overwrite=self.overwrite) as output:
+            return generate(output, config)
 
 
 @dataclass
@@ -53,6 +62,7 @@ class Preprocess(Step):
                                             "file and line, or skip it and count it in the provenance")
     allow_pickle: bool = arg(False, help="allow unpickling the official pickles (runs code from the files: "
                              "only for files you trust)")
+    overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def config(self) -> PreprocessConfig:
         return dataclasses.replace(
@@ -64,7 +74,7 @@ class Preprocess(Step):
         )
 
     def run(self) -> dict:
-        output = storage.normalize(self.output)
-        if self.source == "official":
-            return import_official(self.input, output, self.config(), allow_pickle=self.allow_pickle)
-        return preprocess_raw(self.input, output, self.config())
+        with claim(self.output, self.name, [self.input], self.overwrite) as output:
+            if self.source == "official":
+                return import_official(self.input, output, self.config(), allow_pickle=self.allow_pickle)
+            return preprocess_raw(self.input, output, self.config())

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import torch
 
+from metaheac.data.errors import InputError, quote
+
 Sampling = Literal["normal", "sqrt", "unit"]
 
 
@@ -20,14 +22,19 @@ class MetaTrainConfig:
     epochs: int = 1  # one epoch = ceil(stage-1 training rows / batch_size) meta-steps
     max_steps: int | None = None  # a cap, for tests and benchmarks
     seed: int = 2020  # seeds task sampling; seed the model's init yourself (torch.manual_seed)
-    checkpoint_every: int = 1000  # meta-steps between checkpoints (when a checkpoint URI is given)
+    # Between checkpoints (when a checkpoint URI is given): this many meta-steps, or with None this many
+    # seconds, so that a kill loses minutes whatever the step time.
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float = 300.0
     device: str = "auto"  # "auto": CUDA when present, else CPU
 
     def __post_init__(self) -> None:
         if self.sampling not in ("normal", "sqrt", "unit"):
             raise ValueError(f"sampling must be normal, sqrt or unit, got {self.sampling!r}")
-        if min(self.task_count, self.batch_size, self.epochs, self.checkpoint_every) < 1:
+        if min(self.task_count, self.batch_size, self.epochs, self.checkpoint_every or 1) < 1:
             raise ValueError("task_count, batch_size, epochs and checkpoint_every must be >= 1")
+        if self.checkpoint_seconds <= 0:
+            raise ValueError("checkpoint_seconds must be > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,4 +48,7 @@ def resolve_device(spec: str) -> torch.device:
     """The device a spec names; "auto" is CUDA when present, else CPU."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise InputError(f"--device {quote(spec)}: expected auto, cpu, cuda or cuda:N") from None

@@ -34,9 +34,11 @@ import torch
 from tqdm import tqdm
 
 from metaheac import storage
+from metaheac.data.errors import InputError
 from metaheac.data.tensors import Features, Rows
 from metaheac.model.embedding import TableLayout, mean_weights
 from metaheac.model.heac import HybridExpertsCritics, Params, matmul, weighted_bce
+from metaheac.model.store import read_tensors
 from metaheac.training.bags import BagPlan, bag_sum
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import average_dense, average_sparse, broadcast_state, world
@@ -209,6 +211,7 @@ class MetaTrainer:
             rows, config.task_count * self.world_size, config.batch_size, config.sampling, self.generator
         )
         self.gradients = BatchedMetaGradients(model, features, config.inner_lr)
+        self.dataset = features.fingerprint(rows)
         self.dense_optimizer = torch.optim.Adam(model.dense_parameters().values(), lr=config.outer_lr)
         self.table_optimizer = LazyAdam([t.weight for t in model.embeddings.tables()], lr=config.outer_lr)
         self.steps = 0  # meta-steps done
@@ -259,6 +262,7 @@ class MetaTrainer:
             "losses": torch.tensor(self.loss_history(), dtype=torch.float64),
             "config": self.config.to_dict(),
             "world_size": self.world_size,
+            "dataset": self.dataset,
             "model": self.model.state_dict(),
             "dense_optimizer": self.dense_optimizer.state_dict(),
             "table_optimizer": self.table_optimizer.state_dict(),
@@ -269,15 +273,27 @@ class MetaTrainer:
         storage.write_bytes(uri, buffer.getvalue())  # atomic: a crash mid-write keeps the previous one
 
     def load(self, uri: str) -> None:
-        state = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
-        changed = [k for k in _RESUME_KEYS if state["config"][k] != getattr(self.config, k)]
+        """Resume from the checkpoint at `uri`; one of another run (dataset, configuration, network or
+        number of ranks) is refused with an InputError that says how to start fresh."""
+        fresh = f"to start fresh, delete {uri} or pass another --checkpoint folder"
+        try:
+            state = read_tensors(uri)
+        except InputError as error:
+            raise InputError(f"cannot resume: {error}; {fresh}") from None
         if state.get("world_size", 1) != self.world_size:
-            changed.append("world size")
+            raise InputError(
+                f"cannot resume {uri}: it was written by {state.get('world_size', 1)} process(es) and this run "
+                f"has {self.world_size}; run with {state.get('world_size', 1)} (torchx -j 1x"
+                f"{state.get('world_size', 1)}), or {fresh}"
+            )
+        changed = [k for k in _RESUME_KEYS if state["config"][k] != getattr(self.config, k)]
         ours = self.model.state_dict()
         if state["model"].keys() != ours.keys() or any(state["model"][k].shape != v.shape for k, v in ours.items()):
             changed.append("network (method or model config)")
+        if state.get("dataset") != self.dataset:
+            changed.append("dataset")
         if changed:
-            raise ValueError(f"cannot resume {uri}: it was trained with other {', '.join(changed)}")
+            raise InputError(f"cannot resume {uri}: it was trained with other {', '.join(changed)}; {fresh}")
         self.model.load_state_dict(state["model"])
         self.dense_optimizer.load_state_dict(state["dense_optimizer"])
         self.table_optimizer.load_state_dict(state["table_optimizer"])
@@ -297,8 +313,9 @@ def meta_train(
     """Meta-train `model` in place on `rows` (the training campaigns' stage-1 rows, sorted by campaign).
 
     With `checkpoint_uri` (a folder, local or gs://) a checkpoint is written every
-    `config.checkpoint_every` steps and at the end; `resume=True` continues from it when one exists
-    and ends with the same parameters as an uninterrupted run.
+    `config.checkpoint_every` steps (or `config.checkpoint_seconds`) and at the end; `resume=True`
+    continues from it when one exists (and was written for the same dataset, configuration, network
+    and number of ranks) and ends with the same parameters as an uninterrupted run.
 
     Under torchrun each rank calls this with the same arguments (`config.task_count` tasks per rank and
     step); rank 0 alone writes checkpoints and every rank resumes from the same one.
@@ -315,14 +332,18 @@ def meta_train(
         trainer.load(checkpoint)
     total = config.total_steps(len(rows))
     start_step, used_rows = trainer.steps, torch.zeros((), device=device)
-    started = time.perf_counter()
+    started = saved = time.perf_counter()
     with tqdm(total=total, initial=start_step, disable=not progress, desc="meta-train", unit="step") as bar:
         while trainer.steps < total:
             used_rows += trainer.step()
             bar.update()
-            due = trainer.steps % config.checkpoint_every == 0 or trainer.steps == total
-            if checkpoint and due and trainer.rank == 0:
+            if config.checkpoint_every:
+                due = trainer.steps % config.checkpoint_every == 0
+            else:  # rank 0 alone writes, so the clock of rank 0 alone decides
+                due = time.perf_counter() - saved >= config.checkpoint_seconds
+            if checkpoint and (due or trainer.steps == total) and trainer.rank == 0:
                 trainer.save(checkpoint)
+                saved = time.perf_counter()
             if trainer.steps % _PROGRESS_EVERY == 0 and progress:
                 bar.set_postfix(query_loss=f"{trainer.loss_history()[-1]:.4f}")
     if trainer.world_size > 1:
