@@ -132,6 +132,17 @@ _ARTIFACTS: dict[str, dict[str, ArtifactArg]] = {
         "model": ArtifactArg(dsl.Model),
         "output": ArtifactArg(dsl.Dataset, output=True),
     },
+    "publish": {
+        "model": ArtifactArg(dsl.Model),
+        "dataset": ArtifactArg(dsl.Dataset),
+        "metrics": ArtifactArg(dsl.Artifact),
+    },
+    # the model is a registry URI (or latest) and the seed sets a folder: both come from outside the run
+    "expand_shard": {"dataset": ArtifactArg(dsl.Dataset), "output": ArtifactArg(dsl.Dataset, output=True)},
+    "merge_audiences": {
+        "parts": ArtifactArg(dsl.Dataset, many=True),
+        "output": ArtifactArg(dsl.Dataset, output=True),
+    },
 }
 # Evaluate's metrics and report, also shown as KFP's own metric and HTML artifacts in the run's UI.
 _PUBLISHED: dict[str, dict[str, Published]] = {
@@ -139,6 +150,10 @@ _PUBLISHED: dict[str, dict[str, Published]] = {
         "metrics": Published(dsl.Metrics, "kfp_metrics.json"),
         "classification": Published(dsl.ClassificationMetrics, "kfp_classification.json"),
         "report": Published(dsl.HTML, "report.html"),
+    },
+    "merge_audiences": {
+        "metrics": Published(dsl.Metrics, "kfp_metrics.json"),
+        "report": Published(dsl.HTML, "summary.html"),
     },
 }
 _DISTRIBUTED = {"train"}

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +24,8 @@ from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_aud
 from metaheac.model import zoo
 from metaheac.model.config import ModelConfig
 from metaheac.model.store import load_model, save_model
+from metaheac.registry import resolve_model
+from metaheac.seedsets import read_uids
 from metaheac.steps.base import Step, arg
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import process_group, world
@@ -100,7 +101,7 @@ class Adapt(Step):
 
     name: ClassVar[str] = "adapt"
     dataset: str = arg(help="canonical dataset URI")
-    model: str = arg(help="general model folder (from `train`)")
+    model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
     output: str = arg(help=f"folder to write {SCORES_FILE} (method, campaign, split, user, label, score)")
     shard: int = arg(0, help="which shard of the test campaigns to adapt (0-based)")
     shards: int = arg(1, help="how many shards the test campaigns are split into")
@@ -114,7 +115,7 @@ class Adapt(Step):
             raise InputError(f"--shard {self.shard} is not in 0..{self.shards - 1} (--shards {self.shards})")
         started = time.perf_counter()
         device = resolve_device(self.device)
-        model, info = load_model(self.model, device=device)
+        model, info = load_model(resolve_model(self.model).uri, device=device)
         features = load_features(self.dataset).to(device)
         campaigns = load_campaign_frame(self.dataset)
         config = zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, epochs=self.epochs, lr=self.lr,
@@ -177,21 +178,6 @@ class Evaluate(Step):
         return {name.split(".")[0]: storage.join(self.output, name) for name in ("report.html", "metrics.json")}
 
 
-def _read_uids(uri: str) -> np.ndarray:
-    """uids from a Parquet file (column `uid`) or a text file with one uid a line."""
-    if uri.endswith(".parquet"):
-        with storage.open_read(uri) as stream:
-            table = pq.read_table(stream)
-        if "uid" not in table.column_names:
-            raise InputError(f"{uri}: no `uid` column (columns: {', '.join(table.column_names)})")
-        return table.column("uid").to_numpy().astype(np.int64)
-    lines = [line.strip() for line in storage.read_text(uri).splitlines()]
-    try:
-        return np.array([int(line) for line in lines if line and line != "uid"], dtype=np.int64)
-    except ValueError as error:
-        raise InputError(f"{uri}: every line must be one integer uid ({error})") from None
-
-
 def _ad_fields(text: str) -> dict[str, int]:
     fields = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -208,7 +194,7 @@ class Expand(Step):
 
     name: ClassVar[str] = "expand"
     dataset: str = arg(help="canonical dataset URI: its users are the candidates")
-    model: str = arg(help="general model folder (from `train`)")
+    model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
     seeds: str = arg(help="seed users (positives): a text file with one uid a line, or Parquet with a `uid` column")
     output: str = arg(help="Parquet file to write the audience into (uid, score), best first")
     aid: int = arg(-1, help="an existing campaign's aid (or give --ad-fields for a new campaign)")
@@ -222,13 +208,13 @@ class Expand(Step):
         if (self.aid >= 0) == bool(self.ad_fields):
             raise InputError("give exactly one of --aid (an existing campaign) and --ad-fields (a new one)")
         device = resolve_device(self.device)
-        model, info = load_model(self.model, device=device)
+        model, info = load_model(resolve_model(self.model).uri, device=device)
         features = load_features(self.dataset).to(device)
         campaign = {"aid": self.aid} if self.aid >= 0 else _ad_fields(self.ad_fields)
         try:
             audience = expand(
-                model, features, campaign, _read_uids(self.seeds),
-                _read_uids(self.negatives) if self.negatives else None, self.top_n,
+                model, features, campaign, read_uids(self.seeds),
+                read_uids(self.negatives) if self.negatives else None, self.top_n,
                 ExpandConfig(adapt=zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, seed=self.seed))),
                 load_campaign_vocab(self.dataset),
             )
