@@ -33,12 +33,14 @@ from kfp.dsl.graph_component import GraphComponent
 
 from components.kfp_components import kfp_step
 from components.spec import CPU_IMAGE, CUDA_IMAGE, SPECS, GpuScheduling
+from pipelines import expansion
 
 PIPELINE_NAME = "metaheac"
 INPUT_PARAMETER = "input_uri"
 # Arguments the DAG sets itself besides artifacts; every other Step argument is a pipeline parameter.
-_BOUND = {"train": {"method"}, "adapt": {"shard", "shards"}}
-_CACHED = {"generate": True, "preprocess": True, "train": True, "adapt": True, "evaluate": False}
+_BOUND = {"train": {"method"}, "adapt": {"shard", "shards"}, "publish": {"run_id"}}
+# publish: never cached, a cached run would not publish its model
+_CACHED = {"generate": True, "preprocess": True, "train": True, "adapt": True, "evaluate": False, "publish": False}
 _STEPS = ("generate", "preprocess", "train", "adapt", "evaluate")
 
 
@@ -54,18 +56,24 @@ class DagOptions:
     gpu: GpuScheduling = GpuScheduling()
     name: str = PIPELINE_NAME
     caching: bool = True  # False: no task reuses a cached result, whatever _CACHED says
+    publish: bool = False  # end with `publish`: the first method's model to the registry root parameter
+    pipeline: Literal["train", "expand"] = "train"  # the expansion pipeline: pipelines/expansion.py
+    campaign_groups: int = 1  # expand: tasks per user shard, each expanding every groups-th campaign
 
     def __post_init__(self) -> None:
-        if not self.methods or self.shards < 1:
-            raise ValueError("a pipeline needs at least one method and one shard")
+        if not self.methods or self.shards < 1 or self.campaign_groups < 1:
+            raise ValueError("a pipeline needs at least one method, one shard and one campaign group")
 
 
 def _stages(options: DagOptions) -> tuple[str, ...]:
-    return _STEPS if options.source == "generate" else _STEPS[1:]
+    stages = _STEPS if options.source == "generate" else _STEPS[1:]
+    return (*stages, "publish") if options.publish else stages
 
 
 def pipeline_parameters(options: DagOptions) -> list[tuple[inspect.Parameter, str]]:
     """The pipeline's parameters and their help, generated from the Steps."""
+    if options.pipeline == "expand":
+        return expansion.expand_parameters()
     parameters = []
     if options.source == "input":
         parameters.append((inspect.Parameter(INPUT_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -93,6 +101,10 @@ def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
         name: dataclasses.replace(spec, image=options.image, cuda_image=options.cuda_image, gpu_scheduling=options.gpu)
         for name, spec in SPECS.items()
     }
+    if options.pipeline == "expand":
+        body = expansion.expand_body(options, specs)
+        describe(body, options.name, expansion.summary(options), expansion.expand_parameters())
+        return dsl.pipeline(name=options.name)(body)
     steps = {name: kfp_step(specs[name]) for name in _stages(options)}
     parameters = pipeline_parameters(options)
     names = [p.name for p, _ in parameters]
@@ -108,28 +120,35 @@ def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
         else:
             raw = dsl.importer(artifact_uri=params[INPUT_PARAMETER], artifact_class=dsl.Dataset).output
         dataset = task("preprocess", params, input=raw).outputs["output"]
-        scores = []
+        scores, trained = [], []
         for method in options.methods:
             model = task("train", params, dataset=dataset, method=method).set_display_name(f"train {method}")
+            trained.append(model)
             for shard in range(options.shards):
                 adapt = task("adapt", params, dataset=dataset, model=model.outputs["output"], shard=shard,
                              shards=options.shards)
                 adapt.set_display_name(f"adapt {method} {shard + 1}/{options.shards}")
                 scores.append(adapt.outputs["output"])
-        task("evaluate", params, dataset=dataset, scores=scores)
+        evaluation = task("evaluate", params, dataset=dataset, scores=scores)
+        if options.publish:
+            task("publish", params, model=trained[0].outputs["output"], dataset=dataset,
+                 metrics=evaluation.outputs["output"], run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
 
-    _describe(body, options, parameters)
-    return dsl.pipeline(name=options.name)(body)
-
-
-def _describe(body: Callable[..., None], options: DagOptions, parameters: list[tuple[inspect.Parameter, str]]) -> None:
-    """Give the generated body the signature and docstring KFP reads the pipeline's interface from."""
     source = "generated data" if options.source == "generate" else f"the raw files at {INPUT_PARAMETER}"
     summary = (
         f"MetaHeac audience expansion on {source}: preprocess, train {', '.join(options.methods)}, "
-        f"adapt in {options.shards} shards per method, evaluate."
+        f"adapt in {options.shards} shards per method, evaluate"
+        + (f", publish {options.methods[0]} to the registry." if options.publish else ".")
     )
+    describe(body, options.name, summary, parameters)
+    return dsl.pipeline(name=options.name)(body)
+
+
+def describe(
+    body: Callable[..., None], name: str, summary: str, parameters: list[tuple[inspect.Parameter, str]]
+) -> None:
+    """Give the generated body the signature and docstring KFP reads the pipeline's interface from."""
     args = "\n".join(f"    {p.name}: {' '.join(text.split())}" for p, text in parameters)
     body.__doc__ = f"{summary}\n\nArgs:\n{args}\n"
     body.__signature__ = inspect.Signature([p for p, _ in parameters])  # type: ignore[attr-defined]
-    body.__name__ = body.__qualname__ = options.name.replace("-", "_")
+    body.__name__ = body.__qualname__ = name.replace("-", "_")
