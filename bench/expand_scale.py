@@ -138,7 +138,9 @@ def main() -> None:
     started = time.perf_counter()
     merged = merge_audiences(parts, args.top_n)
     merge_s = time.perf_counter() - started
-    same = merged["uid"].tolist() == pd.read_parquet(Path(args.output) / "part-whole.parquet")["uid"].tolist()
+    # the same audience: the 1-shard top in the merge's order (ties by uid), equal uid for uid and score for score
+    whole_top = merge_audiences([pd.read_parquet(Path(args.output) / "part-whole.parquet")], args.top_n)
+    same = whole_top.equals(merged)
     summed = ("users", "open_s", "adapt_s", "score_s", "total_s", "cpu_s")
     total = {key: sum(r[key] for _, r in shard_rows) for key in summed}
     total |= {"rss_gb": max(r["rss_gb"] for _, r in shard_rows), "dtype": whole["dtype"]}
