@@ -25,12 +25,12 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from metaheac.adaptation import AdaptedModel, embed_users, mean_weights
+from metaheac.adaptation import AdaptedModel
 from metaheac.data.dataset import SCHEMA_FILE, USERS_FILE, fetch
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
 from metaheac.expand import CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
-from metaheac.model.baselines import predict
+from metaheac.model.embedding import mean_weights, pool_users
 from metaheac.model.heac import HybridExpertsCritics
 
 Precision = Literal["auto", "float32", "bfloat16"]
@@ -199,7 +199,7 @@ class CampaignScorer:
         """Probabilities [B] for users' ids [B, S] and [B, L]."""
         if not self.split:
             user = self.model.user(self.model.tables(), single, lists)
-            return predict(self.network, self.model.dense, user, self.campaign_emb)
+            return self.network.predict(self.model.dense, user, self.campaign_emb)
         ids = torch.cat([single, lists], 1).long()
         ones = torch.ones(single.shape, dtype=torch.float32)
         weights = torch.cat([ones, mean_weights(lists, self.lengths, torch.float32)], 1)
@@ -210,7 +210,7 @@ class CampaignScorer:
         expert_input = pooled[:, : self.hidden] + self.b0
         user_mean = pooled[:, self.hidden :]
         if self.large:
-            large = embed_users(
+            large = pool_users(
                 [self.tables[f] for f in self.large], ids[:, :0],
                 torch.cat([ids[:, c] for c in self.large_columns], 1),
                 torch.cat([weights[:, c] for c in self.large_columns], 1),

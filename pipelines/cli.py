@@ -25,7 +25,7 @@ import kfp
 from kfp import compiler
 
 from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling
-from metaheac.model.zoo import parse_methods
+from metaheac.method_names import parse_methods
 from pipelines import cron, remote
 from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
 from pipelines.expansion import EXPAND_NAME

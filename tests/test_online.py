@@ -10,7 +10,7 @@ import pytest
 from metaheac import storage
 from metaheac.cli import main
 from metaheac.data.dataset import load_campaign_frame
-from metaheac.model.store import load_model
+from metaheac.methods import load_model
 from metaheac.registry import POINTER_FILE, ROOT_ENV, publish, read_record, resolve_model
 from metaheac.seedsets import SeedSet, SeedSetError, list_seed_sets
 

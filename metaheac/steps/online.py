@@ -18,8 +18,7 @@ from metaheac.audience import ScoreConfig, UserBase, merge_audiences, prepare_ca
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_campaigns
 from metaheac.expand import ExpandConfig, load_campaign_vocab
-from metaheac.model import zoo
-from metaheac.model.store import load_model
+from metaheac.methods import load_model, method
 from metaheac.registry import DEFAULT_NAME, publish, resolve_model
 from metaheac.seedsets import list_seed_sets
 from metaheac.steps.base import Step, arg
@@ -83,7 +82,7 @@ class ExpandShard(Step):
         base = UserBase(self.dataset)
         campaigns, vocab = load_campaigns(self.dataset, base.schema), load_campaign_vocab(self.dataset)
         uid_index = pd.Index(base.uids())
-        config = ExpandConfig(adapt=zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, seed=self.seed)))
+        config = ExpandConfig(adapt=method(info["method"]).adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
         status: dict[str, dict] = {}
         runs = {}
         for seed_set in sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)[self.group :: self.groups]:
