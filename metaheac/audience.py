@@ -154,6 +154,13 @@ class TopN:
         return scores, self._index[0][order]
 
 
+def _columns(columns: list[int], device: torch.device) -> slice | torch.Tensor:
+    """A selector of these id columns: a slice (a view, no copy) where they are contiguous."""
+    if columns and columns == list(range(columns[0], columns[-1] + 1)):
+        return slice(columns[0], columns[-1] + 1)
+    return torch.tensor(columns, dtype=torch.long, device=device)
+
+
 class CampaignScorer:
     """One adapted campaign, ready to score batches of users (module doc: the split first layer)."""
 
@@ -174,25 +181,29 @@ class CampaignScorer:
             return
         # field f's id columns in [single | lists]; a field is "small" when its table is pre-multiplied
         widths = [1] * n_single + self.lengths
-        ends = np.cumsum(widths)
-        columns = [torch.arange(e - w, e, device=device) for e, w in zip(ends, widths, strict=True)]
+        starts = np.cumsum([0, *widths])
         small = [f for f, t in enumerate(self.tables) if t.shape[0] <= config.project_rows]
         self.large = [f for f in range(n_user) if f not in small]
-        self.large_columns = [columns[f] for f in self.large]
+        self.small_columns = _columns([c for f in small for c in range(starts[f], starts[f + 1])], device)
+        self.large_columns = _columns([c for f in self.large for c in range(starts[f], starts[f + 1])], device)
+        self.large_widths = [widths[f] for f in self.large]
         d = self.tables[0].shape[1]
         w0, b0 = (model.dense[name] for name in network.FIRST_LAYER)
         blocks = w0.split(d)  # W0_f: field f's rows of the first layer
         # [T_f @ W0_f | T_f / F_u]: one lookup gives the field's share of the first layer and of the user mean
         projected = [torch.cat([self.tables[f] @ blocks[f], self.tables[f] / n_user], 1) for f in small]
+        self.small_table = torch.cat(projected) if projected else torch.zeros((1, w0.shape[1] + d), device=device)
         offsets = np.cumsum([0] + [t.shape[0] for t in projected])[:-1]
-        self.small_table = torch.cat(projected) if projected else torch.zeros((0, w0.shape[1] + d), device=device)
-        self.small_columns = torch.cat([columns[f] for f in small]) if small else torch.zeros(0, dtype=torch.long)
-        self.small_offsets = torch.cat(
-            [torch.full((w,), int(o), device=device) for o, w in zip(offsets, (widths[f] for f in small), strict=True)]
-        ) if small else torch.zeros(0, dtype=torch.long)
+        self.small_offsets = torch.tensor(
+            [int(o) for o, f in zip(offsets, small, strict=True) for _ in range(widths[f])], dtype=torch.int32,
+            device=device,
+        )
         self.large_w0 = torch.cat([blocks[f] for f in self.large]).to(self.dtype) if self.large else None
         self.b0, self.hidden = b0, w0.shape[1]
         self.n_user = n_user
+
+    def large_tables(self) -> list[torch.Tensor]:
+        return [self.tables[f] for f in self.large]
 
     @torch.inference_mode()
     def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
@@ -200,24 +211,24 @@ class CampaignScorer:
         if not self.split:
             user = self.model.user(self.model.tables(), single, lists)
             return self.network.predict(self.model.dense, user, self.campaign_emb)
-        ids = torch.cat([single, lists], 1).long()
+        ids = torch.cat([single, lists], 1).int()  # embedding_bag takes int32 ids: no int64 copy
         ones = torch.ones(single.shape, dtype=torch.float32)
         weights = torch.cat([ones, mean_weights(lists, self.lengths, torch.float32)], 1)
-        pooled = F.embedding_bag(
-            ids[:, self.small_columns] + self.small_offsets, self.small_table, mode="sum",
-            per_sample_weights=weights[:, self.small_columns],
-        ) if len(self.small_columns) else torch.zeros((len(ids), self.small_table.shape[1]))
+        if len(self.small_offsets):
+            pooled = F.embedding_bag(ids[:, self.small_columns] + self.small_offsets, self.small_table, mode="sum",
+                                     per_sample_weights=weights[:, self.small_columns].contiguous())
+        else:
+            pooled = torch.zeros((len(ids), self.small_table.shape[1]))
         expert_input = pooled[:, : self.hidden] + self.b0
         user_mean = pooled[:, self.hidden :]
         if self.large:
-            large = pool_users(
-                [self.tables[f] for f in self.large], ids[:, :0],
-                torch.cat([ids[:, c] for c in self.large_columns], 1),
-                torch.cat([weights[:, c] for c in self.large_columns], 1),
-                [len(c) for c in self.large_columns],
-            )  # [B, large fields, d]
+            large = pool_users(self.large_tables(), ids[:, :0], ids[:, self.large_columns],
+                               weights[:, self.large_columns], self.large_widths)  # [B, large fields, d]
             flat = large.flatten(1)
-            expert_input = expert_input + (flat.to(self.dtype) @ self.large_w0).float()
+            if self.dtype == torch.float32:
+                expert_input = expert_input.addmm_(flat, self.large_w0)
+            else:
+                expert_input = expert_input + (flat.to(self.dtype) @ self.large_w0).float()
             user_mean = user_mean + large.sum(1) / self.n_user
         return self.network.head(self.model.dense, expert_input, user_mean, self.campaign_emb)
 

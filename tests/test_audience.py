@@ -50,10 +50,11 @@ def network(kind: type[torch.nn.Module] = HybridExpertsCritics) -> torch.nn.Modu
     return kind(FEATURES.schema, TINY)
 
 
-@pytest.mark.parametrize("kind,project_rows", [(HybridExpertsCritics, 0), (HybridExpertsCritics, 10),
-                                               (HybridExpertsCritics, 10**6), (MLP, 0)])
+@pytest.mark.parametrize("kind,project_rows", [(HybridExpertsCritics, 0), (HybridExpertsCritics, 4),
+                                               (HybridExpertsCritics, 10), (HybridExpertsCritics, 10**6), (MLP, 0)])
 def test_the_scorer_gives_the_scores_of_score(kind: type[torch.nn.Module], project_rows: int) -> None:
-    """Every split of the fields between lookups and the matmul (none, some, all), and another network."""
+    """Every split of the fields between lookups and the matmul (none, some: contiguous columns or not, all),
+    and another network."""
     model = AdaptedModel.unchanged(network(kind))
     expected = score(model, FEATURES, 3, torch.arange(len(FEATURES.users)))
     scorer = CampaignScorer(model, FEATURES.campaigns.fields[3], ScoreConfig(precision="float32",
