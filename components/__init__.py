@@ -1,1 +1,1 @@
-"""The pipeline steps as TorchX and KFP components, both generated from `metaheac.steps` and `spec.py`."""
+"""The pipeline steps as TorchX and KFP components: generated files (generate.py) over the step classes."""

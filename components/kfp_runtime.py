@@ -5,14 +5,16 @@
 from __future__ import annotations
 
 
-def run_metaheac_step(step: str, values: dict, published: dict, distributed: bool) -> None:
-    """Run `metaheac <step> ...` from a KFP component's arguments, then fill its published artifacts.
+def run_metaheac_step(step: str, values: dict) -> None:
+    """Run `metaheac <step> ...` from a KFP component's arguments (its `locals()`), then fill its published
+    artifacts.
 
     An artifact argument becomes its URI (gs:// on a cluster, a local path under kfp.local; the library
-    reads both), a list of artifacts one comma-separated argument. The argv is the Step's own `to_argv()`,
-    so the step sees exactly what the console script would. A distributed step runs under torchrun with
-    one process per visible GPU. `published` maps an output artifact to (artifact, file of the step's
-    output folder): Metrics get the file's flat {name: number}, ClassificationMetrics its ROC curve and
+    reads both), numbered artifacts (`scores_0`, `scores_1`, ...) one comma-separated argument. An optional
+    argument arrives as a string, "" or None when not given (see components/generate.py). The argv is the
+    Step's own `to_argv()`, so the step sees exactly what the console script would. A distributed step runs
+    under torchrun with one process per visible GPU. A published artifact is filled from a file of the
+    step's output folder: Metrics get its flat {name: number}, ClassificationMetrics its ROC curve and
     confusion matrix, HTML a copy of the file.
     """
     import json
@@ -25,14 +27,25 @@ def run_metaheac_step(step: str, values: dict, published: dict, distributed: boo
     from metaheac.cli import main
     from metaheac.steps.registry import STEPS
 
-    def uri(value: object) -> object:
-        if isinstance(value, list):
-            return ",".join(str(uri(v)) for v in value)
-        return getattr(value, "uri", value)
-
-    arguments = {name: uri(value) for name, value in values.items()}
-    argv = STEPS[step](**arguments).to_argv()
-    gpus = torch.cuda.device_count() if distributed else 0
+    cls = STEPS[step]
+    arguments = {}
+    for argument in cls.arguments():
+        artifact = cls.artifacts.get(argument.name)
+        if artifact and artifact.many:
+            prefix = f"{argument.name}_"
+            numbered = {int(k[len(prefix):]): v for k, v in values.items()
+                        if k.startswith(prefix) and k[len(prefix):].isdigit() and v is not None}
+            arguments[argument.name] = ",".join(numbered[i].uri for i in sorted(numbered))
+            continue
+        value = values[argument.name]
+        value = getattr(value, "uri", value)
+        if argument.optional and value in ("", None):
+            value = None
+        elif argument.optional:
+            value = argument.kind(value)
+        arguments[argument.name] = value
+    argv = cls(**arguments).to_argv()
+    gpus = torch.cuda.device_count() if cls.distributed else 0
     if gpus > 1:
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"]
         code = subprocess.call([*torchrun, "-m", "metaheac.cli", *argv])
@@ -40,15 +53,15 @@ def run_metaheac_step(step: str, values: dict, published: dict, distributed: boo
         code = main(argv)
     if code:
         raise SystemExit(code)  # the step already printed its one-line error
-    for artifact, file in published.values():
-        source = storage.join(arguments["output"], file)
-        if artifact.schema_title == "system.HTML":
+    for name, extra in cls.published.items():
+        artifact, source = values[name], storage.join(arguments["output"], extra.file)
+        if extra.kind == "HTML":
             storage.write_bytes(artifact.path, storage.read_bytes(source))
             continue
         data = json.loads(storage.read_text(source))
-        if artifact.schema_title == "system.Metrics":
-            for name, value in data.items():
-                artifact.log_metric(name, value)
-        elif artifact.schema_title == "system.ClassificationMetrics":
+        if extra.kind == "Metrics":
+            for key, number in data.items():
+                artifact.log_metric(key, number)
+        elif extra.kind == "ClassificationMetrics":
             artifact.log_roc_curve(data["fpr"], data["tpr"], data["threshold"])
             artifact.log_confusion_matrix(data["categories"], data["matrix"])

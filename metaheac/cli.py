@@ -17,7 +17,8 @@ def _add(parser: argparse.ArgumentParser, argument: Argument) -> None:
         parser.add_argument(argument.flag, action="store_true", help=argument.help)
         return
     default = None if argument.required else argument.default
-    suffix = "" if argument.required else f" (default: {default})"
+    # an optional argument's help says what happens when it is not given
+    suffix = "" if argument.required or argument.optional else f" (default: {default})"
     parser.add_argument(
         argument.flag,
         type=argument.kind,

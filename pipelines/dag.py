@@ -8,21 +8,19 @@ One definition serves the cluster and `kfp.local`, which shapes it:
 - Every task is a lightweight Python component running our image (components/kfp_components.py):
   kfp.local refuses container components.
 Pipeline parameters are the Step arguments the DAG does not set itself, named `<step>_<argument>`, with
-the Step's type and default; artifacts go through the pipeline root (gs:// on a cluster).
+the Step's type and default (an optional argument is a string, "" when not given: kfp.local cannot default
+a pipeline input to None); artifacts go through the pipeline root (gs:// on a cluster).
 
-Caching (KFP keys a task on its component and inputs; an input artifact is keyed by its URI):
-- generate, preprocess, train: cached. Each is deterministic in its inputs and seeds, and training is
-  the expensive part, so rerunning a pipeline after a failed later step redoes nothing.
-- adapt: cached, for the same reason: a pure function of dataset, model and seed, and the fan-out.
-- evaluate: not cached. It is cheap, and its report is the run's result; a recurring run should show
-  its own report, not point at an earlier run's.
-- An imported input is keyed by its URI, not its content: when new data lands under the same URI, submit
-  with --no-cache or give every snapshot its own URI (e.g. gs://b/raw/[[ScheduledTime]] in a schedule).
+Caching (KFP keys a task on its component and inputs; an input artifact is keyed by its URI): each step
+declares whether it may be cached (`Step.cached`). Every step but evaluate is deterministic in its inputs
+and seeds, so rerunning a pipeline after a failed later step redoes nothing; evaluate is cheap and its
+report is the run's result. An imported input is keyed by its URI, not its content: when new data lands
+under the same URI, submit with --no-cache or give every snapshot its own URI (e.g.
+gs://b/raw/[[ScheduledTime]] in a schedule).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,16 +29,15 @@ from typing import Any, Literal
 from kfp import dsl
 from kfp.dsl.graph_component import GraphComponent
 
-from components.kfp_components import kfp_step
-from components.spec import CPU_IMAGE, CUDA_IMAGE, SPECS, GpuScheduling
+from components.kfp_tasks import Cluster, task
+from components.spec import CPU_IMAGE, CUDA_IMAGE, MAX_FAN_IN, GpuScheduling
+from metaheac.steps.registry import STEPS
 from pipelines import expansion
 
 PIPELINE_NAME = "metaheac"
 INPUT_PARAMETER = "input_uri"
 # Arguments the DAG sets itself besides artifacts; every other Step argument is a pipeline parameter.
 _BOUND = {"train": {"method"}, "adapt": {"shard", "shards"}, "publish": {"run_id"}}
-# publish: never cached, a cached run would not publish its model
-_CACHED = {"generate": True, "preprocess": True, "train": True, "adapt": True, "evaluate": False, "publish": False}
 _STEPS = ("generate", "preprocess", "train", "adapt", "evaluate")
 
 
@@ -55,7 +52,7 @@ class DagOptions:
     cuda_image: str = CUDA_IMAGE
     gpu: GpuScheduling = GpuScheduling()
     name: str = PIPELINE_NAME
-    caching: bool = True  # False: no task reuses a cached result, whatever _CACHED says
+    caching: bool = True  # False: no task reuses a cached result, whatever its step allows
     publish: bool = False  # end with `publish`: the first method's model to the registry root parameter
     pipeline: Literal["train", "expand"] = "train"  # the expansion pipeline: pipelines/expansion.py
     campaign_groups: int = 1  # expand: tasks per user shard, each expanding every groups-th campaign
@@ -63,6 +60,9 @@ class DagOptions:
     def __post_init__(self) -> None:
         if not self.methods or self.shards < 1 or self.campaign_groups < 1:
             raise ValueError("a pipeline needs at least one method, one shard and one campaign group")
+        tasks = self.shards * (self.campaign_groups if self.pipeline == "expand" else len(self.methods))
+        if tasks > MAX_FAN_IN:
+            raise ValueError(f"{tasks} tasks to merge is more than the {MAX_FAN_IN} a merge takes: use fewer shards")
 
 
 def _stages(options: DagOptions) -> tuple[str, ...]:
@@ -79,13 +79,16 @@ def pipeline_parameters(options: DagOptions) -> list[tuple[inspect.Parameter, st
         parameters.append((inspect.Parameter(INPUT_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                              annotation=str), "folder (gs://) of the raw files to import"))
     for step in _stages(options):
-        for argument in SPECS[step].parameters():
+        for argument in STEPS[step].parameters():
             if argument.name in _BOUND.get(step, ()):
                 continue
             default = inspect.Parameter.empty if argument.required else argument.default
+            kind, text = argument.kind, f"{step} {argument.flag}: {argument.help}"
+            if argument.optional:
+                default, kind, text = "", str, f"{text} (empty: not given)"
             parameter = inspect.Parameter(f"{step}_{argument.name}", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                          default=default, annotation=argument.kind)
-            parameters.append((parameter, f"{step} --{argument.name.replace('_', '-')}: {argument.help}"))
+                                          default=default, annotation=kind)
+            parameters.append((parameter, text))
     # Python wants parameters without defaults first; the order is otherwise irrelevant to KFP.
     return sorted(parameters, key=lambda p: p[0].default is not inspect.Parameter.empty)
 
@@ -97,41 +100,36 @@ def _arguments(step: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
     """The pipeline for these options, ready for `kfp.compiler` or a local run."""
-    specs = {
-        name: dataclasses.replace(spec, image=options.image, cuda_image=options.cuda_image, gpu_scheduling=options.gpu)
-        for name, spec in SPECS.items()
-    }
+    cluster = Cluster(options.image, options.cuda_image, options.gpu)
     if options.pipeline == "expand":
-        body = expansion.expand_body(options, specs)
+        body = expansion.expand_body(options, cluster)
         describe(body, options.name, expansion.summary(options), expansion.expand_parameters())
         return dsl.pipeline(name=options.name)(body)
-    steps = {name: kfp_step(specs[name]) for name in _stages(options)}
     parameters = pipeline_parameters(options)
     names = [p.name for p, _ in parameters]
 
-    def task(step: str, params: dict[str, Any], **bound: Any) -> dsl.PipelineTask:
-        made = steps[step](**bound, **_arguments(step, params))
-        return made.set_caching_options(_CACHED[step] and options.caching)
+    def step(name: str, params: dict[str, Any], **bound: Any) -> dsl.PipelineTask:
+        return task(name, cluster, options.caching, **bound, **_arguments(name, params))
 
     def body(*values: Any) -> None:
         params = dict(zip(names, values, strict=True))
         if options.source == "generate":
-            raw = task("generate", params).outputs["output"]
+            raw = step("generate", params).outputs["output"]
         else:
             raw = dsl.importer(artifact_uri=params[INPUT_PARAMETER], artifact_class=dsl.Dataset).output
-        dataset = task("preprocess", params, input=raw).outputs["output"]
+        dataset = step("preprocess", params, input=raw).outputs["output"]
         scores, trained = [], []
         for method in options.methods:
-            model = task("train", params, dataset=dataset, method=method).set_display_name(f"train {method}")
+            model = step("train", params, dataset=dataset, method=method).set_display_name(f"train {method}")
             trained.append(model)
             for shard in range(options.shards):
-                adapt = task("adapt", params, dataset=dataset, model=model.outputs["output"], shard=shard,
+                adapt = step("adapt", params, dataset=dataset, model=model.outputs["output"], shard=shard,
                              shards=options.shards)
                 adapt.set_display_name(f"adapt {method} {shard + 1}/{options.shards}")
                 scores.append(adapt.outputs["output"])
-        evaluation = task("evaluate", params, dataset=dataset, scores=scores)
+        evaluation = step("evaluate", params, dataset=dataset, scores=scores)
         if options.publish:
-            task("publish", params, model=trained[0].outputs["output"], dataset=dataset,
+            step("publish", params, model=trained[0].outputs["output"], dataset=dataset,
                  metrics=evaluation.outputs["output"], run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
 
     source = "generated data" if options.source == "generate" else f"the raw files at {INPUT_PARAMETER}"

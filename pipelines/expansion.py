@@ -7,7 +7,8 @@ and keeping each one's top N among its shard's users; one merge keeps the global
 writes the audiences and the summary. The campaigns themselves are read at run time from the seed-set
 folder, so the same pipeline serves any number of them.
 
-Nothing is cached: the seed-set folder and the `latest` model keep their URIs while what they hold changes.
+Nothing is cached (`Step.cached` of both steps): the seed-set folder and the `latest` model keep their
+URIs while what they hold changes.
 Instead, with the `audiences` parameter (a stable folder), a campaign whose audience is already written
 there for the same model version is skipped, so an hourly run does only the seed sets that arrived.
 """
@@ -15,13 +16,13 @@ there for the same model version is skipped, so an hourly run does only the seed
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kfp import dsl
 
-from components.kfp_components import kfp_step
-from components.spec import ComponentSpec
+from components.kfp_tasks import Cluster, task
+from metaheac.steps.registry import STEPS
 
 if TYPE_CHECKING:
     from pipelines.dag import DagOptions
@@ -33,12 +34,10 @@ _BOUND = {"dataset", "output", "shard", "shards", "group", "groups"}  # set by t
 
 def expand_parameters() -> list[tuple[inspect.Parameter, str]]:
     """The pipeline's parameters: the user base's URI, and expand_shard's own arguments by their names."""
-    from components.spec import SPECS
-
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     parameters = [(inspect.Parameter(DATASET_PARAMETER, kind, annotation=str),
                    "canonical dataset URI (gs://) whose users are the candidates")]
-    for argument in SPECS["expand_shard"].parameters():
+    for argument in STEPS["expand_shard"].parameters():
         if argument.name not in _BOUND:
             default = inspect.Parameter.empty if argument.required else argument.default
             parameters.append((inspect.Parameter(argument.name, kind, default=default, annotation=argument.kind),
@@ -51,9 +50,8 @@ def summary(options: DagOptions) -> str:
             f"{options.shards} user shard(s), then one merge of each campaign's top N.")
 
 
-def expand_body(options: DagOptions, specs: Mapping[str, ComponentSpec]) -> Callable[..., None]:
+def expand_body(options: DagOptions, cluster: Cluster) -> Callable[..., None]:
     """The pipeline function (its signature is set by `dag.describe`)."""
-    shard_step, merge_step = kfp_step(specs["expand_shard"]), kfp_step(specs["merge_audiences"])
     names = [p.name for p, _ in expand_parameters()]
 
     def body(*values: Any) -> None:
@@ -62,12 +60,13 @@ def expand_body(options: DagOptions, specs: Mapping[str, ComponentSpec]) -> Call
         parts = []
         for group in range(options.campaign_groups):
             for shard in range(options.shards):
-                task = shard_step(dataset=users, shard=shard, shards=options.shards, group=group,
-                                  groups=options.campaign_groups, **params)
-                task.set_display_name(f"expand {group + 1}/{options.campaign_groups} "
-                                      f"users {shard + 1}/{options.shards}").set_caching_options(False)
-                parts.append(task.outputs["output"])
-        merge = merge_step(parts=parts, top_n=params["top_n"], audiences=params["audiences"])
-        merge.set_display_name("merge audiences").set_caching_options(False)
+                made = task("expand_shard", cluster, options.caching, dataset=users, shard=shard,
+                            shards=options.shards, group=group, groups=options.campaign_groups, **params)
+                made.set_display_name(
+                    f"expand {group + 1}/{options.campaign_groups} users {shard + 1}/{options.shards}")
+                parts.append(made.outputs["output"])
+        merge = task("merge_audiences", cluster, options.caching, parts=parts, top_n=params["top_n"],
+                     audiences=params["audiences"])
+        merge.set_display_name("merge audiences")
 
     return body

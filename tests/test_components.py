@@ -1,4 +1,5 @@
-"""The components are generated from the Step classes: both shells show each step's interface as declared."""
+"""The components are generated from the Step classes into checked-in files: both shells show each step's
+interface and shell facts as declared."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import json
 import os
 import re
 import subprocess
+import traceback
 from pathlib import Path
 
 import pytest
 
-from components import torchx_components
-from components.kfp_components import component_source, kfp_component
-from components.spec import CLI_MODULE, CONSOLE_SCRIPT, CPU_IMAGE, CUDA_IMAGE, SPECS
+from components import generate, kfp_components, torchx_components
+from components.kfp_tasks import component
+from components.spec import CLI_MODULE, CONSOLE_SCRIPT, CPU_IMAGE, CUDA_IMAGE, MAX_FAN_IN, command
 from metaheac import __version__
 from metaheac.steps.registry import STEPS
 from tests.pipeline_helpers import ROOT
@@ -23,8 +25,18 @@ from tests.pipeline_helpers import ROOT
 KFP_TYPES = {str: "String", int: "Integer", float: "Float", bool: "Boolean"}
 
 
-def test_one_spec_per_step_running_the_console_script() -> None:
-    assert set(SPECS) == set(STEPS)
+def test_generated_components_are_current() -> None:
+    assert generate.main(["--check"]) == 0, "run `python -m components.generate`"
+
+
+def test_every_step_declares_facts_about_its_own_arguments() -> None:
+    for step in STEPS.values():
+        names = {a.name for a in step.arguments()}
+        assert set(step.artifacts) <= names, step.name
+        assert not set(step.published) & names, step.name
+
+
+def test_one_component_per_step_running_the_console_script() -> None:
     entry_points = configparser.ConfigParser()
     entry_points.read(ROOT / "setup.cfg")
     scripts = dict(
@@ -32,65 +44,80 @@ def test_one_spec_per_step_running_the_console_script() -> None:
     )
     assert scripts[CONSOLE_SCRIPT] == f"{CLI_MODULE}:main"
     step = STEPS["preprocess"](input="raw", output="dataset")
-    assert SPECS["preprocess"].command(input="raw", output="dataset") == [CONSOLE_SCRIPT, *step.to_argv()]
+    assert command("preprocess", {"input": "raw", "output": "dataset"}) == [CONSOLE_SCRIPT, *step.to_argv()]
+    for module in (kfp_components, torchx_components):
+        defined = {n.name for n in ast.parse(Path(module.__file__).read_text()).body if isinstance(n, ast.FunctionDef)}
+        assert defined == set(STEPS), module.__name__
 
 
 @pytest.mark.parametrize("name", sorted(STEPS))
 def test_kfp_component_has_the_step_interface(name: str) -> None:
-    spec = SPECS[name]
-    component = kfp_component(spec).component_spec
-    inputs, outputs = component.inputs or {}, component.outputs or {}
-    assert component.description == " ".join(spec.step.__doc__.split())
-    for argument in spec.parameters():
+    step = STEPS[name]
+    spec = component(name, CPU_IMAGE).component_spec
+    inputs, outputs = spec.inputs or {}, spec.outputs or {}
+    assert spec.description == " ".join(step.__doc__.split())
+    for argument in step.parameters():
         given = inputs[argument.name]
-        assert given.type == KFP_TYPES[argument.kind]
+        assert given.type == ("String" if argument.optional else KFP_TYPES[argument.kind])
         assert given.optional == (not argument.required)
         if not argument.required:
             assert given.default == argument.default
         assert " ".join(argument.help.split()) in given.description
     artifact_inputs = set()
-    for argument_name, artifact in spec.artifacts.items():
+    for argument_name, artifact in step.artifacts.items():
         name = f"{argument_name}_0" if artifact.many else argument_name  # numbered inputs, see below
         side = outputs if artifact.output else inputs
-        assert side[name].type == f"{artifact.kind.schema_title}@{artifact.kind.schema_version}"
+        assert side[name].type == f"system.{artifact.kind}@0.0.1"
         artifact_inputs |= set() if artifact.output else {name}
-    for published_name, extra in spec.published.items():
-        assert outputs[published_name].type.startswith(extra.kind.schema_title)
-    expected = {a.name for a in spec.parameters()} | artifact_inputs
+    for published_name, extra in step.published.items():
+        assert outputs[published_name].type.startswith(f"system.{extra.kind}")
+    expected = {a.name for a in step.parameters()} | artifact_inputs
     assert set(inputs) == expected
-    assert set(outputs) == {n for n, a in spec.artifacts.items() if a.output} | set(spec.published)
+    assert set(outputs) == {n for n, a in step.artifacts.items() if a.output} | set(step.published)
 
 
 @pytest.mark.parametrize("name", sorted(STEPS))
 def test_kfp_component_runs_the_step_in_our_image(name: str) -> None:
-    spec = SPECS[name]
-    container = kfp_component(spec).component_spec.implementation.container
-    assert container.image == spec.container_image
+    container = component(name, "reg/metaheac:1").component_spec.implementation.container
+    assert container.image == "reg/metaheac:1"
     source = container.command[-1]  # KFP's launcher script gets the module source as its last argument
     ast.parse(source)
     assert "def run_metaheac_step(" in source
-    assert f"run_metaheac_step({name!r}," in source
+    assert f"run_metaheac_step({name!r}, locals())" in source
     assert "pip install" not in " ".join(container.command)  # the image already holds kfp and metaheac
 
 
-def test_many_artifacts_become_numbered_inputs() -> None:
-    inputs = kfp_component(SPECS["evaluate"], fan_in=3).component_spec.inputs
-    assert {"scores_0", "scores_1", "scores_2"} <= set(inputs) and "scores" not in inputs
-    assert "'scores': [scores_0, scores_1, scores_2]" in component_source(SPECS["evaluate"], fan_in=3)
+def test_many_artifacts_become_the_numbered_inputs_a_pipeline_wires() -> None:
+    inputs = component("evaluate", CPU_IMAGE, fan_in=3).component_spec.inputs
+    assert {"scores_0", "scores_1", "scores_2"} <= set(inputs) and not {"scores", "scores_3"} & set(inputs)
+    assert {f"scores_{i}" for i in range(MAX_FAN_IN)} <= set(inspect.signature(kfp_components.evaluate).parameters)
+    with pytest.raises(ValueError, match=f"at most {MAX_FAN_IN}"):
+        component("evaluate", CPU_IMAGE, fan_in=MAX_FAN_IN + 1)
+
+
+def test_a_component_traceback_points_at_its_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(step: str, values: dict) -> None:
+        raise RuntimeError(step)
+
+    monkeypatch.setattr(kfp_components, "run_metaheac_step", fail)  # the container's runtime, not here
+    with pytest.raises(RuntimeError) as raised:
+        kfp_components.generate(output=None)
+    frames = traceback.extract_tb(raised.value.__traceback__)
+    assert any(f.filename.endswith("components/kfp_components.py") and f.name == "generate" for f in frames)
 
 
 @pytest.mark.parametrize("name", sorted(STEPS))
 def test_torchx_component_has_the_step_interface(name: str) -> None:
-    spec, component = SPECS[name], getattr(torchx_components, name)
-    parameters = inspect.signature(component).parameters
-    launch = ["image", "j"] if spec.distributed else ["image"]
-    assert list(parameters) == [a.name for a in spec.step.arguments()] + launch
-    for argument in spec.step.arguments():
+    step, component_function = STEPS[name], getattr(torchx_components, name)
+    parameters = inspect.signature(component_function).parameters
+    launch = ["image", "j"] if step.distributed else ["image"]
+    assert list(parameters) == [a.name for a in step.arguments()] + launch
+    for argument in step.arguments():
         parameter = parameters[argument.name]
-        assert parameter.annotation is argument.kind
+        assert parameter.annotation == (argument.kind | None if argument.optional else argument.kind)
         assert parameter.default == (inspect.Parameter.empty if argument.required else argument.default)
-        assert " ".join(argument.help.split()) in component.__doc__
-    assert component.__doc__.startswith(spec.step.__doc__.strip())
+        assert " ".join(argument.help.split()) in " ".join(component_function.__doc__.split())
+    assert " ".join(component_function.__doc__.split()).startswith(" ".join(step.__doc__.split()))
 
 
 def test_torchx_component_runs_the_step_cli() -> None:
@@ -99,9 +126,15 @@ def test_torchx_component_runs_the_step_cli() -> None:
     assert role.entrypoint == CONSOLE_SCRIPT
     step = STEPS["preprocess"](input="gs://b/raw", output="gs://b/dataset", source="official", seed=7)
     assert role.args == step.to_argv()
-    assert role.image == SPECS["preprocess"].image
-    assert role.resource.memMB == STEPS["preprocess"].memory_gb * 1024
-    assert role.resource.cpu == STEPS["preprocess"].cpu
+    assert role.image == CPU_IMAGE
+    assert role.resource.memMB == STEPS["preprocess"].resources.memory_gb * 1024
+    assert role.resource.cpu == STEPS["preprocess"].resources.cpu
+
+
+def test_optional_arguments_are_left_out_unless_given() -> None:
+    (role,) = torchx_components.expand(dataset="d", model="m", seeds="s.txt", output="a.parquet", aid=7).roles
+    assert role.args[role.args.index("--aid") + 1] == "7" and "--ad-fields" not in role.args
+    assert "--negatives" not in role.args
 
 
 def test_torchx_component_checks_choices() -> None:
@@ -110,22 +143,13 @@ def test_torchx_component_checks_choices() -> None:
 
 
 def test_distributed_step_runs_under_torchrun() -> None:
-    spec = SPECS["train"]
-    arguments = {a.name: "x" for a in spec.step.arguments() if a.required}
-    app = getattr(torchx_components, spec.name)(**arguments, j="1x2")
+    app = torchx_components.train(dataset="x", output="y", j="1x2")
     (role,) = app.roles
-    command = role.args[-1]
-    assert command.startswith("torchrun ")
-    assert "--nproc_per_node 2" in command
-    assert f"-m {CLI_MODULE} {spec.name} " in command
-    assert role.resource.gpu == spec.gpu
-
-
-def test_every_step_has_a_torchx_placeholder() -> None:
-    """TorchX lints the file's source: a step without its literal def could not be run with `torchx run`."""
-    tree = ast.parse((ROOT / "components" / "torchx_components.py").read_text())
-    placeholders = {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and not node.args.args}
-    assert placeholders == set(STEPS), "one `def <step>() -> specs.AppDef: ...` line per step in torchx_components.py"
+    command_line = role.args[-1]
+    assert command_line.startswith("torchrun ")
+    assert "--nproc_per_node 2" in command_line
+    assert f"-m {CLI_MODULE} train " in command_line
+    assert role.resource.gpu == STEPS["train"].resources_for({"method": "MetaHeac"}).gpu
 
 
 def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -142,7 +166,7 @@ def test_image_runs_the_components_command_as_non_root() -> None:
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), "the base is pinned by its full tag"
     assert f"FROM {base}@sha256:<digest>" in dockerfile.read_text(), "the digest to pin is spelled out"
     (entrypoint,) = [json.loads(args) for op, args in instructions if op == "ENTRYPOINT"]
-    assert entrypoint == [CONSOLE_SCRIPT] == SPECS["preprocess"].command(input="a", output="b")[:1]
+    assert entrypoint == [CONSOLE_SCRIPT] == command("preprocess", {"input": "a", "output": "b"})[:1]
     (user,) = [args for op, args in instructions if op == "USER"]
     assert int(user) > 0
     installs = [args for op, args in instructions if op == "RUN" and "pip install" in args]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.spec import SPECS
+from components.spec import CPU_IMAGE
 from metaheac.steps.registry import STEPS
 from pipelines.cli import main
 from pipelines.dag import DagOptions, pipeline_parameters
@@ -86,8 +86,8 @@ def test_train_requests_a_gpu_on_the_node_pool(tmp_path: Path) -> None:
     for task in ("preprocess", "adapt", "evaluate"):
         container = executors[executor[task]]["container"]
         assert "accelerator" not in container["resources"]
-        assert container["resources"]["memoryRequest"] == STEPS[task].memory_gb
-        assert container["image"] == SPECS[task].image
+        assert container["resources"]["memoryRequest"] == STEPS[task].resources.memory_gb
+        assert container["image"] == CPU_IMAGE
     assert set(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == {executor["train"],
                                                                                         executor["train-2"]}
 
@@ -108,10 +108,10 @@ def test_parameters_come_from_the_steps(tmp_path: Path) -> None:
     expected = {p.name: p for p, _ in pipeline_parameters(DagOptions())}
     assert set(declared) == set(expected)
     for step in ("generate", "preprocess", "train", "adapt", "evaluate"):
-        for argument in SPECS[step].parameters():
+        for argument in STEPS[step].parameters():
             name = f"{step}_{argument.name}"
             if name in declared and not argument.required:
-                assert declared[name]["defaultValue"] == argument.default
+                assert declared[name]["defaultValue"] == ("" if argument.optional else argument.default)
     assert "train_method" not in declared and "adapt_shard" not in declared  # set by the DAG itself
 
 

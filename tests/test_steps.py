@@ -1,12 +1,15 @@
 """The steps through the CLI, on a small generated dataset: the chain, its outputs, and expand's errors."""
 
+import dataclasses
 import json
+from typing import ClassVar
 
 import pandas as pd
 import pytest
 
 from metaheac.cli import main, parse_step
 from metaheac.data.dataset import load_campaign_frame
+from metaheac.steps.base import Step, arg
 from metaheac.steps.engine import Adapt, Evaluate, Train
 from metaheac.steps.registry import STEPS
 
@@ -93,6 +96,27 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
                                   Evaluate(scores="a,b", output="o")])
 def test_to_argv_round_trips_through_the_cli(step):
     assert parse_step(step.to_argv()) == step
+
+
+def test_optional_arguments_are_none_unless_given():
+    step = parse_step(["train", "--dataset", "d", "--output", "o"])
+    assert step.max_steps is None and step.checkpoint is None
+    assert "--max-steps" not in step.to_argv() and "--checkpoint" not in step.to_argv()
+    assert parse_step(["train", "--dataset", "d", "--output", "o", "--max-steps", "0"]).max_steps == 0
+    (max_steps,) = [a for a in Train.arguments() if a.name == "max_steps"]
+    assert (max_steps.kind, max_steps.optional, max_steps.required) == (int, True, False)
+    with pytest.raises(SystemExit):
+        parse_step(["train", "--dataset", "d", "--output", "o", "--max-steps", "many"])
+
+
+def test_a_step_argument_type_the_shells_cannot_carry_is_refused():
+    @dataclasses.dataclass
+    class Odd(Step):
+        name: ClassVar[str] = "odd"
+        flag: bool | None = arg(None, help="an optional flag")
+
+    with pytest.raises(TypeError, match="step argument flag"):
+        Odd.arguments()
 
 
 def test_every_step_has_help_for_every_argument():

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.spec import SPECS
 from metaheac.cli import main as metaheac
+from metaheac.steps.registry import STEPS
 from tests.pipeline_helpers import ROOT, TINY_PARAMS, venv_env
 
 COMPONENTS = "components/torchx_components.py"
@@ -28,8 +28,8 @@ def test_help_is_the_step_interface(tmp_path: Path) -> None:
     done = torchx(tmp_path, "preprocess", "--help")
     assert done.returncode == 0, done.stderr
     help_text = " ".join(done.stdout.split())
-    assert " ".join(SPECS["preprocess"].step.__doc__.split()) in help_text
-    for argument in SPECS["preprocess"].step.arguments():
+    assert " ".join(STEPS["preprocess"].__doc__.split()) in help_text
+    for argument in STEPS["preprocess"].arguments():
         assert f"--{argument.name}" in help_text
         assert " ".join(argument.help.split()) in help_text
         assert ("(required)" if argument.required else f"(default: {argument.default})") in help_text

@@ -1,10 +1,13 @@
-"""A pipeline step: a dataclass of typed arguments plus `run`. The CLI, the TorchX components and
-the KFP components are all generated from these classes, so a step's interface is written once."""
+"""A pipeline step: a dataclass of typed arguments plus `run`, and the facts its shells need, declared once
+on the class (artifacts, published outputs, distributed, cached, resources). The CLI is built from these
+classes and `components/generate.py` writes the TorchX and KFP components from them."""
 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -14,22 +17,62 @@ def arg(default: Any = dataclasses.MISSING, help: str = "") -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """A step argument that is the URI of an artifact another step reads or writes; `kind` names its KFP
+    type (steps import no orchestration code)."""
+
+    kind: Literal["Dataset", "Model", "Artifact"]
+    output: bool = False
+    many: bool = False  # a comma-separated list of URIs, one per upstream task
+
+
+@dataclass(frozen=True)
+class Published:
+    """An extra KFP output artifact, filled after the step from a file of its output folder."""
+
+    kind: Literal["Metrics", "ClassificationMetrics", "HTML"]
+    file: str
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a cluster gives one task of the step."""
+
+    cpu: int = 2
+    memory_gb: int = 8
+    gpu: int = 0
+
+
 @dataclass
 class Step:
-    """Base of every step. Subclasses set `name` and the resources a cluster should give them."""
+    """Base of every step. A subclass sets `name` and, where they differ from these defaults, its shell facts."""
 
     name: ClassVar[str]
-    cpu: ClassVar[int] = 2
-    memory_gb: ClassVar[int] = 8
-    gpu: ClassVar[int] = 0
+    artifacts: ClassVar[Mapping[str, Artifact]] = {}  # arguments that are artifact URIs; the rest are parameters
+    published: ClassVar[Mapping[str, Published]] = {}
+    distributed: ClassVar[bool] = False  # runs under torchrun: one process per GPU, gradients averaged
+    cached: ClassVar[bool] = True  # a pipeline may reuse a result whose inputs and arguments are unchanged
+    resources: ClassVar[Resources] = Resources()
 
     def run(self) -> dict:
         raise NotImplementedError
 
     @classmethod
+    def resources_for(cls, arguments: Mapping[str, Any]) -> Resources:
+        """The resources of a task with these (compile-time) arguments; a step whose needs depend on them
+        (train: only meta-training wants a GPU) overrides this."""
+        return cls.resources
+
+    @classmethod
     def arguments(cls) -> list[Argument]:
         hints = typing.get_type_hints(cls)
         return [Argument.of(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def parameters(cls) -> list[Argument]:
+        """The arguments that are plain values, not artifacts."""
+        return [a for a in cls.arguments() if a.name not in cls.artifacts]
 
     def to_argv(self) -> list[str]:
         """The CLI arguments that reproduce this step: `metaheac <name> <argv>`."""
@@ -50,6 +93,7 @@ class Argument:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    optional: bool = False  # `int | None`, `str | None`: None means "not given"
 
     @property
     def flag(self) -> str:
@@ -62,9 +106,17 @@ class Argument:
     @classmethod
     def of(cls, f: dataclasses.Field, hint: Any) -> Argument:
         choices = None
+        optional = False
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            inner = [t for t in typing.get_args(hint) if t is not type(None)]
+            optional = len(inner) == 1 and len(typing.get_args(hint)) == 2
+            hint = inner[0] if optional else hint
         if typing.get_origin(hint) is Literal:
             choices = typing.get_args(hint)
             hint = type(choices[0])
-        if hint not in (str, int, float, bool):
-            raise TypeError(f"step argument {f.name}: type {hint} is not str, int, float, bool or a Literal")
-        return cls(f.name, hint, f.default, f.metadata.get("help", ""), choices)
+        if hint not in (str, int, float, bool) or (optional and (hint is bool or choices)):
+            raise TypeError(f"step argument {f.name}: type {hint} is not str, int, float, bool, a Literal or "
+                            "`int | None`, `float | None`, `str | None`")
+        if optional and f.default is not None:
+            raise TypeError(f"step argument {f.name}: an optional argument defaults to None")
+        return cls(f.name, hint, f.default, f.metadata.get("help", ""), choices, optional)

@@ -26,7 +26,7 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.store import save_model
 from metaheac.registry import resolve_model
 from metaheac.seedsets import read_uids
-from metaheac.steps.base import Step, arg
+from metaheac.steps.base import Artifact, Published, Resources, Step, arg
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import process_group, world
 from metaheac.training.joint import JointTrainConfig
@@ -45,19 +45,20 @@ class Train(Step):
     """Train one method's general model on the training campaigns (MetaHeac: meta-training, GPU)."""
 
     name: ClassVar[str] = "train"
-    gpu: ClassVar[int] = 1
-    memory_gb: ClassVar[int] = 32
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "output": Artifact("Model", output=True)}
+    distributed: ClassVar = True
+    resources: ClassVar = Resources(memory_gb=32, gpu=1)
     dataset: str = arg(help="canonical dataset URI (from `preprocess`)")
     output: str = arg(help="folder to write the general model into (model.pt + config.json)")
     method: str = arg("MetaHeac", help=f"one of: {', '.join(METHODS)}")
     epochs: int = arg(_META.epochs, help="passes over the training campaigns' seed rows")
-    max_steps: int = arg(0, help="stop after this many steps (0: no cap)")
+    max_steps: int | None = arg(None, help="stop after this many steps (default: no cap)")
     task_count: int = arg(_META.task_count, help="campaigns per meta-step")
     batch_size: int = arg(_META.batch_size, help="rows per support / query / joint batch")
     embedding_dim: int = arg(_MODEL.embedding_dim, help="embedding size of every field")
     seed: int = arg(_META.seed, help="seeds the initialisation and the task sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
-    checkpoint: str = arg("", help="folder for checkpoints (default: OUTPUT/checkpoint); resumes from it")
+    checkpoint: str | None = arg(None, help="folder for checkpoints (default: OUTPUT/checkpoint); resumes from it")
 
     def run(self) -> dict:
         started = time.perf_counter()
@@ -68,7 +69,7 @@ class Train(Step):
             rank, world_size = world()
             if world_size > 1 and spec.training != "meta":
                 raise InputError(f"{self.method} trains in one process: only meta-training is data-parallel")
-            max_steps = self.max_steps or None
+            max_steps = self.max_steps
             # Under torchrun an epoch stays ceil(rows / batch_size) meta-steps, each of the global batch:
             # world_size * task_count tasks (every rank trains on task_count of them).
             meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=max_steps, task_count=self.task_count,
@@ -78,7 +79,7 @@ class Train(Step):
             model_config = dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
             model = spec.train(
                 features, rows, model_config, meta, joint, seed=self.seed,
-                checkpoint_uri=self.checkpoint or storage.join(self.output, "checkpoint"),
+                checkpoint_uri=storage.join(self.output, "checkpoint") if self.checkpoint is None else self.checkpoint,
             )
             info = {
                 "method": self.method,
@@ -100,6 +101,8 @@ class Adapt(Step):
     """Adapt a general model to each test campaign of one shard (stage-1 seeds) and score its stage-2 rows."""
 
     name: ClassVar[str] = "adapt"
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "model": Artifact("Model"),
+                           "output": Artifact("Dataset", output=True)}
     dataset: str = arg(help="canonical dataset URI")
     model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
     output: str = arg(help=f"folder to write {SCORES_FILE} (method, campaign, split, user, label, score)")
@@ -157,9 +160,17 @@ class Evaluate(Step):
     metrics payloads (kfp_metrics.json; kfp_classification.json for MetaHeac, else the first method)."""
 
     name: ClassVar[str] = "evaluate"
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "scores": Artifact("Dataset", many=True),
+                           "output": Artifact("Artifact", output=True)}
+    # also shown as KFP's own metric and HTML artifacts in the run's UI
+    published: ClassVar = {"metrics": Published("Metrics", "kfp_metrics.json"),
+                           "classification": Published("ClassificationMetrics", "kfp_classification.json"),
+                           "report": Published("HTML", "report.html")}
+    # cheap, and its report is the run's result: a recurring run shows its own report, not an earlier one
+    cached: ClassVar = False
     scores: str = arg(help="comma-separated folders holding the scores written by `adapt`")
     output: str = arg(help="folder to write metrics.json, kfp_metrics.json, table.txt and report.html into")
-    dataset: str = arg("", help="the dataset URI, named in the report")
+    dataset: str | None = arg(None, help="the dataset URI, named in the report")
     title: str = arg("MetaHeac audience expansion: evaluation", help="the report's title")
 
     def run(self) -> dict:
@@ -193,28 +204,32 @@ class Expand(Step):
     """Expand one campaign's seed set: adapt the general model to the seeds and write the top-N audience."""
 
     name: ClassVar[str] = "expand"
+    # the seed and negative users stay URI parameters: they come from outside any pipeline
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "model": Artifact("Model"),
+                           "output": Artifact("Dataset", output=True)}
     dataset: str = arg(help="canonical dataset URI: its users are the candidates")
     model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
     seeds: str = arg(help="seed users (positives): a text file with one uid a line, or Parquet with a `uid` column")
     output: str = arg(help="Parquet file to write the audience into (uid, score), best first")
-    aid: int = arg(-1, help="an existing campaign's aid (or give --ad-fields for a new campaign)")
-    ad_fields: str = arg("", help="a new campaign's raw ad fields, e.g. advertiserId=12,adCategoryId=3,...")
-    negatives: str = arg("", help="known non-converting users (same formats); sampled from the users if empty")
+    aid: int | None = arg(None, help="an existing campaign's aid (or give --ad-fields for a new campaign)")
+    ad_fields: str | None = arg(None, help="a new campaign's raw ad fields, e.g. advertiserId=12,adCategoryId=3,...")
+    negatives: str | None = arg(None, help="known non-converting users (same formats); sampled from the users if "
+                                "not given")
     top_n: int = arg(10_000, help="audience size")
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
 
     def run(self) -> dict:
-        if (self.aid >= 0) == bool(self.ad_fields):
+        if (self.aid is None) == (self.ad_fields is None):
             raise InputError("give exactly one of --aid (an existing campaign) and --ad-fields (a new one)")
         device = resolve_device(self.device)
         model, info = load_model(resolve_model(self.model).uri, device=device)
         features = load_features(self.dataset).to(device)
-        campaign = {"aid": self.aid} if self.aid >= 0 else _ad_fields(self.ad_fields)
+        campaign = {"aid": self.aid} if self.aid is not None else _ad_fields(self.ad_fields or "")
         try:
             audience = expand(
                 model, features, campaign, read_uids(self.seeds),
-                read_uids(self.negatives) if self.negatives else None, self.top_n,
+                read_uids(self.negatives) if self.negatives is not None else None, self.top_n,
                 ExpandConfig(adapt=method(info["method"]).adapt_config(dataclasses.replace(_ADAPT, seed=self.seed))),
                 load_campaign_vocab(self.dataset),
             )

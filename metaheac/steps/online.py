@@ -21,7 +21,7 @@ from metaheac.expand import ExpandConfig, load_campaign_vocab
 from metaheac.methods import load_model, method
 from metaheac.registry import DEFAULT_NAME, publish, resolve_model
 from metaheac.seedsets import list_seed_sets
-from metaheac.steps.base import Step, arg
+from metaheac.steps.base import Artifact, Published, Step, arg
 
 STATUS_FILE = "status.json"  # a shard's: the model version and every campaign's status
 SUMMARY_FILES = ("summary.json", "kfp_metrics.json", "summary.html")
@@ -38,6 +38,8 @@ class Publish(Step):
     """Publish a trained general model to the registry as a new version, then point LATEST at it."""
 
     name: ClassVar[str] = "publish"
+    artifacts: ClassVar = {"model": Artifact("Model"), "dataset": Artifact("Dataset"), "metrics": Artifact("Artifact")}
+    cached: ClassVar = False  # a cached task would not publish this run's model
     model: str = arg(help="the model folder to publish (from `train`)")
     registry: str = arg(help="registry root (local or gs://): versions go to REGISTRY/NAME/VERSION")
     model_name: str = arg(DEFAULT_NAME, help="the model's name in the registry")
@@ -58,7 +60,10 @@ class ExpandShard(Step):
     campaign alone, in status.json."""
 
     name: ClassVar[str] = "expand_shard"
-    memory_gb: ClassVar[int] = 8
+    # the model (a registry URI or latest) and the seed sets (a folder) come from outside the run
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "output": Artifact("Dataset", output=True)}
+    # the seed-set folder and `latest` keep their URIs while what they hold changes
+    cached: ClassVar = False
     dataset: str = arg(help="canonical dataset URI: its users are the candidates")
     model: str = arg(help="general model: a registry URI, latest, or a model folder (metaheac.registry)")
     seeds: str = arg(help="seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)")
@@ -120,6 +125,10 @@ class MergeAudiences(Step):
     summary.json, kfp_metrics.json (KFP Metrics) and summary.html."""
 
     name: ClassVar[str] = "merge_audiences"
+    artifacts: ClassVar = {"parts": Artifact("Dataset", many=True), "output": Artifact("Dataset", output=True)}
+    published: ClassVar = {"metrics": Published("Metrics", "kfp_metrics.json"),
+                           "report": Published("HTML", "summary.html")}
+    cached: ClassVar = False
     parts: str = arg(help="comma-separated folders written by `expand_shard`")
     output: str = arg(help="folder to write audiences/<campaign>.parquet and the summary into")
     top_n: int = arg(10_000, help="audience size per campaign")

@@ -10,7 +10,7 @@ from metaheac import storage
 from metaheac.data.config import PreprocessConfig
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
-from metaheac.steps.base import Step, arg
+from metaheac.steps.base import Artifact, Resources, Step, arg
 
 _DEFAULTS = PreprocessConfig()
 
@@ -20,6 +20,7 @@ class Generate(Step):
     """Write a synthetic dataset in the raw Tencent Look-alike format, with planted structure."""
 
     name: ClassVar[str] = "generate"
+    artifacts: ClassVar = {"output": Artifact("Dataset", output=True)}
     output: str = arg(help="folder (local or gs://) to write userFeature.data, adFeature.csv, train.csv, "
                       "test1_truth.csv into")
     users: int = arg(20_000, help="number of users")
@@ -37,7 +38,8 @@ class Preprocess(Step):
     """Turn raw Tencent files (or the official processed pickles) into the canonical dataset."""
 
     name: ClassVar[str] = "preprocess"
-    memory_gb: ClassVar[int] = 16
+    artifacts: ClassVar = {"input": Artifact("Dataset"), "output": Artifact("Dataset", output=True)}
+    resources: ClassVar = Resources(memory_gb=16)
     input: str = arg(help="folder (local, gs:// or /gcs/) holding the input files")
     output: str = arg(help="dataset folder to write (local, gs:// or /gcs/); published atomically")
     source: Literal["raw", "official"] = arg("raw", help="raw Tencent files, or the official pickles")

@@ -1,0 +1,35 @@
+"""The TorchX AppDef of a step run: what every function of torchx_components.py returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchx import specs
+from torchx.components import dist
+
+from components.spec import CLI_MODULE, command, image_for
+from metaheac.steps.registry import STEPS
+
+
+def app(step: str, given: Mapping[str, Any]) -> specs.AppDef:
+    """`given`: a component's arguments (its `locals()`): the step's arguments, then `image` and, for a
+    distributed step, `j`."""
+    values = dict(given)
+    image, j = values.pop("image"), values.pop("j", None)
+    cls = STEPS[step]
+    for argument in cls.arguments():
+        value = values[argument.name]
+        if argument.choices and value not in argument.choices:
+            raise ValueError(f"--{argument.name}: {value!r} is not one of {', '.join(argument.choices)}")
+    resources = cls.resources_for(values)
+    argv = command(step, values)
+    resource = {"cpu": resources.cpu, "gpu": resources.gpu, "memMB": resources.memory_gb * 1024}
+    image = image or image_for(resources)
+    if cls.distributed:
+        # torchrun -m metaheac.cli <argv>: the console script's module, one process per rank
+        app = dist.ddp(*argv[1:], m=CLI_MODULE, image=image, name=step, j=j or "1x1", **resource)
+        app.roles[0].name = step
+        return app
+    role = specs.Role(name=step, image=image, entrypoint=argv[0], args=argv[1:], resource=specs.Resource(**resource))
+    return specs.AppDef(name=step, roles=[role])
