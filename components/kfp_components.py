@@ -110,7 +110,7 @@ def adapt(
 
     Args:
         dataset: canonical dataset URI
-        model: general model folder (from `train`)
+        model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
         output: folder to write scores.parquet (method, campaign, split, user, label, score)
         shard: which shard of the test campaigns to adapt (0-based)
         shards: how many shards the test campaigns are split into
@@ -228,7 +228,7 @@ def expand(
 
     Args:
         dataset: canonical dataset URI: its users are the candidates
-        model: general model folder (from `train`)
+        model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
         output: Parquet file to write the audience into (uid, score), best first
         seeds: seed users (positives): a text file with one uid a line, or Parquet with a `uid` column
         aid: an existing campaign's aid (or give --ad-fields for a new campaign)
@@ -263,3 +263,139 @@ def demo(
         device: auto (CUDA when present), cpu or cuda
     """
     run_metaheac_step('demo', locals())
+
+
+def publish(
+    model: Input[Model],
+    dataset: Input[Dataset],
+    metrics: Input[Artifact],
+    registry: str,
+    model_name: str = 'metaheac',
+    run_id: str = '',
+):
+    """Publish a trained general model to the registry as a new version, then point LATEST at it.
+
+    Args:
+        model: the model folder to publish (from `train`)
+        dataset: the dataset it was trained on (its fingerprint is recorded)
+        metrics: an evaluate output folder: its kfp_metrics.json is recorded
+        registry: registry root (local or gs://): versions go to REGISTRY/NAME/VERSION
+        model_name: the model's name in the registry
+        run_id: the pipeline run that trained it
+    """
+    run_metaheac_step('publish', locals())
+
+
+def expand_shard(
+    dataset: Input[Dataset],
+    output: Output[Dataset],
+    model: str,
+    seeds: str,
+    top_n: int = 10000,
+    shard: int = 0,
+    shards: int = 1,
+    group: int = 0,
+    groups: int = 1,
+    audiences: str = '',
+    seed: int = 2020,
+):
+    """Adapt the general model to each campaign of a seed-set folder (one group of them) and keep each campaign's top N among one shard of the user base (read by row group); a bad seed set fails its campaign alone, in status.json.
+
+    Args:
+        dataset: canonical dataset URI: its users are the candidates
+        output: folder to write status.json and each campaign's shard top (<campaign>.parquet)
+        model: general model: a registry URI, latest, or a model folder (metaheac.registry)
+        seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)
+        top_n: audience size per campaign
+        shard: which shard of the users (0-based): a contiguous block of row groups
+        shards: how many shards the users are split into
+        group: which group of the campaigns (0-based): every GROUPS-th by name
+        groups: how many groups the campaigns are split into
+        audiences: stable audiences folder: a campaign already written there for this model version is skipped
+        seed: seeds the adaptation and the negative sampling
+    """
+    run_metaheac_step('expand_shard', locals())
+
+
+def merge_audiences(
+    output: Output[Dataset],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    parts_0: Optional[Input[Dataset]] = None,
+    parts_1: Optional[Input[Dataset]] = None,
+    parts_2: Optional[Input[Dataset]] = None,
+    parts_3: Optional[Input[Dataset]] = None,
+    parts_4: Optional[Input[Dataset]] = None,
+    parts_5: Optional[Input[Dataset]] = None,
+    parts_6: Optional[Input[Dataset]] = None,
+    parts_7: Optional[Input[Dataset]] = None,
+    parts_8: Optional[Input[Dataset]] = None,
+    parts_9: Optional[Input[Dataset]] = None,
+    parts_10: Optional[Input[Dataset]] = None,
+    parts_11: Optional[Input[Dataset]] = None,
+    parts_12: Optional[Input[Dataset]] = None,
+    parts_13: Optional[Input[Dataset]] = None,
+    parts_14: Optional[Input[Dataset]] = None,
+    parts_15: Optional[Input[Dataset]] = None,
+    parts_16: Optional[Input[Dataset]] = None,
+    parts_17: Optional[Input[Dataset]] = None,
+    parts_18: Optional[Input[Dataset]] = None,
+    parts_19: Optional[Input[Dataset]] = None,
+    parts_20: Optional[Input[Dataset]] = None,
+    parts_21: Optional[Input[Dataset]] = None,
+    parts_22: Optional[Input[Dataset]] = None,
+    parts_23: Optional[Input[Dataset]] = None,
+    parts_24: Optional[Input[Dataset]] = None,
+    parts_25: Optional[Input[Dataset]] = None,
+    parts_26: Optional[Input[Dataset]] = None,
+    parts_27: Optional[Input[Dataset]] = None,
+    parts_28: Optional[Input[Dataset]] = None,
+    parts_29: Optional[Input[Dataset]] = None,
+    parts_30: Optional[Input[Dataset]] = None,
+    parts_31: Optional[Input[Dataset]] = None,
+    parts_32: Optional[Input[Dataset]] = None,
+    parts_33: Optional[Input[Dataset]] = None,
+    parts_34: Optional[Input[Dataset]] = None,
+    parts_35: Optional[Input[Dataset]] = None,
+    parts_36: Optional[Input[Dataset]] = None,
+    parts_37: Optional[Input[Dataset]] = None,
+    parts_38: Optional[Input[Dataset]] = None,
+    parts_39: Optional[Input[Dataset]] = None,
+    parts_40: Optional[Input[Dataset]] = None,
+    parts_41: Optional[Input[Dataset]] = None,
+    parts_42: Optional[Input[Dataset]] = None,
+    parts_43: Optional[Input[Dataset]] = None,
+    parts_44: Optional[Input[Dataset]] = None,
+    parts_45: Optional[Input[Dataset]] = None,
+    parts_46: Optional[Input[Dataset]] = None,
+    parts_47: Optional[Input[Dataset]] = None,
+    parts_48: Optional[Input[Dataset]] = None,
+    parts_49: Optional[Input[Dataset]] = None,
+    parts_50: Optional[Input[Dataset]] = None,
+    parts_51: Optional[Input[Dataset]] = None,
+    parts_52: Optional[Input[Dataset]] = None,
+    parts_53: Optional[Input[Dataset]] = None,
+    parts_54: Optional[Input[Dataset]] = None,
+    parts_55: Optional[Input[Dataset]] = None,
+    parts_56: Optional[Input[Dataset]] = None,
+    parts_57: Optional[Input[Dataset]] = None,
+    parts_58: Optional[Input[Dataset]] = None,
+    parts_59: Optional[Input[Dataset]] = None,
+    parts_60: Optional[Input[Dataset]] = None,
+    parts_61: Optional[Input[Dataset]] = None,
+    parts_62: Optional[Input[Dataset]] = None,
+    parts_63: Optional[Input[Dataset]] = None,
+    top_n: int = 10000,
+    audiences: str = '',
+):
+    """Merge the shards' tops into each campaign's audience (uid, score, rank) and summarize the run: summary.json, kfp_metrics.json (KFP Metrics) and summary.html.
+
+    Args:
+        output: folder to write audiences/<campaign>.parquet and the summary into
+        metrics: Metrics from kfp_metrics.json of the step's output
+        report: HTML from summary.html of the step's output
+        parts_0: comma-separated folders written by `expand_shard` (one input per upstream task: parts_0 to parts_63)
+        top_n: audience size per campaign
+        audiences: stable audiences folder: each audience is also written there, per model version
+    """
+    run_metaheac_step('merge_audiences', locals())

@@ -134,7 +134,7 @@ def adapt(
 
     Args:
         dataset: canonical dataset URI
-        model: general model folder (from `train`)
+        model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
         output: folder to write scores.parquet (method, campaign, split, user, label, score)
         shard: which shard of the test campaigns to adapt (0-based)
         shards: how many shards the test campaigns are split into
@@ -189,7 +189,7 @@ def expand(
 
     Args:
         dataset: canonical dataset URI: its users are the candidates
-        model: general model folder (from `train`)
+        model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
         seeds: seed users (positives): a text file with one uid a line, or Parquet with a `uid` column
         output: Parquet file to write the audience into (uid, score), best first
         aid: an existing campaign's aid (or give --ad-fields for a new campaign)
@@ -228,3 +228,81 @@ def demo(
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
     """
     return app('demo', locals())
+
+
+def publish(
+    *,
+    model: str,
+    registry: str,
+    model_name: str = 'metaheac',
+    dataset: str = '',
+    metrics: str = '',
+    run_id: str = '',
+    image: Optional[str] = None,
+) -> specs.AppDef:
+    """Publish a trained general model to the registry as a new version, then point LATEST at it.
+
+    Args:
+        model: the model folder to publish (from `train`)
+        registry: registry root (local or gs://): versions go to REGISTRY/NAME/VERSION
+        model_name: the model's name in the registry
+        dataset: the dataset it was trained on (its fingerprint is recorded)
+        metrics: an evaluate output folder: its kfp_metrics.json is recorded
+        run_id: the pipeline run that trained it
+        image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+    """
+    return app('publish', locals())
+
+
+def expand_shard(
+    *,
+    dataset: str,
+    model: str,
+    seeds: str,
+    output: str,
+    top_n: int = 10000,
+    shard: int = 0,
+    shards: int = 1,
+    group: int = 0,
+    groups: int = 1,
+    audiences: str = '',
+    seed: int = 2020,
+    image: Optional[str] = None,
+) -> specs.AppDef:
+    """Adapt the general model to each campaign of a seed-set folder (one group of them) and keep each campaign's top N among one shard of the user base (read by row group); a bad seed set fails its campaign alone, in status.json.
+
+    Args:
+        dataset: canonical dataset URI: its users are the candidates
+        model: general model: a registry URI, latest, or a model folder (metaheac.registry)
+        seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)
+        output: folder to write status.json and each campaign's shard top (<campaign>.parquet)
+        top_n: audience size per campaign
+        shard: which shard of the users (0-based): a contiguous block of row groups
+        shards: how many shards the users are split into
+        group: which group of the campaigns (0-based): every GROUPS-th by name
+        groups: how many groups the campaigns are split into
+        audiences: stable audiences folder: a campaign already written there for this model version is skipped
+        seed: seeds the adaptation and the negative sampling
+        image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+    """
+    return app('expand_shard', locals())
+
+
+def merge_audiences(
+    *,
+    parts: str,
+    output: str,
+    top_n: int = 10000,
+    audiences: str = '',
+    image: Optional[str] = None,
+) -> specs.AppDef:
+    """Merge the shards' tops into each campaign's audience (uid, score, rank) and summarize the run: summary.json, kfp_metrics.json (KFP Metrics) and summary.html.
+
+    Args:
+        parts: comma-separated folders written by `expand_shard`
+        output: folder to write audiences/<campaign>.parquet and the summary into
+        top_n: audience size per campaign
+        audiences: stable audiences folder: each audience is also written there, per model version
+        image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+    """
+    return app('merge_audiences', locals())

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metaheac import storage
-from metaheac.adaptation import AdaptConfig, adapt, score
+from metaheac.adaptation import AdaptConfig, AdaptedModel, adapt, score
 from metaheac.data.dataset import CAMPAIGN_VOCAB_FILE
 from metaheac.data.tensors import CampaignTable, Features, Rows
 
@@ -81,10 +81,80 @@ def _with_campaign(features: Features, ids: torch.Tensor) -> tuple[Features, int
     return Features(features.schema, features.users, campaigns), len(c)
 
 
-def _user_indexes(features: Features, uids: np.ndarray) -> tuple[np.ndarray, int]:
-    """Distinct known users' indexes, and how many of the distinct uids are unknown."""
-    positions = pd.Index(features.users.uid).get_indexer(np.unique(np.asarray(uids, dtype=np.int64)))
-    return positions[positions >= 0], int((positions < 0).sum())
+def _user_indexes(index: pd.Index, uids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Distinct known users' indexes (sorted), and how many of the distinct uids are unknown."""
+    positions = index.get_indexer(np.unique(np.asarray(uids, dtype=np.int64)))
+    return np.sort(positions[positions >= 0]), int((positions < 0).sum())
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """The users a campaign adapts on (indexes into the user base) and what was dropped on the way."""
+
+    seeds: np.ndarray  # sorted, distinct
+    negatives: np.ndarray
+    summary: dict
+
+
+def plan_seeds(
+    uid_index: pd.Index,
+    seed_uids: np.ndarray,
+    negative_uids: np.ndarray | None,
+    top_n: int,
+    config: ExpandConfig,
+) -> SeedPlan:
+    """Seeds and negatives as user indexes (`uid_index`: every user's uid, in user order); negatives are
+    `negative_uids` when given, else users drawn (seeded) from the non-seeds. ValueError on a request that
+    cannot be served (no seeds, none known, top_n out of range)."""
+    if len(seed_uids) == 0:
+        raise ValueError("empty seed set: pass at least one seed uid")
+    seeds, unknown_seeds = _user_indexes(uid_index, seed_uids)
+    if not len(seeds):
+        raise ValueError(
+            f"none of the {unknown_seeds} seed uids is a user of this dataset: check the uids or preprocess their users"
+        )
+    n_users = len(uid_index)
+    candidates = n_users - len(seeds)
+    if not 1 <= top_n <= candidates:
+        raise ValueError(f"top_n {top_n} is not in [1, {candidates}], the users that are not seeds: lower top_n")
+    if negative_uids is not None:
+        negatives, unknown_negatives = _user_indexes(uid_index, negative_uids)
+        negatives = negatives[~np.isin(negatives, seeds, assume_unique=True)]  # a seed is a positive, whatever else
+    else:
+        unknown_negatives = 0
+        count = min(round(config.negatives_per_seed * len(seeds)), candidates)
+        rng = np.random.default_rng(config.adapt.seed)
+        # draw among the non-seeds without materialising them: k-th non-seed = k + seeds at or below it
+        picked = rng.choice(candidates, size=count, replace=False)
+        negatives = picked + np.searchsorted(seeds - np.arange(len(seeds)), picked, side="right")
+    summary = {
+        "seed_uids": int(len(np.unique(seed_uids))),
+        "seeds_used": int(len(seeds)),
+        "unknown_seed_uids": unknown_seeds,
+        "negatives_given": negative_uids is not None,
+        "negatives_used": int(len(negatives)),
+        "unknown_negative_uids": unknown_negatives,
+        "candidates": candidates,
+    }
+    return SeedPlan(seeds, negatives, summary)
+
+
+def adapt_to_seeds(
+    general_model: nn.Module,
+    features: Features,
+    campaign_fields: dict[str, int],
+    seeds: np.ndarray,
+    negatives: np.ndarray,
+    config: ExpandConfig,
+    vocab: CampaignVocab | None = None,
+) -> tuple[AdaptedModel, torch.Tensor, list[str]]:
+    """(the model adapted to the campaign on these users of `features`, its field ids, unknown fields)."""
+    ids, existing, unknown_fields = campaign_field_ids(features, campaign_fields, vocab)
+    features, campaign = (features, existing) if existing is not None else _with_campaign(features, ids)
+    user = torch.from_numpy(np.concatenate([seeds, negatives]).astype(np.int64))
+    label = torch.cat([torch.ones(len(seeds)), torch.zeros(len(negatives))])
+    model = adapt(general_model, features, Rows(torch.full_like(user, campaign), user, label), config.adapt)
+    return model, ids, unknown_fields
 
 
 def expand(
@@ -100,51 +170,26 @@ def expand(
     """The top-N non-seed users for the campaign: columns uid, score, by score descending.
 
     Negatives are `negative_uids` when given, else users drawn (seeded) from the non-seeds. What was
-    used and dropped (unknown uids, fields) is in `frame.attrs["summary"]`.
+    used and dropped (unknown uids, fields) is in `frame.attrs["summary"]`. Every user is in memory:
+    `audience.expand_users` streams a user base too large for that.
     """
     config = config or ExpandConfig()
-    if len(seed_uids) == 0:
-        raise ValueError("empty seed set: pass at least one seed uid")
-    seeds, unknown_seeds = _user_indexes(features, seed_uids)
-    if not len(seeds):
-        raise ValueError(
-            f"none of the {unknown_seeds} seed uids is a user of this dataset: check the uids or preprocess their users"
-        )
-    n_users = len(features.users)
-    candidates = n_users - len(seeds)
-    if not 1 <= top_n <= candidates:
-        raise ValueError(f"top_n {top_n} is not in [1, {candidates}], the users that are not seeds: lower top_n")
-    is_seed = np.zeros(n_users, dtype=bool)
-    is_seed[seeds] = True
-    if negative_uids is not None:
-        negatives, unknown_negatives = _user_indexes(features, negative_uids)
-        negatives = negatives[~is_seed[negatives]]  # a seed is a positive, whatever else it is
-    else:
-        unknown_negatives = 0
-        count = min(round(config.negatives_per_seed * len(seeds)), candidates)
-        rng = np.random.default_rng(config.adapt.seed)
-        negatives = rng.choice(np.flatnonzero(~is_seed), size=count, replace=False)
-
-    ids, existing, unknown_fields = campaign_field_ids(features, campaign_fields, vocab)
-    features, campaign = (features, existing) if existing is not None else _with_campaign(features, ids)
-    user = torch.from_numpy(np.concatenate([seeds, negatives]).astype(np.int64))
-    label = torch.cat([torch.ones(len(seeds)), torch.zeros(len(negatives))])
+    plan = plan_seeds(pd.Index(features.users.uid), seed_uids, negative_uids, top_n, config)
     started = time.perf_counter()
-    model = adapt(general_model, features, Rows(torch.full_like(user, campaign), user, label), config.adapt)
+    model, ids, unknown_fields = adapt_to_seeds(
+        general_model, features, campaign_fields, plan.seeds, plan.negatives, config, vocab
+    )
     adapted = time.perf_counter()
-    scores = score(model, features, campaign, torch.arange(n_users), config.adapt.score_batch_size).float().cpu()
+    features, campaign = _with_campaign(features, ids)
+    scores = score(model, features, campaign, torch.arange(len(features.users)), config.adapt.score_batch_size)
     scored = time.perf_counter()
-    top = torch.topk(scores.masked_fill(torch.from_numpy(is_seed), -torch.inf), top_n)
+    is_seed = torch.zeros(len(scores), dtype=torch.bool)
+    is_seed[torch.from_numpy(plan.seeds)] = True
+    top = torch.topk(scores.float().cpu().masked_fill(is_seed, -torch.inf), top_n)
     frame = pd.DataFrame({"uid": features.users.uid[top.indices.numpy()], "score": top.values.numpy()})
     frame.attrs["summary"] = {
-        "seed_uids": int(len(np.unique(seed_uids))),
-        "seeds_used": int(len(seeds)),
-        "unknown_seed_uids": unknown_seeds,
-        "negatives_given": negative_uids is not None,
-        "negatives_used": int(len(negatives)),
-        "unknown_negative_uids": unknown_negatives,
+        **plan.summary,
         "unknown_campaign_fields": unknown_fields,
-        "candidates": candidates,
         "adapt_seconds": round(adapted - started, 3),
         "score_seconds": round(scored - adapted, 3),
     }

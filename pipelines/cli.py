@@ -1,7 +1,8 @@
 """`python -m pipelines`: compile, submit, schedule and run the MetaHeac pipeline.
 
     python -m pipelines run-local --output runs/ --param generate_users=5000
-    python -m pipelines compile --methods "MetaHeac,MLP one-stage" --shards 4
+    python -m pipelines compile --methods "MetaHeac,MLP one-stage" --shards 4 --publish
+    python -m pipelines compile --pipeline expand --shards 4 --campaign-groups 2
     python -m pipelines submit --host http://localhost:8080 --pipeline-root gs://BUCKET/pipeline-root \\
         --service-account metaheac
     python -m pipelines schedule create --host http://localhost:8080 --name nightly --cron "0 0 3 * * *"
@@ -28,6 +29,7 @@ from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling
 from metaheac.method_names import parse_methods
 from pipelines import cron, remote
 from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
+from pipelines.expansion import EXPAND_NAME
 from pipelines.local import LOGS, LocalRun, run_local, run_schedule
 
 _DEFAULT_GPU = GpuScheduling()
@@ -36,12 +38,20 @@ _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 def _add_dag_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline shape (fixed at compile time)")
+    group.add_argument("--pipeline", choices=("train", "expand"), default="train",
+                       help="train: the offline stage (train, adapt, evaluate); expand: the online stage "
+                       "(every seed set's audience)")
+    group.add_argument("--campaign-groups", type=int, default=1,
+                       help="expand: tasks per user shard, each expanding every N-th campaign")
+    group.add_argument("--publish", action="store_true",
+                       help="train: end with `publish`, the first method's model to the publish_registry root")
     group.add_argument("--source", choices=("generate", "input"), default="generate",
                        help="generate synthetic data, or import raw files from the input_uri parameter")
     group.add_argument("--methods", default="MetaHeac", help="comma-separated methods (or all), one train task each")
-    group.add_argument("--shards", type=int, default=2, help="adapt tasks per method (campaign shards)")
-    group.add_argument("--pipeline-name", default=DagOptions.name,
-                       help="the pipeline's name (on a server, versions are uploaded under it)")
+    group.add_argument("--shards", type=int, default=2,
+                       help="train: adapt tasks per method (campaign shards); expand: user shards")
+    group.add_argument("--pipeline-name", help=f"the pipeline's name (on a server, versions are uploaded under "
+                       f"it; default {DagOptions.name} or {EXPAND_NAME})")
     group.add_argument("--image", default=CPU_IMAGE, help="image of the CPU steps")
     group.add_argument("--cuda-image", default=CUDA_IMAGE, help="image of the GPU steps")
     group.add_argument("--accelerator-type", default=_DEFAULT_GPU.accelerator, help="GPU resource of the train step")
@@ -68,8 +78,11 @@ def _dag_options(args: argparse.Namespace) -> DagOptions:
         image=args.image,
         cuda_image=args.cuda_image,
         gpu=GpuScheduling(args.accelerator_type, (label, value), args.gpu_toleration, args.gpus),
-        name=args.pipeline_name,
+        name=args.pipeline_name or (EXPAND_NAME if args.pipeline == "expand" else DagOptions.name),
         caching=not args.no_cache,
+        publish=args.publish,
+        pipeline=args.pipeline,
+        campaign_groups=args.campaign_groups,
     )
 
 
@@ -125,6 +138,8 @@ def _show(run: LocalRun) -> None:
     for table in run.tables:
         print(f"\n{table.read_text().rstrip()}\n")
         print(f"report: {table.with_name('report.html')}")
+    for summary in run.summaries:
+        print(f"audiences: {summary.parent / 'audiences'}\nsummary: {summary}")
     print(f"logs: {run.folder / LOGS}/<task>.log")
     print(f"run: {run.folder}")
 

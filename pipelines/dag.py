@@ -32,11 +32,12 @@ from kfp.dsl.graph_component import GraphComponent
 from components.kfp_tasks import Cluster, task
 from components.spec import CPU_IMAGE, CUDA_IMAGE, MAX_FAN_IN, GpuScheduling
 from metaheac.steps.registry import STEPS
+from pipelines import expansion
 
 PIPELINE_NAME = "metaheac"
 INPUT_PARAMETER = "input_uri"
 # Arguments the DAG sets itself besides artifacts; every other Step argument is a pipeline parameter.
-_BOUND = {"train": {"method"}, "adapt": {"shard", "shards"}}
+_BOUND = {"train": {"method"}, "adapt": {"shard", "shards"}, "publish": {"run_id"}}
 _STEPS = ("generate", "preprocess", "train", "adapt", "evaluate")
 
 
@@ -52,21 +53,27 @@ class DagOptions:
     gpu: GpuScheduling = GpuScheduling()
     name: str = PIPELINE_NAME
     caching: bool = True  # False: no task reuses a cached result, whatever its step allows
+    publish: bool = False  # end with `publish`: the first method's model to the registry root parameter
+    pipeline: Literal["train", "expand"] = "train"  # the expansion pipeline: pipelines/expansion.py
+    campaign_groups: int = 1  # expand: tasks per user shard, each expanding every groups-th campaign
 
     def __post_init__(self) -> None:
-        if not self.methods or self.shards < 1:
-            raise ValueError("a pipeline needs at least one method and one shard")
-        if len(self.methods) * self.shards > MAX_FAN_IN:
-            raise ValueError(f"{len(self.methods)} methods x {self.shards} shards is more than the {MAX_FAN_IN} "
-                             "adapt tasks evaluate takes: use fewer shards")
+        if not self.methods or self.shards < 1 or self.campaign_groups < 1:
+            raise ValueError("a pipeline needs at least one method, one shard and one campaign group")
+        tasks = self.shards * (self.campaign_groups if self.pipeline == "expand" else len(self.methods))
+        if tasks > MAX_FAN_IN:
+            raise ValueError(f"{tasks} tasks to merge is more than the {MAX_FAN_IN} a merge takes: use fewer shards")
 
 
 def _stages(options: DagOptions) -> tuple[str, ...]:
-    return _STEPS if options.source == "generate" else _STEPS[1:]
+    stages = _STEPS if options.source == "generate" else _STEPS[1:]
+    return (*stages, "publish") if options.publish else stages
 
 
 def pipeline_parameters(options: DagOptions) -> list[tuple[inspect.Parameter, str]]:
     """The pipeline's parameters and their help, generated from the Steps."""
+    if options.pipeline == "expand":
+        return expansion.expand_parameters()
     parameters = []
     if options.source == "input":
         parameters.append((inspect.Parameter(INPUT_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -94,6 +101,10 @@ def _arguments(step: str, params: dict[str, Any]) -> dict[str, Any]:
 def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
     """The pipeline for these options, ready for `kfp.compiler` or a local run."""
     cluster = Cluster(options.image, options.cuda_image, options.gpu)
+    if options.pipeline == "expand":
+        body = expansion.expand_body(options, cluster)
+        describe(body, options.name, expansion.summary(options), expansion.expand_parameters())
+        return dsl.pipeline(name=options.name)(body)
     parameters = pipeline_parameters(options)
     names = [p.name for p, _ in parameters]
 
@@ -107,29 +118,36 @@ def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
         else:
             raw = dsl.importer(artifact_uri=params[INPUT_PARAMETER], artifact_class=dsl.Dataset).output
         dataset = step("preprocess", params, input=raw).outputs["output"]
-        scores = []
+        scores, trained = [], []
         for method in options.methods:
             model = step("train", params, f"train-{method}", dataset=dataset, method=method)
             model.set_display_name(f"train {method}")
+            trained.append(model)
             for shard in range(options.shards):
                 adapt = step("adapt", params, f"adapt-{method}-{shard + 1}of{options.shards}", dataset=dataset,
                              model=model.outputs["output"], shard=shard, shards=options.shards)
                 adapt.set_display_name(f"adapt {method} {shard + 1}/{options.shards}")
                 scores.append(adapt.outputs["output"])
-        step("evaluate", params, dataset=dataset, scores=scores)
+        evaluation = step("evaluate", params, dataset=dataset, scores=scores)
+        if options.publish:
+            step("publish", params, model=trained[0].outputs["output"], dataset=dataset,
+                 metrics=evaluation.outputs["output"], run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
 
-    _describe(body, options, parameters)
-    return dsl.pipeline(name=options.name)(body)
-
-
-def _describe(body: Callable[..., None], options: DagOptions, parameters: list[tuple[inspect.Parameter, str]]) -> None:
-    """Give the generated body the signature and docstring KFP reads the pipeline's interface from."""
     source = "generated data" if options.source == "generate" else f"the raw files at {INPUT_PARAMETER}"
     summary = (
         f"MetaHeac audience expansion on {source}: preprocess, train {', '.join(options.methods)}, "
-        f"adapt in {options.shards} shards per method, evaluate."
+        f"adapt in {options.shards} shards per method, evaluate"
+        + (f", publish {options.methods[0]} to the registry." if options.publish else ".")
     )
+    describe(body, options.name, summary, parameters)
+    return dsl.pipeline(name=options.name)(body)
+
+
+def describe(
+    body: Callable[..., None], name: str, summary: str, parameters: list[tuple[inspect.Parameter, str]]
+) -> None:
+    """Give the generated body the signature and docstring KFP reads the pipeline's interface from."""
     args = "\n".join(f"    {p.name}: {' '.join(text.split())}" for p, text in parameters)
     body.__doc__ = f"{summary}\n\nArgs:\n{args}\n"
     body.__signature__ = inspect.Signature([p for p, _ in parameters])  # type: ignore[attr-defined]
-    body.__name__ = body.__qualname__ = options.name.replace("-", "_")
+    body.__name__ = body.__qualname__ = name.replace("-", "_")

@@ -66,6 +66,10 @@ class LocalRun:
     def tables(self) -> list[Path]:
         return sorted(self.folder.glob("evaluate*/output/table.txt"))
 
+    @property
+    def summaries(self) -> list[Path]:
+        return sorted(self.folder.glob("merge-audiences*/output/summary.html"))
+
 
 class _TaskLogs(io.TextIOBase):
     """kfp.local's console output split into one file per task (and pipeline.log for the rest), reporting

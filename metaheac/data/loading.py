@@ -40,17 +40,21 @@ def load_features(uri: str) -> Features:
         single=torch.from_numpy(np.ascontiguousarray(single)),
         lists=torch.from_numpy(np.ascontiguousarray(np.concatenate(lists, axis=1), dtype=np.int32)),
     )
-    campaigns = _read(folder / CAMPAIGNS_FILE, storage.join(uri, CAMPAIGNS_FILE))
-    _check_fields(campaigns, ["aid", "split", "seed_positives"], schema.campaign_fields,
-                  storage.join(uri, CAMPAIGNS_FILE))
+    return Features(schema, user_table, load_campaigns(uri, schema))
+
+
+def load_campaigns(uri: str, schema: DatasetSchema) -> CampaignTable:
+    """The campaign table alone (a user base too large to load reads its users by row group)."""
+    source = storage.join(uri, CAMPAIGNS_FILE)
+    campaigns = _read(fetch(uri, [CAMPAIGNS_FILE]) / CAMPAIGNS_FILE, source)
+    _check_fields(campaigns, ["aid", "split", "seed_positives"], schema.campaign_fields, source)
     fields = np.stack([campaigns.column(f.name).to_numpy() for f in schema.campaign_fields], axis=1)
-    campaign_table = CampaignTable(
+    return CampaignTable(
         aid=campaigns.column("aid").to_numpy(),
         fields=torch.from_numpy(np.ascontiguousarray(fields, dtype=np.int32)),
         split=np.asarray(campaigns.column("split").to_pylist(), dtype=object),
         seed_positives=campaigns.column("seed_positives").to_numpy(),
     )
-    return Features(schema, user_table, campaign_table)
 
 
 def load_rows(uri: str, split: str, stage: int, campaigns: list[int] | None = None) -> Rows:

@@ -8,13 +8,11 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,7 +21,7 @@ import torch
 from metaheac import storage
 from metaheac.adaptation import AdaptConfig
 from metaheac.data.dataset import SCHEMA_FILE, load_campaign_frame, load_schema
-from metaheac.data.errors import InputError, as_input_error, quote
+from metaheac.data.errors import InputError, as_input_error
 from metaheac.data.loading import load_features, load_rows
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
@@ -33,6 +31,8 @@ from metaheac.methods import METHODS, load_model, method
 from metaheac.model.config import ModelConfig
 from metaheac.model.store import save_model
 from metaheac.outputs import claim
+from metaheac.registry import resolve_model
+from metaheac.seedsets import read_uids
 from metaheac.steps.base import Artifact, Published, Resources, Step, arg
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import process_group, world
@@ -157,7 +157,7 @@ class Adapt(Step):
     artifacts: ClassVar = {"dataset": Artifact("Dataset"), "model": Artifact("Model"),
                            "output": Artifact("Dataset", output=True)}
     dataset: str = arg(help="canonical dataset URI")
-    model: str = arg(help="general model folder (from `train`)")
+    model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
     output: str = arg(help=f"folder to write {SCORES_FILE} (method, campaign, split, user, label, score)")
     shard: int = arg(0, help="which shard of the test campaigns to adapt (0-based)")
     shards: int = arg(1, help="how many shards the test campaigns are split into")
@@ -176,7 +176,7 @@ class Adapt(Step):
     def adapt(self) -> dict:
         started = time.perf_counter()
         device = resolve_device(self.device)
-        model, info = load_model(self.model, device=device)
+        model, info = load_model(resolve_model(self.model).uri, device=device)
         features = load_features(self.dataset).to(device)
         campaigns = load_campaign_frame(self.dataset)
         spec = method(info["method"])
@@ -267,33 +267,6 @@ class Evaluate(Step):
         return {name.split(".")[0]: storage.join(self.output, name) for name in ("report.html", "metrics.json")}
 
 
-def _read_uids(uri: str) -> np.ndarray:
-    """uids from a Parquet file (column `uid`) or a text file with one uid a line."""
-    if uri.endswith(".parquet"):
-        try:
-            with storage.open_read(uri) as stream:
-                table = pq.read_table(stream)
-        except pa.ArrowException as error:
-            raise InputError(f"{uri}: not a readable Parquet file ({quote(str(error), 120)})") from None
-        if "uid" not in table.column_names or not pa.types.is_integer(table.schema.field("uid").type):
-            raise InputError(f"{uri}: no integer `uid` column (columns: {quote(', '.join(table.column_names))})")
-        return table.column("uid").to_numpy().astype(np.int64)
-    data = storage.read_bytes(uri)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise InputError(f"{uri}: not text (byte {error.start} is {data[error.start]:#04x}): one uid a line") from None
-    uids = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line == "uid":
-            continue
-        if not re.fullmatch(r"[0-9]{1,19}", line) or int(line) >= 2**63:
-            raise InputError(f"{uri} line {number}: expected one integer uid below 2**63, got {quote(line, 60)}")
-        uids.append(int(line))
-    return np.array(uids, dtype=np.int64)
-
-
 def _ad_fields(text: str) -> dict[str, int]:
     fields = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -313,7 +286,7 @@ class Expand(Step):
     artifacts: ClassVar = {"dataset": Artifact("Dataset"), "model": Artifact("Model"),
                            "output": Artifact("Dataset", output=True)}
     dataset: str = arg(help="canonical dataset URI: its users are the candidates")
-    model: str = arg(help="general model folder (from `train`)")
+    model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
     seeds: str = arg(help="seed users (positives): a text file with one uid a line, or Parquet with a `uid` column")
     output: str = arg(help="Parquet file to write the audience into (uid, score), best first")
     aid: int | None = arg(None, help="an existing campaign's aid (or give --ad-fields for a new campaign)")
@@ -334,13 +307,13 @@ class Expand(Step):
 
     def expand(self) -> dict:
         device = resolve_device(self.device)
-        model, info = load_model(self.model, device=device)
+        model, info = load_model(resolve_model(self.model).uri, device=device)
         features = load_features(self.dataset).to(device)
         campaign = {"aid": self.aid} if self.aid is not None else _ad_fields(self.ad_fields or "")
         try:
             audience = expand(
-                model, features, campaign, _read_uids(self.seeds),
-                _read_uids(self.negatives) if self.negatives is not None else None, self.top_n,
+                model, features, campaign, read_uids(self.seeds),
+                read_uids(self.negatives) if self.negatives is not None else None, self.top_n,
                 ExpandConfig(adapt=method(info["method"]).adapt_config(dataclasses.replace(_ADAPT, seed=self.seed))),
                 load_campaign_vocab(self.dataset),
             )

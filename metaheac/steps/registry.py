@@ -17,6 +17,9 @@ _WHERE = {
     "evaluate": "metaheac.steps.engine:Evaluate",
     "expand": "metaheac.steps.engine:Expand",
     "demo": "metaheac.steps.demo:Demo",
+    "publish": "metaheac.steps.online:Publish",
+    "expand_shard": "metaheac.steps.online:ExpandShard",
+    "merge_audiences": "metaheac.steps.online:MergeAudiences",
 }
 
 

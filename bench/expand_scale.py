@@ -1,0 +1,162 @@
+"""Expansion at the scale of a real user base: one campaign over 10M users, whole, then in 4 user shards.
+
+    python bench/expand_scale.py [--users 10000000] [--seeds 2000] [--top-n 10000] [--shards 4]
+                                 [--precision auto|float32|bfloat16] [--output runs/expand_scale]
+
+Writes (once, streamed in row groups, reused when present) a canonical user base of random users at the
+Tencent Look-alike sizes (bench/meta_train.py: vocabularies, list lengths, Zipf-like ids) under --output,
+then times the whole path of `metaheac.audience` for one campaign: read the uid column, adapt the default
+MetaHeac network (random weights: the cost does not depend on them) on the seeds and 4 sampled negatives
+each, score every user of the shard by row group, keep the top N; the shards' tops are then merged. Each
+run is its own process, so its peak RSS is its own. Target on 2 cores: 10M users < 60 s, peak RSS < 8 GB.
+The machine may be shared: the load average printed with the table tells how far to trust the wall times;
+"CPU s" is the process's own CPU time (user + system), which neighbours do not inflate as much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from meta_train import tencent_schema, zipf_ids
+
+from metaheac import storage
+from metaheac.audience import ScoreConfig, UserBase, merge_audiences, prepare_campaign, score_shard
+from metaheac.data.dataset import ROW_GROUP_ROWS, users_arrow_schema, users_record_batch, write_dataset
+from metaheac.data.tensors import CampaignTable
+from metaheac.model.heac import HybridExpertsCritics
+
+TARGET_S, TARGET_GB = 60.0, 8.0
+
+
+def user_base(uri: str, users: int, seed: int = 0) -> float:
+    """Write `users` random users as a dataset's users.parquet (seconds taken; 0 when already there)."""
+    if storage.is_complete(uri):
+        return 0.0
+    started = time.perf_counter()
+    schema = tencent_schema()
+    arrow = users_arrow_schema([f.name for f in schema.user_single], {f.name: f.length for f in schema.user_lists})
+    rng = np.random.default_rng(seed)
+    with write_dataset(uri) as writer:
+        writer.write_schema(schema)
+        for start in range(0, users, ROW_GROUP_ROWS):
+            n = min(ROW_GROUP_ROWS, users - start)
+            single = np.stack([zipf_ids(rng, f.vocab_size, (n,)) for f in schema.user_single], 1)
+            lists = [
+                np.where(np.arange(f.length) < rng.integers(0, f.length + 1, (n, 1)),
+                         zipf_ids(rng, f.vocab_size, (n, f.length)), 0).astype(np.int32)
+                for f in schema.user_lists
+            ]
+            writer.add_users(users_record_batch(arrow, 10**9 + np.arange(start, start + n), single, lists))
+    return time.perf_counter() - started
+
+
+def one_shard(args: argparse.Namespace) -> dict:
+    """The whole path for one shard, in this process: what the parent prints."""
+    started = time.perf_counter()
+    base = UserBase(args.dataset)
+    uids = base.uids()
+    index = pd.Index(uids)
+    opened = time.perf_counter()
+    schema = base.schema
+    rng = np.random.default_rng(1)
+    campaigns = CampaignTable(np.array([7]), torch.from_numpy(np.stack(
+        [rng.integers(1, f.vocab_size, 1) for f in schema.campaign_fields], 1)).int(), np.array(["train"]),
+        np.zeros(1, np.int64))
+    torch.manual_seed(0)
+    model = HybridExpertsCritics(schema)
+    seeds = uids[np.random.default_rng(2).choice(len(uids), args.seeds, replace=False)]
+    score_config = ScoreConfig(precision=args.precision)
+    run, summary = prepare_campaign(model, base, index, campaigns, {"aid": 7}, seeds, args.top_n,
+                                    score_config=score_config)
+    adapted = time.perf_counter()
+    groups = base.shard_groups(args.shard, args.shards)
+    ((scores, top),) = score_shard(base, {"c": run}, groups, score_config.batch_size).values()
+    scored = time.perf_counter()
+    frame = pd.DataFrame({"uid": uids[top.numpy()], "score": scores.numpy()})
+    frame.to_parquet(args.part, index=False)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "users": int(base.starts[groups.stop] - base.starts[groups.start]),
+        "open_s": opened - started,
+        "adapt_s": adapted - opened,
+        "score_s": scored - adapted,
+        "total_s": time.perf_counter() - started,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "rss_gb": usage.ru_maxrss / 2**20,
+        "dtype": str(run.scorer.dtype).removeprefix("torch."),
+        "seeds_used": summary["seeds_used"],
+    }
+
+
+def child(args: argparse.Namespace, shard: int, shards: int, part: Path) -> dict:
+    argv = [sys.executable, __file__, "--child", "--dataset", args.dataset, "--shard", str(shard), "--shards",
+            str(shards), "--part", str(part), "--seeds", str(args.seeds), "--top-n", str(args.top_n),
+            "--precision", args.precision]
+    return json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=10_000_000)
+    parser.add_argument("--seeds", type=int, default=2000, help="seed users of the campaign")
+    parser.add_argument("--top-n", type=int, default=10_000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
+    parser.add_argument("--output", default="runs/expand_scale")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--shard", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--part", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(one_shard(args)))
+        return
+
+    args.dataset = str(Path(args.output) / f"users-{args.users}")
+    generated = user_base(args.dataset, args.users)
+    print(f"user base {args.dataset}: " + (f"written in {generated:.0f} s" if generated else "reused") +
+          f", {os.path.getsize(Path(args.dataset) / 'users.parquet') / 2**30:.2f} GiB; torch threads "
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    rows = []
+    whole = child(args, 0, 1, Path(args.output) / "part-whole.parquet")
+    rows.append(("1 shard: every user", whole))
+    parts, shard_rows = [], []
+    for shard in range(args.shards):
+        part = Path(args.output) / f"part-{shard}.parquet"
+        shard_rows.append((f"  shard {shard + 1}/{args.shards}", child(args, shard, args.shards, part)))
+        parts.append(pd.read_parquet(part))
+    started = time.perf_counter()
+    merged = merge_audiences(parts, args.top_n)
+    merge_s = time.perf_counter() - started
+    # the same audience: the 1-shard top in the merge's order (ties by uid), equal uid for uid and score for score
+    whole_top = merge_audiences([pd.read_parquet(Path(args.output) / "part-whole.parquet")], args.top_n)
+    same = whole_top.equals(merged)
+    summed = ("users", "open_s", "adapt_s", "score_s", "total_s", "cpu_s")
+    total = {key: sum(r[key] for _, r in shard_rows) for key in summed}
+    total |= {"rss_gb": max(r["rss_gb"] for _, r in shard_rows), "dtype": whole["dtype"]}
+    rows += shard_rows + [(f"{args.shards} shards one after another (+ merge {merge_s:.2f} s)", total)]
+
+    print(f"\n{'run':<44}{'users':>12}{'open':>7}{'adapt':>7}{'score':>8}{'total':>8}{'users/s':>10}"
+          f"{'CPU s':>8}{'peak RSS':>10}  dtype")
+    for name, r in rows:
+        print(f"{name:<44}{r['users']:>12,}{r['open_s']:>7.1f}{r['adapt_s']:>7.1f}{r['score_s']:>8.1f}"
+              f"{r['total_s']:>8.1f}{r['users'] / r['total_s']:>10,.0f}{r['cpu_s']:>8.1f}{r['rss_gb']:>8.2f} GB"
+              f"  {r['dtype']}")
+    verdict = "meets" if whole["total_s"] < TARGET_S and whole["rss_gb"] < TARGET_GB else "MISSES"
+    print(f"\n1 shard {verdict} the target (< {TARGET_S:.0f} s, < {TARGET_GB:.0f} GB); merged top {args.top_n:,} of "
+          f"the shards {'equals' if same else 'DIFFERS FROM'} the 1-shard top; seeds used {whole['seeds_used']:,}")
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

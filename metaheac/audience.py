@@ -1,0 +1,304 @@
+"""Scoring a whole user base for a few campaigns, at the scale of a real one (10M users), in bounded memory.
+
+- `UserBase` reads the dataset's users.parquet one row group at a time: a shard is a contiguous block of
+  row groups and never loads the rest; `take` streams the groups holding a few chosen users (the seeds).
+- `CampaignScorer` scores one adapted campaign. For MetaHeac, the first expert layer G(u) @ W0 (80% of a
+  row's FLOPs) is split by field: G(u) @ W0 = sum_f E_f(u) @ W0_f, and a field's E_f(u) is a weighted sum
+  of its table's rows, so for a field with a small table, (T_f @ W0_f) is computed once per campaign and
+  the row's share is a lookup in it; only the large-vocabulary fields (kw*, topic*) go through the matmul.
+  Same arithmetic, reassociated. Where the CPU has native bf16 (AVX512-BF16 / AMX), that matmul runs in
+  bf16 ("auto"); elsewhere bf16 is emulated and hundreds of times slower, so "auto" keeps float32.
+- `TopN` keeps a campaign's N best users over the batches; shards' tops merge into the global top N.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from metaheac.adaptation import AdaptedModel
+from metaheac.data.dataset import SCHEMA_FILE, USERS_FILE, fetch
+from metaheac.data.schema import DatasetSchema
+from metaheac.data.tensors import CampaignTable, Features, UserTable
+from metaheac.expand import CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
+from metaheac.model.embedding import mean_weights, pool_users
+from metaheac.model.heac import HybridExpertsCritics
+
+Precision = Literal["auto", "float32", "bfloat16"]
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    batch_size: int = 4096  # users per forward pass (CPU caches; see `adaptation.score`)
+    precision: Precision = "auto"  # of the large-field matmul; auto: bfloat16 where the CPU has it natively
+    project_rows: int = 4096  # user fields whose table has at most this many rows are pre-multiplied
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.project_rows < 0:
+            raise ValueError("batch_size must be >= 1 and project_rows >= 0")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" or native_bf16() else torch.float32
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+class UserBase:
+    """A dataset's users, read by Parquet row group (row i of the file is user index i)."""
+
+    def __init__(self, dataset_uri: str) -> None:
+        folder = fetch(dataset_uri, [SCHEMA_FILE, USERS_FILE])
+        self.schema = DatasetSchema.from_json((folder / SCHEMA_FILE).read_text(), source=dataset_uri)
+        self.path: Path = folder / USERS_FILE
+        self.file = pq.ParquetFile(self.path)
+        sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.num_row_groups)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # group g: [starts[g], starts[g+1])
+        self._single = [f.name for f in self.schema.user_single]
+        self._lists = [f.name for f in self.schema.user_lists]
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def shard_groups(self, shard: int, shards: int) -> range:
+        """Shard `shard` of `shards`: a contiguous block of row groups (as even as the groups allow)."""
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+        groups = self.file.num_row_groups
+        return range(shard * groups // shards, (shard + 1) * groups // shards)
+
+    def uids(self) -> np.ndarray:
+        """Every user's raw uid (one int64 column: 80 MB at 10M users)."""
+        return pq.read_table(self.path, columns=["uid"]).column("uid").to_numpy()
+
+    def group(self, g: int, rows: np.ndarray | None = None) -> UserTable:
+        """Row group g as tensors (only `rows`, positions within the group, when given)."""
+        table = self.file.read_row_group(g, columns=["uid", *self._single, *self._lists])
+        if rows is not None:
+            table = table.take(rows)
+        n = len(table)
+        single = np.stack([table.column(name).to_numpy() for name in self._single], 1)
+        lists = np.concatenate(
+            [table.column(name).combine_chunks().values.to_numpy().reshape(n, -1) for name in self._lists], 1
+        )
+        return UserTable(
+            table.column("uid").to_numpy(),
+            torch.from_numpy(np.ascontiguousarray(single, dtype=np.int32)),
+            torch.from_numpy(np.ascontiguousarray(lists, dtype=np.int32)),
+        )
+
+    def batches(self, groups: range) -> Iterator[tuple[int, UserTable]]:
+        """(index of the first user, its row group's users) for each group, one group in memory at a time."""
+        for g in groups:
+            yield int(self.starts[g]), self.group(g)
+
+    def take(self, indexes: np.ndarray) -> UserTable:
+        """The users at sorted, distinct `indexes` (at least one), reading only the row groups that hold them."""
+        group_of = np.searchsorted(self.starts, indexes, side="right") - 1
+        parts = [
+            self.group(int(g), indexes[group_of == g] - self.starts[g]) for g in np.unique(group_of)
+        ]
+        return UserTable(
+            np.concatenate([p.uid for p in parts]),
+            torch.cat([p.single for p in parts]),
+            torch.cat([p.lists for p in parts]),
+        )
+
+
+class TopN:
+    """The N best (score, user index) pairs seen so far; ties keep no particular order."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._scores: list[torch.Tensor] = []
+        self._index: list[torch.Tensor] = []
+        self._held = 0
+
+    def add(self, scores: torch.Tensor, index: torch.Tensor) -> None:
+        if len(scores) > self.n:  # only a batch's own N best can make the top N
+            scores, picked = torch.topk(scores, self.n)
+            index = index[picked]
+        self._scores.append(scores)
+        self._index.append(index)
+        self._held += len(scores)
+        if self._held > 4 * self.n:  # bound the memory; reduce rarely
+            self._reduce()
+
+    def _reduce(self) -> None:
+        scores, index = torch.cat(self._scores), torch.cat(self._index)
+        if len(scores) > self.n:
+            scores, picked = torch.topk(scores, self.n)
+            index = index[picked]
+        self._scores, self._index, self._held = [scores], [index], len(scores)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, user indexes), best first."""
+        if not self._scores:
+            return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+        self._reduce()
+        scores, order = torch.sort(self._scores[0], descending=True, stable=True)
+        return scores, self._index[0][order]
+
+
+def _columns(columns: list[int], device: torch.device) -> slice | torch.Tensor:
+    """A selector of these id columns: a slice (a view, no copy) where they are contiguous."""
+    if columns and columns == list(range(columns[0], columns[-1] + 1)):
+        return slice(columns[0], columns[-1] + 1)
+    return torch.tensor(columns, dtype=torch.long, device=device)
+
+
+class CampaignScorer:
+    """One adapted campaign, ready to score batches of users (module doc: the split first layer)."""
+
+    def __init__(self, model: AdaptedModel, campaign_ids: torch.Tensor, config: ScoreConfig | None = None) -> None:
+        config = config or ScoreConfig()
+        network = model.network
+        device = next(network.parameters()).device
+        self.model, self.network = model, network
+        self.dtype = resolve_precision(config.precision, device)
+        tables = model.tables()
+        embeddings = network.embeddings
+        n_user, n_single = embeddings.n_user_fields, len(embeddings.user_single)
+        self.lengths = embeddings.list_lengths
+        self.campaign_emb = model.campaign(tables, campaign_ids.to(device)[None])  # [1, F_c, d]
+        self.tables = tables[:n_user]
+        self.split = isinstance(network, HybridExpertsCritics)
+        if not self.split:
+            return
+        # field f's id columns in [single | lists]; a field is "small" when its table is pre-multiplied
+        widths = [1] * n_single + self.lengths
+        starts = np.cumsum([0, *widths])
+        small = [f for f, t in enumerate(self.tables) if t.shape[0] <= config.project_rows]
+        self.large = [f for f in range(n_user) if f not in small]
+        self.small_columns = _columns([c for f in small for c in range(starts[f], starts[f + 1])], device)
+        self.large_columns = _columns([c for f in self.large for c in range(starts[f], starts[f + 1])], device)
+        self.large_widths = [widths[f] for f in self.large]
+        d = self.tables[0].shape[1]
+        w0, b0 = (model.dense[name] for name in network.FIRST_LAYER)
+        blocks = w0.split(d)  # W0_f: field f's rows of the first layer
+        # [T_f @ W0_f | T_f / F_u]: one lookup gives the field's share of the first layer and of the user mean
+        projected = [torch.cat([self.tables[f] @ blocks[f], self.tables[f] / n_user], 1) for f in small]
+        self.small_table = torch.cat(projected) if projected else torch.zeros((1, w0.shape[1] + d), device=device)
+        offsets = np.cumsum([0] + [t.shape[0] for t in projected])[:-1]
+        self.small_offsets = torch.tensor(
+            [int(o) for o, f in zip(offsets, small, strict=True) for _ in range(widths[f])], dtype=torch.int32,
+            device=device,
+        )
+        self.large_w0 = torch.cat([blocks[f] for f in self.large]).to(self.dtype) if self.large else None
+        self.b0, self.hidden = b0, w0.shape[1]
+        self.n_user = n_user
+
+    def large_tables(self) -> list[torch.Tensor]:
+        return [self.tables[f] for f in self.large]
+
+    @torch.inference_mode()
+    def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
+        """Probabilities [B] for users' ids [B, S] and [B, L]."""
+        if not self.split:
+            user = self.model.user(self.model.tables(), single, lists)
+            return self.network.predict(self.model.dense, user, self.campaign_emb)
+        ids = torch.cat([single, lists], 1).int()  # embedding_bag takes int32 ids: no int64 copy
+        ones = torch.ones(single.shape, dtype=torch.float32)
+        weights = torch.cat([ones, mean_weights(lists, self.lengths, torch.float32)], 1)
+        if len(self.small_offsets):
+            pooled = F.embedding_bag(ids[:, self.small_columns] + self.small_offsets, self.small_table, mode="sum",
+                                     per_sample_weights=weights[:, self.small_columns].contiguous())
+        else:
+            pooled = torch.zeros((len(ids), self.small_table.shape[1]))
+        expert_input = pooled[:, : self.hidden] + self.b0
+        user_mean = pooled[:, self.hidden :]
+        if self.large:
+            large = pool_users(self.large_tables(), ids[:, :0], ids[:, self.large_columns],
+                               weights[:, self.large_columns], self.large_widths)  # [B, large fields, d]
+            flat = large.flatten(1)
+            if self.dtype == torch.float32:
+                expert_input = expert_input.addmm_(flat, self.large_w0)
+            else:
+                expert_input = expert_input + (flat.to(self.dtype) @ self.large_w0).float()
+            user_mean = user_mean + large.sum(1) / self.n_user
+        return self.network.head(self.model.dense, expert_input, user_mean, self.campaign_emb)
+
+
+@dataclass
+class CampaignRun:
+    """One campaign scored over a user shard: its scorer, its seeds (excluded) and what it keeps."""
+
+    scorer: CampaignScorer
+    seeds: np.ndarray  # sorted user indexes
+    top: TopN
+
+
+def prepare_campaign(
+    general_model: torch.nn.Module,
+    base: UserBase,
+    uid_index: pd.Index,
+    campaigns: CampaignTable,
+    campaign_fields: dict[str, int],
+    seed_uids: np.ndarray,
+    top_n: int,
+    config: ExpandConfig | None = None,
+    score_config: ScoreConfig | None = None,
+    vocab: CampaignVocab | None = None,
+    negative_uids: np.ndarray | None = None,
+) -> tuple[CampaignRun, dict]:
+    """Adapt the general model to one campaign's seeds, reading only its seed and negative users from the
+    base (`uid_index`: `base.uids()` as a pd.Index, built once for all campaigns). Returns the run to
+    give `score_shard` and a summary of what was used; ValueError on a request that cannot be served."""
+    config = config or ExpandConfig()
+    started = time.perf_counter()
+    plan = plan_seeds(uid_index, seed_uids, negative_uids, top_n, config)
+    chosen = np.union1d(plan.seeds, plan.negatives)
+    features = Features(base.schema, base.take(chosen), campaigns)
+    local = lambda indexes: np.searchsorted(chosen, indexes)  # noqa: E731 - index in `chosen`
+    model, ids, unknown_fields = adapt_to_seeds(
+        general_model, features, campaign_fields, local(plan.seeds), local(plan.negatives), config, vocab
+    )
+    run = CampaignRun(CampaignScorer(model, ids, score_config), plan.seeds, TopN(top_n))
+    summary = {**plan.summary, "unknown_campaign_fields": unknown_fields,
+               "adapt_seconds": round(time.perf_counter() - started, 3)}
+    return run, summary
+
+
+def score_shard(
+    base: UserBase, runs: dict[str, CampaignRun], groups: range, batch_size: int = 4096
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every campaign's top (scores, user indexes) among the users of `groups`, best first; seeds never
+    appear. Each row group is read and decoded once for all campaigns."""
+    for start, users in base.batches(groups):
+        for offset in range(0, len(users), batch_size):
+            single = users.single[offset : offset + batch_size]
+            lists = users.lists[offset : offset + batch_size]
+            first = start + offset
+            index = torch.arange(first, first + len(single))
+            for run in runs.values():
+                scores = run.scorer(single, lists).float()
+                seeds = run.seeds[(run.seeds >= first) & (run.seeds < first + len(single))]
+                if len(seeds):
+                    keep = torch.ones(len(scores), dtype=torch.bool)
+                    keep[torch.from_numpy(seeds - first)] = False
+                    run.top.add(scores[keep], index[keep])
+                else:
+                    run.top.add(scores, index)
+    return {name: run.top.result() for name, run in runs.items()}
+
+
+def merge_audiences(parts: list[pd.DataFrame], top_n: int) -> pd.DataFrame:
+    """The global top N (uid, score, rank from 1) of shards' tops (each a frame with uid and score): as each
+    shard kept its own N best, the best N of their union are the best N of all users."""
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"uid": [], "score": []})
+    frame = frame.sort_values(["score", "uid"], ascending=[False, True], kind="stable").head(top_n)
+    return frame.reset_index(drop=True).assign(rank=np.arange(1, min(len(frame), top_n) + 1, dtype=np.int64))

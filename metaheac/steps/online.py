@@ -1,0 +1,194 @@
+"""The online stage's steps: publish a general model to the registry; expand every campaign of a seed-set
+folder over one shard of the user base; merge the shards' tops into each campaign's audience."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pandas as pd
+
+from metaheac import storage
+from metaheac.adaptation import AdaptConfig
+from metaheac.audience import ScoreConfig, UserBase, merge_audiences, prepare_campaign, score_shard
+from metaheac.data.errors import InputError
+from metaheac.data.loading import load_campaigns
+from metaheac.expand import ExpandConfig, load_campaign_vocab
+from metaheac.methods import load_model, method
+from metaheac.registry import DEFAULT_NAME, publish, resolve_model
+from metaheac.seedsets import list_seed_sets
+from metaheac.steps.base import Artifact, Published, Step, arg
+
+STATUS_FILE = "status.json"  # a shard's: the model version and every campaign's status
+SUMMARY_FILES = ("summary.json", "kfp_metrics.json", "summary.html")
+_ADAPT = AdaptConfig()
+
+
+def audience_uri(folder: str, campaign: str, version: str) -> str:
+    """Where a campaign's audience for one model version lives under a stable audiences folder."""
+    return storage.join(folder, campaign, version.replace("/", "_").replace(":", "_"), "audience.parquet")
+
+
+@dataclass
+class Publish(Step):
+    """Publish a trained general model to the registry as a new version, then point LATEST at it."""
+
+    name: ClassVar[str] = "publish"
+    artifacts: ClassVar = {"model": Artifact("Model"), "dataset": Artifact("Dataset"), "metrics": Artifact("Artifact")}
+    cached: ClassVar = False  # a cached task would not publish this run's model
+    model: str = arg(help="the model folder to publish (from `train`)")
+    registry: str = arg(help="registry root (local or gs://): versions go to REGISTRY/NAME/VERSION")
+    model_name: str = arg(DEFAULT_NAME, help="the model's name in the registry")
+    dataset: str = arg("", help="the dataset it was trained on (its fingerprint is recorded)")
+    metrics: str = arg("", help="an evaluate output folder: its kfp_metrics.json is recorded")
+    run_id: str = arg("", help="the pipeline run that trained it")
+
+    def run(self) -> dict:
+        metrics = json.loads(storage.read_text(storage.join(self.metrics, "kfp_metrics.json"))) if self.metrics else {}
+        published = publish(self.model, self.registry, self.model_name, self.dataset, metrics, self.run_id)
+        return {"uri": published.uri, "version": published.version}
+
+
+@dataclass
+class ExpandShard(Step):
+    """Adapt the general model to each campaign of a seed-set folder (one group of them) and keep each
+    campaign's top N among one shard of the user base (read by row group); a bad seed set fails its
+    campaign alone, in status.json."""
+
+    name: ClassVar[str] = "expand_shard"
+    # the model (a registry URI or latest) and the seed sets (a folder) come from outside the run
+    artifacts: ClassVar = {"dataset": Artifact("Dataset"), "output": Artifact("Dataset", output=True)}
+    # the seed-set folder and `latest` keep their URIs while what they hold changes
+    cached: ClassVar = False
+    dataset: str = arg(help="canonical dataset URI: its users are the candidates")
+    model: str = arg(help="general model: a registry URI, latest, or a model folder (metaheac.registry)")
+    seeds: str = arg(help="seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)")
+    output: str = arg(help=f"folder to write {STATUS_FILE} and each campaign's shard top (<campaign>.parquet)")
+    top_n: int = arg(10_000, help="audience size per campaign")
+    shard: int = arg(0, help="which shard of the users (0-based): a contiguous block of row groups")
+    shards: int = arg(1, help="how many shards the users are split into")
+    group: int = arg(0, help="which group of the campaigns (0-based): every GROUPS-th by name")
+    groups: int = arg(1, help="how many groups the campaigns are split into")
+    audiences: str = arg("", help="stable audiences folder: a campaign already written there for this model "
+                                  "version is skipped")
+    seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
+
+    def run(self) -> dict:
+        if not (0 <= self.shard < self.shards and 0 <= self.group < self.groups):
+            raise InputError(f"--shard {self.shard} of {self.shards} or --group {self.group} of {self.groups} "
+                             "is out of range (0-based)")
+        started = time.perf_counter()
+        resolved = resolve_model(self.model)
+        model, info = load_model(resolved.uri)
+        base = UserBase(self.dataset)
+        campaigns, vocab = load_campaigns(self.dataset, base.schema), load_campaign_vocab(self.dataset)
+        uid_index = pd.Index(base.uids())
+        config = ExpandConfig(adapt=method(info["method"]).adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
+        status: dict[str, dict] = {}
+        runs = {}
+        for seed_set in sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)[self.group :: self.groups]:
+            name = seed_set.campaign
+            if self.audiences and storage.exists(audience_uri(self.audiences, name, resolved.version)):
+                status[name] = {"status": "skipped"}
+                continue
+            try:
+                runs[name], summary = prepare_campaign(
+                    model, base, uid_index, campaigns, seed_set.campaign_fields(), seed_set.seed_uids(),
+                    self.top_n, config, ScoreConfig(), vocab, seed_set.negative_uids(),
+                )
+            except (ValueError, OSError) as error:  # this campaign's input: the others go on
+                status[name] = {"status": "failed", "error": " ".join(str(error).split())}
+                continue
+            status[name] = {"status": "ok", **summary}
+        prepared = time.perf_counter()
+        tops = score_shard(base, runs, base.shard_groups(self.shard, self.shards))
+        uids = uid_index.to_numpy()
+        with storage.publish_dir(self.output) as folder:
+            for name, (scores, index) in tops.items():
+                pd.DataFrame({"uid": uids[index.numpy()], "score": scores.numpy()}).to_parquet(
+                    folder / f"{name}.parquet", index=False)
+            timings = {"adapt_seconds": round(prepared - started, 2),
+                       "score_seconds": round(time.perf_counter() - prepared, 2)}
+            (folder / STATUS_FILE).write_text(json.dumps(
+                {"model": resolved.uri, "model_version": resolved.version, "shard": self.shard,
+                 "campaigns": status, **timings}, indent=2, default=str))
+        return {"campaigns": len(status), "scored": len(runs), **timings}
+
+
+@dataclass
+class MergeAudiences(Step):
+    """Merge the shards' tops into each campaign's audience (uid, score, rank) and summarize the run:
+    summary.json, kfp_metrics.json (KFP Metrics) and summary.html."""
+
+    name: ClassVar[str] = "merge_audiences"
+    artifacts: ClassVar = {"parts": Artifact("Dataset", many=True), "output": Artifact("Dataset", output=True)}
+    published: ClassVar = {"metrics": Published("Metrics", "kfp_metrics.json"),
+                           "report": Published("HTML", "summary.html")}
+    cached: ClassVar = False
+    parts: str = arg(help="comma-separated folders written by `expand_shard`")
+    output: str = arg(help="folder to write audiences/<campaign>.parquet and the summary into")
+    top_n: int = arg(10_000, help="audience size per campaign")
+    audiences: str = arg("", help="stable audiences folder: each audience is also written there, per model version")
+
+    def run(self) -> dict:
+        parts = [p for p in self.parts.split(",") if p]
+        statuses = [json.loads(storage.read_text(storage.join(p, STATUS_FILE))) for p in parts]
+        versions = sorted({s["model_version"] for s in statuses})
+        rows = []
+        for name in sorted({c for s in statuses for c in s["campaigns"]}):
+            entries = [(p, s["campaigns"][name]) for p, s in zip(parts, statuses, strict=True)
+                       if name in s["campaigns"]]
+            failed = [e for _, e in entries if e["status"] == "failed"]
+            first = entries[0][1]
+            row = {"campaign": name, "status": first["status"], "seeds_used": first.get("seeds_used", 0),
+                   "unknown_seed_uids": first.get("unknown_seed_uids", 0), "audience": 0, "error": ""}
+            if failed:
+                row |= {"status": "failed", "error": failed[0]["error"]}
+            elif len(versions) > 1:
+                row |= {"status": "failed", "error": f"the shards used different model versions {versions}: rerun"}
+            elif first["status"] == "ok":
+                frames = []
+                for folder, _ in entries:
+                    with storage.open_read(storage.join(folder, f"{name}.parquet")) as stream:
+                        frames.append(pd.read_parquet(stream))
+                audience = merge_audiences(frames, self.top_n)
+                targets = [storage.join(self.output, "audiences", f"{name}.parquet")]
+                targets += [audience_uri(self.audiences, name, versions[0])] if self.audiences else []
+                for uri in targets:
+                    with storage.open_write(uri) as stream:
+                        audience.to_parquet(stream, index=False)
+                row["audience"] = len(audience)
+            rows.append(row)
+        summary = {
+            "model_version": versions[0] if len(versions) == 1 else versions,
+            "campaigns": rows,
+            "shard_seconds": [{k: s[k] for k in ("shard", "adapt_seconds", "score_seconds")} for s in statuses],
+        }
+        count = {k: sum(r["status"] == k for r in rows) for k in ("ok", "failed", "skipped")}
+        metrics = {"campaigns": len(rows), **{f"campaigns_{k}": v for k, v in count.items()},
+                   "seeds_known": sum(r["seeds_used"] for r in rows),
+                   "seeds_unknown": sum(r["unknown_seed_uids"] for r in rows),
+                   "audience_users": sum(r["audience"] for r in rows),
+                   "score_seconds_max": max((s["score_seconds"] for s in statuses), default=0)}
+        storage.write_text(storage.join(self.output, "summary.json"), json.dumps(summary, indent=2))
+        storage.write_text(storage.join(self.output, "kfp_metrics.json"), json.dumps(metrics))
+        storage.write_text(storage.join(self.output, "summary.html"), _html(summary, metrics))
+        for row in rows:
+            if row["status"] == "failed":
+                print(f"campaign {row['campaign']}: failed: {row['error']}")
+        return metrics
+
+
+def _html(summary: dict, metrics: dict) -> str:
+    columns = ["campaign", "status", "seeds_used", "unknown_seed_uids", "audience", "error"]
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in columns) + "</tr>"
+                   for r in summary["campaigns"])
+    totals = ", ".join(f"{k} {v}" for k, v in metrics.items())
+    return (f"<!doctype html><meta charset=utf-8><title>Audience expansion</title><h1>Audience expansion</h1>"
+            f"<p>model version {html.escape(str(summary['model_version']))}; {html.escape(totals)}</p>"
+            f"<table border=1><tr>{head}</tr>{body}</table>\n")

@@ -1,0 +1,73 @@
+"""The expansion DAG (the online stage): the user base -> expand_shard per (campaign group, user shard) ->
+merge_audiences.
+
+Like the training DAG, its shape is fixed at compile time (kfp.local gathers no ParallelFor outputs): G
+campaign groups x S user shards tasks, each adapting its group's campaigns (every G-th seed set by name)
+and keeping each one's top N among its shard's users; one merge keeps the global top N per campaign and
+writes the audiences and the summary. The campaigns themselves are read at run time from the seed-set
+folder, so the same pipeline serves any number of them.
+
+Nothing is cached (`Step.cached` of both steps): the seed-set folder and the `latest` model keep their
+URIs while what they hold changes.
+Instead, with the `audiences` parameter (a stable folder), a campaign whose audience is already written
+there for the same model version is skipped, so an hourly run does only the seed sets that arrived.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kfp import dsl
+
+from components.kfp_tasks import Cluster, task
+from metaheac.steps.registry import STEPS
+
+if TYPE_CHECKING:
+    from pipelines.dag import DagOptions
+
+EXPAND_NAME = "metaheac-expand"
+DATASET_PARAMETER = "dataset_uri"
+_BOUND = {"dataset", "output", "shard", "shards", "group", "groups"}  # set by the DAG itself
+
+
+def expand_parameters() -> list[tuple[inspect.Parameter, str]]:
+    """The pipeline's parameters: the user base's URI, and expand_shard's own arguments by their names."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [(inspect.Parameter(DATASET_PARAMETER, kind, annotation=str),
+                   "canonical dataset URI (gs://) whose users are the candidates")]
+    for argument in STEPS["expand_shard"].parameters():
+        if argument.name not in _BOUND:
+            default = inspect.Parameter.empty if argument.required else argument.default
+            parameters.append((inspect.Parameter(argument.name, kind, default=default, annotation=argument.kind),
+                               argument.help))
+    return sorted(parameters, key=lambda p: p[0].default is not inspect.Parameter.empty)
+
+
+def summary(options: DagOptions) -> str:
+    return (f"MetaHeac audience expansion of every seed set: {options.campaign_groups} campaign group(s) x "
+            f"{options.shards} user shard(s), then one merge of each campaign's top N.")
+
+
+def expand_body(options: DagOptions, cluster: Cluster) -> Callable[..., None]:
+    """The pipeline function (its signature is set by `dag.describe`)."""
+    names = [p.name for p, _ in expand_parameters()]
+
+    def body(*values: Any) -> None:
+        params = dict(zip(names, values, strict=True))
+        users = dsl.importer(artifact_uri=params.pop(DATASET_PARAMETER), artifact_class=dsl.Dataset).output
+        parts = []
+        for group in range(options.campaign_groups):
+            for shard in range(options.shards):
+                label = f"expand-{group + 1}of{options.campaign_groups}-users-{shard + 1}of{options.shards}"
+                made = task("expand_shard", cluster, options.caching, label, dataset=users, shard=shard,
+                            shards=options.shards, group=group, groups=options.campaign_groups, **params)
+                made.set_display_name(
+                    f"expand {group + 1}/{options.campaign_groups} users {shard + 1}/{options.shards}")
+                parts.append(made.outputs["output"])
+        merge = task("merge_audiences", cluster, options.caching, "merge-audiences", parts=parts, top_n=params["top_n"],
+                     audiences=params["audiences"])
+        merge.set_display_name("merge audiences")
+
+    return body

@@ -1,0 +1,122 @@
+"""Scoring a user base by row group: the split first layer, bf16 rank agreement, shards merged = all at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from metaheac.adaptation import AdaptedModel, score
+from metaheac.audience import (
+    CampaignScorer,
+    ScoreConfig,
+    UserBase,
+    merge_audiences,
+    prepare_campaign,
+    score_shard,
+)
+from metaheac.data.dataset import users_arrow_schema, users_record_batch, write_dataset
+from metaheac.data.tensors import Features
+from metaheac.expand import ExpandConfig, expand
+from metaheac.model.baselines import MLP
+from metaheac.model.config import ModelConfig
+from metaheac.model.heac import HybridExpertsCritics
+from tests.test_expand import CONFIG, TINY
+from tests.tiny import tiny_features
+
+FEATURES = tiny_features(users=1000, seed=1)
+
+
+def write_users(features: Features, uri: str, group_rows: int = 128) -> None:
+    """`features`' users as a dataset's users.parquet in row groups of `group_rows` (the rest is not read)."""
+    schema = features.schema
+    arrow = users_arrow_schema([f.name for f in schema.user_single], {f.name: f.length for f in schema.user_lists})
+    users = features.users
+    with write_dataset(uri) as writer:
+        writer.write_schema(schema)
+        for start in range(0, len(users), group_rows):
+            chunk = slice(start, start + group_rows)
+            lists = users.lists[chunk].numpy().astype(np.int32)
+            writer.add_users(users_record_batch(
+                arrow, users.uid[chunk], users.single[chunk].numpy(),
+                np.split(lists, np.cumsum(schema.list_lengths)[:-1], axis=1),
+            ))
+
+
+def network(kind: type[torch.nn.Module] = HybridExpertsCritics) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return kind(FEATURES.schema, TINY)
+
+
+@pytest.mark.parametrize("kind,project_rows", [(HybridExpertsCritics, 0), (HybridExpertsCritics, 4),
+                                               (HybridExpertsCritics, 10), (HybridExpertsCritics, 10**6), (MLP, 0)])
+def test_the_scorer_gives_the_scores_of_score(kind: type[torch.nn.Module], project_rows: int) -> None:
+    """Every split of the fields between lookups and the matmul (none, some: contiguous columns or not, all),
+    and another network."""
+    model = AdaptedModel.unchanged(network(kind))
+    expected = score(model, FEATURES, 3, torch.arange(len(FEATURES.users)))
+    scorer = CampaignScorer(model, FEATURES.campaigns.fields[3], ScoreConfig(precision="float32",
+                                                                             project_rows=project_rows))
+    got = scorer(FEATURES.users.single, FEATURES.users.lists)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_ranks_the_top_users_as_float32_does() -> None:
+    torch.manual_seed(0)
+    model = AdaptedModel.unchanged(HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=16)))
+    campaign = FEATURES.campaigns.fields[3]
+    scores = {
+        precision: CampaignScorer(model, campaign, ScoreConfig(precision=precision, project_rows=0))(
+            FEATURES.users.single, FEATURES.users.lists
+        )
+        for precision in ("float32", "bfloat16")
+    }
+    assert not torch.equal(scores["float32"], scores["bfloat16"])  # bf16 did run
+    top = torch.topk(scores["float32"], len(FEATURES.users) // 10).indices
+    assert spearmanr(scores["float32"][top], scores["bfloat16"][top]).statistic >= 0.999
+
+
+def test_shards_read_their_row_groups_only_and_take_reads_chosen_users(tmp_path) -> None:
+    write_users(FEATURES, str(tmp_path / "d"))
+    base = UserBase(str(tmp_path / "d"))
+    assert len(base) == 1000 and base.file.num_row_groups == 8
+    shards = [base.shard_groups(s, 3) for s in range(3)]
+    assert [g for shard in shards for g in shard] == list(range(8))
+    first, users = next(base.batches(shards[1]))
+    assert first == 128 * shards[1][0] and torch.equal(users.lists, FEATURES.users.lists[first : first + 128])
+    chosen = np.array([3, 130, 131, 999])
+    taken = base.take(chosen)
+    assert taken.uid.tolist() == FEATURES.users.uid[chosen].tolist()
+    assert torch.equal(taken.single, FEATURES.users.single[chosen])
+
+
+def test_two_shards_merged_give_the_audience_of_expand(tmp_path) -> None:
+    write_users(FEATURES, str(tmp_path / "d"))
+    base = UserBase(str(tmp_path / "d"))
+    uids = base.uids()
+    seeds = FEATURES.users.uid[[5, 9, 400, 401, 990]]
+    parts = []
+    for shard in range(2):
+        run, summary = prepare_campaign(network(), base, pd.Index(uids), FEATURES.campaigns, {"aid": 503}, seeds,
+                                        50, CONFIG)
+        ((scores, index),) = score_shard(base, {"c": run}, base.shard_groups(shard, 2), batch_size=100).values()
+        assert len(index) == 50 and not set(index.tolist()) & {5, 9, 400, 401, 990}
+        parts.append(pd.DataFrame({"uid": uids[index.numpy()], "score": scores.numpy()}))
+    merged = merge_audiences(parts, 50)
+    expected = expand(network(), FEATURES, {"aid": 503}, seeds, top_n=50, config=CONFIG)
+    assert summary["seeds_used"] == 5 and summary["negatives_used"] == 20
+    assert merged["uid"].tolist() == expected["uid"].tolist()
+    np.testing.assert_allclose(merged["score"], expected["score"], rtol=1e-5)
+    assert merged["rank"].tolist() == list(range(1, 51))
+
+
+def test_negatives_given_or_drawn_are_never_seeds() -> None:
+    from metaheac.expand import plan_seeds
+
+    index = pd.Index(FEATURES.users.uid)
+    seeds = FEATURES.users.uid[::7]
+    plan = plan_seeds(index, seeds, None, 10, ExpandConfig(negatives_per_seed=5))
+    assert len(plan.negatives) == 5 * len(plan.seeds) == len(np.unique(plan.negatives))
+    assert not np.isin(plan.negatives, plan.seeds).any() and plan.negatives.max() < len(index)
