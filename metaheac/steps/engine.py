@@ -19,6 +19,7 @@ from metaheac.adaptation import AdaptConfig, adapt_and_score_campaigns
 from metaheac.data.dataset import load_campaign_frame
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_features, load_rows
+from metaheac.evaluation.intervals import table_intervals
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
 from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_audience
@@ -153,7 +154,7 @@ def read_scores(uris: list[str]) -> dict[str, pd.DataFrame]:
 @dataclass
 class Evaluate(Step):
     """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP
-    metrics payloads (kfp_metrics.json; kfp_classification.json for MetaHeac, else the first method)."""
+    metrics payloads (kfp_metrics.json; kfp_classification.json for the recommended method, else the first)."""
 
     name: ClassVar[str] = "evaluate"
     scores: str = arg(help="comma-separated folders holding the scores written by `adapt`")
@@ -164,7 +165,7 @@ class Evaluate(Step):
     def run(self) -> dict:
         results = read_scores([u for u in self.scores.split(",") if u])
         summary = compare(results)
-        table = format_table(summary)
+        table = format_table(summary, intervals=table_intervals(results, FOCUS_METHOD))
         context = {"dataset": self.dataset or "-", "scores": self.scores,
                    "methods": ", ".join(results), "rows": sum(len(f) for f in results.values())}
         storage.write_text(storage.join(self.output, "metrics.json"), pd.Series(summary).to_json(indent=2))

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 
 from metaheac import storage
 from metaheac.data.config import PreprocessConfig
+from metaheac.data.errors import InputError
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
 from metaheac.steps.base import Step, arg
@@ -25,11 +26,17 @@ class Generate(Step):
     users: int = arg(20_000, help="number of users")
     campaigns: int = arg(64, help="number of campaigns")
     seed: int = arg(2020, help="random seed: the same seed writes the same files")
+    setting: str = arg("", help="a named preset of the audience structure: transfer or specific "
+                       "(empty: the plain defaults)")
 
     def run(self) -> dict:
-        from metaheac.data.synthetic import SyntheticConfig, generate
+        from metaheac.data.synthetic import generate, setting_config
 
-        return generate(self.output, SyntheticConfig(users=self.users, campaigns=self.campaigns, seed=self.seed))
+        try:
+            config = setting_config(self.setting, users=self.users, campaigns=self.campaigns, seed=self.seed)
+        except ValueError as error:
+            raise InputError(f"--setting: {error}") from None
+        return generate(self.output, config)
 
 
 @dataclass
