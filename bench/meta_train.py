@@ -28,8 +28,8 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.meta import MetaTrainer
-from metaheac.training.oracle import oracle_meta_gradients
 from metaheac.training.sampling import TaskSampler
+from tests.oracle import oracle_meta_gradients
 
 SINGLE = {"age": 6, "gender": 3, "education": 8, "consumptionAbility": 3, "LBS": 856, "carrier": 4, "house": 2}
 LISTS = {

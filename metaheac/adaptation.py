@@ -1,4 +1,5 @@
-"""The online stage (DESIGN.md section 3): fine-tune the general model on one campaign's seed rows, score users.
+"""The online stage (docs/architecture.md, "Data flow"): fine-tune the general model on one campaign's seed
+rows, score users.
 
 The official protocol copies the whole model per campaign and runs Adam (lr 1e-3) for 2 epochs over
 the seed rows, shuffled, in batches of 512. This module gives the same result without the copy. Only
@@ -17,7 +18,7 @@ overhead it saves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +29,8 @@ from torch import nn
 from tqdm import tqdm
 
 from metaheac.data.tensors import Batch, Features, Rows
-from metaheac.model.baselines import predict
-from metaheac.model.embedding import list_weights
+from metaheac.model.embedding import TableLayout, embed_campaigns, mean_weights, pool_users
+from metaheac.model.network import Network
 
 
 @dataclass(frozen=True)
@@ -58,39 +59,6 @@ def campaign_seed(seed: int, campaign: int) -> int:
     return int(np.random.SeedSequence([seed, campaign]).generate_state(1)[0])
 
 
-def _bag(table: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_j weights[..., j] * table[ids[..., j]]: [..., L] -> [..., dim], one fused pass, no [..., L, dim]."""
-    flat = ids.reshape(-1, ids.shape[-1])
-    pooled = F.embedding_bag(flat, table, mode="sum", per_sample_weights=weights.reshape(flat.shape))
-    return pooled.view(*ids.shape[:-1], table.shape[-1])
-
-
-def embed_users(
-    tables: list[torch.Tensor],
-    single_ids: torch.Tensor,
-    list_ids: torch.Tensor,
-    weights: torch.Tensor,
-    list_lengths: list[int],
-) -> torch.Tensor:
-    """`FieldEmbeddings.user` over given tables, one per user field: ids [..., S] and [..., L] (L = sum of
-    list lengths) -> [..., S + len(list_lengths), dim]. A list is the weighted sum of its ids' rows with
-    `weights` [..., L] (`list_weights` of the original ids: the masked mean), fused by embedding_bag."""
-    n_single = single_ids.shape[-1]
-    single = [F.embedding(single_ids[..., i], table) for i, table in enumerate(tables[:n_single])]
-    lists = [
-        _bag(table, ids, w)
-        for table, ids, w in zip(
-            tables[n_single:], list_ids.split(list_lengths, dim=-1), weights.split(list_lengths, dim=-1), strict=True
-        )
-    ]
-    return torch.stack(single + lists, dim=-2)
-
-
-def mean_weights(list_ids: torch.Tensor, list_lengths: list[int], dtype: torch.dtype) -> torch.Tensor:
-    """Every list id's weight in its field's masked mean, [..., L]."""
-    return torch.cat([list_weights(ids, dtype) for ids in list_ids.split(list_lengths, dim=-1)], dim=-1)
-
-
 class AdaptedModel(nn.Module):
     """A general network adapted to one campaign: its own dense parameters, and the embedding rows its
     seed rows read, the only ones adaptation can change (per table: ids and rows), over the general
@@ -103,7 +71,7 @@ class AdaptedModel(nn.Module):
 
     def __init__(
         self,
-        network: nn.Module,
+        network: Network,
         dense: dict[str, torch.Tensor],
         overlay: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
@@ -111,7 +79,7 @@ class AdaptedModel(nn.Module):
         self.network, self.dense, self.overlay = network, dense, overlay
 
     @classmethod
-    def unchanged(cls, network: nn.Module) -> AdaptedModel:
+    def unchanged(cls, network: Network) -> AdaptedModel:
         return cls(network, {name: w.detach() for name, w in network.dense_parameters().items()})
 
     def tables(self) -> list[torch.Tensor]:
@@ -128,21 +96,38 @@ class AdaptedModel(nn.Module):
         lengths = self.network.embeddings.list_lengths
         n_user = self.network.embeddings.n_user_fields
         weights = mean_weights(list_ids, lengths, tables[0].dtype)
-        return embed_users(tables[:n_user], single_ids, list_ids, weights, lengths)
+        return pool_users(tables[:n_user], single_ids, list_ids, weights, lengths)
 
     def campaign(self, tables: list[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
         """Campaign field embeddings [..., F_c, d] from `tables()` and ids [..., F_c]."""
-        n_user = self.network.embeddings.n_user_fields
-        return torch.stack([F.embedding(ids[..., i], t) for i, t in enumerate(tables[n_user:])], dim=-2)
+        return embed_campaigns(tables[self.network.embeddings.n_user_fields :], ids)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Probabilities [B]."""
         tables = self.tables()
         user = self.user(tables, batch.user_single, batch.user_lists)
-        return predict(self.network, self.dense, user, self.campaign(tables, batch.campaign))
+        return self.network.predict(self.dense, user, self.campaign(tables, batch.campaign))
+
+    def score(
+        self, features: Features, campaign: int, users: torch.Tensor, batch_size: int | None = None
+    ) -> torch.Tensor:
+        """Probabilities [len(users)] on `campaign`; its embeddings are computed once. The default batch
+        is 4096 users on CPU (measured fastest: bigger batches spill the caches; 2048-4096 score ~1.8x
+        faster than 32768 at the Tencent sizes) and 65536 on a GPU."""
+        device = next(self.network.parameters()).device
+        batch_size = batch_size or (4096 if device.type == "cpu" else 65536)
+        table = features.to(device).users
+        tables = self.tables()
+        campaign_emb = self.campaign(tables, features.campaigns.fields[campaign].to(device)[None])  # [1, K_c, d]
+        return torch.cat(
+            [
+                self.network.predict(self.dense, self.user(tables, table.single[c], table.lists[c]), campaign_emb)
+                for c in users.to(device).split(batch_size)
+            ]
+        )
 
 
-def _fresh(network: nn.Module, seed: int) -> nn.Module:
+def _fresh(network: Network, seed: int) -> Network:
     """A newly initialised network of the same architecture, device and dtype."""
     like = next(network.parameters())
     with torch.random.fork_rng(devices=[]):
@@ -163,28 +148,18 @@ def _holdout(label: torch.Tensor, share: float, generator: torch.Generator) -> t
     return torch.cat(train), torch.cat(held)
 
 
-def _adapt(network: nn.Module, features: Features, campaign: int, rows: Rows, config: AdaptConfig) -> AdaptedModel:
+def _adapt(network: Network, features: Features, campaign: int, rows: Rows, config: AdaptConfig) -> AdaptedModel:
     """Adapt `network` to one campaign through a local table of the rows its seed rows read (module doc)."""
     device, users = rows.label.device, features.users
     user_ids = torch.cat([users.single[rows.user], users.lists[rows.user]], dim=-1).long()  # [n, K_u]
     campaign_ids = features.campaigns.fields[campaign].long()  # [K_c]
     embeddings = network.embeddings
     n_single, lengths = len(embeddings.user_single), embeddings.list_lengths
-    tables = embeddings.tables()
-
-    # Keys address the tables laid end to end: table t's row i is key starts[t] + i.
-    sizes = torch.tensor([t.num_embeddings for t in tables], device=device)
-    starts = sizes.cumsum(0) - sizes
-    column_table = [*range(n_single), *(n_single + i for i, k in enumerate(lengths) for _ in range(k))]
-    column_start = starts[torch.tensor([*column_table, *range(embeddings.n_user_fields, len(tables))], device=device)]
-    k_user = user_ids.shape[-1]
-    keys = torch.cat([(user_ids + column_start[:k_user]).flatten(), campaign_ids + column_start[k_user:]])
+    layout = TableLayout(embeddings, device)
+    keys = torch.cat([layout.user_keys(user_ids).flatten(), layout.campaign_keys(campaign_ids)])
     unique, inverse = torch.unique(keys, return_inverse=True)  # sorted: by table, then id
-    table = torch.searchsorted(starts, unique, right=True) - 1
-    table_row = unique - starts[table]
-    per_table = torch.bincount(table, minlength=len(tables)).tolist()
-    local = torch.cat([t.weight.detach()[i] for t, i in zip(tables, table_row.split(per_table), strict=True)])
-    local.requires_grad_()
+    table_ids = layout.table_ids(unique)
+    local = layout.read(table_ids).requires_grad_()
     local_user = inverse[: user_ids.numel()].view_as(user_ids)
     local_campaign = inverse[user_ids.numel() :]
     weights = mean_weights(user_ids[:, n_single:], lengths, local.dtype)
@@ -196,8 +171,8 @@ def _adapt(network: nn.Module, features: Features, campaign: int, rows: Rows, co
 
     def loss_of(index: torch.Tensor) -> torch.Tensor:
         ids = local_user[index]
-        user = embed_users(local_tables, ids[:, :n_single], ids[:, n_single:], weights[index], lengths)
-        probability = predict(network, dense, user, F.embedding(local_campaign, local)[None])  # one campaign
+        user = pool_users(local_tables, ids[:, :n_single], ids[:, n_single:], weights[index], lengths)
+        probability = network.predict(dense, user, F.embedding(local_campaign, local)[None])  # one campaign
         return F.binary_cross_entropy(probability, rows.label[index].to(probability.dtype))
 
     train = torch.arange(len(rows), device=device)
@@ -223,12 +198,12 @@ def _adapt(network: nn.Module, features: Features, campaign: int, rows: Rows, co
         with torch.no_grad():
             for w, kept in zip([local, *dense.values()], best, strict=True):
                 w.copy_(kept)
-    overlay = list(zip(table_row.split(per_table), local.detach().split(per_table), strict=True))
+    overlay = list(zip(table_ids, local.detach().split([len(i) for i in table_ids]), strict=True))
     return AdaptedModel(network, {name: w.detach() for name, w in dense.items()}, overlay)
 
 
 def adapt_campaigns(
-    general_model: nn.Module, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
 ) -> Iterator[tuple[int, AdaptedModel]]:
     """(campaign, adapted model) for every campaign in `seeds` (campaign index -> its seed rows), one at a
     time; a campaign without seed rows keeps its starting network. Runs where the general model lives."""
@@ -243,8 +218,11 @@ def adapt_campaigns(
             yield campaign, AdaptedModel.unchanged(network)
 
 
+Adapter = Callable[[Network, Features, dict[int, Rows], AdaptConfig], Iterator[tuple[int, AdaptedModel]]]
+
+
 def adapt(
-    general_model: nn.Module, features: Features, seed_rows: Rows, config: AdaptConfig | None = None
+    general_model: Network, features: Features, seed_rows: Rows, config: AdaptConfig | None = None
 ) -> AdaptedModel:
     """The general model fine-tuned on one campaign's seed rows; the general model is left as it was."""
     campaigns = seed_rows.campaign.unique().tolist()
@@ -263,27 +241,11 @@ def score(
 ) -> torch.Tensor:
     """Probabilities [len(users)] that each user (index) converts on `campaign` (index), in batches.
 
-    `model` is an `AdaptedModel` or a plain network; the campaign's embeddings are computed once. The
-    default batch is 4096 users on CPU (measured fastest: bigger batches spill the caches; 2048-4096 score
-    ~1.8x faster than 32768 at the Tencent sizes) and 65536 on a GPU.
+    `model` is an `AdaptedModel` (which scores through its `score`, a method's own adaptation may
+    override it) or a plain network.
     """
     adapted = model if isinstance(model, AdaptedModel) else AdaptedModel.unchanged(model)
-    device = next(adapted.network.parameters()).device
-    batch_size = batch_size or (4096 if device.type == "cpu" else 65536)
-    table = features.to(device).users
-    tables = adapted.tables()
-    campaign_emb = adapted.campaign(tables, features.campaigns.fields[campaign].to(device)[None])  # [1, K_c, d]
-    return torch.cat(
-        [
-            predict(
-                adapted.network,
-                adapted.dense,
-                adapted.user(tables, table.single[chunk], table.lists[chunk]),
-                campaign_emb,
-            )
-            for chunk in users.to(device).split(batch_size)
-        ]
-    )
+    return adapted.score(features, campaign, users, batch_size)
 
 
 def _by_campaign(rows: Rows) -> dict[int, Rows]:
@@ -297,14 +259,16 @@ def _by_campaign(rows: Rows) -> dict[int, Rows]:
 
 
 def adapt_and_score_campaigns(
-    general_model: nn.Module,
+    general_model: Network,
     features: Features,
     stage1: Rows,
     stage2: Rows,
     config: AdaptConfig | None = None,
     progress: bool = True,
+    adapt: Adapter = adapt_campaigns,
 ) -> pd.DataFrame:
-    """The evaluation protocol: adapt on each campaign's stage-1 rows, score its stage-2 rows.
+    """The evaluation protocol: adapt on each campaign's stage-1 rows (with `adapt`, a method's own
+    adaptation; default this module's), score its stage-2 rows.
 
     Returns one row per stage-2 row: campaign, user (indexes), label, score.
     """
@@ -315,7 +279,7 @@ def adapt_and_score_campaigns(
     seeds = {c: given.get(c, empty) for c in targets}
     frames = []
     with tqdm(total=len(targets), disable=not progress, desc="adapt+score", unit="campaign") as bar:
-        for campaign, model in adapt_campaigns(general_model, features, seeds, config):
+        for campaign, model in adapt(general_model, features, seeds, config):
             rows = targets[campaign]
             scores = score(model, features, campaign, rows.user, config.score_batch_size)
             frames.append(

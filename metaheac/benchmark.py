@@ -7,26 +7,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from metaheac.adaptation import AdaptConfig, adapt_and_score_campaigns
+from metaheac.adaptation import AdaptConfig
 from metaheac.data.tensors import Features, Rows
 from metaheac.linear import CategoryLR, LinearConfig, campaign_lr, design, fit_category_lr
-from metaheac.model import zoo
+from metaheac.methods import method
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig
 from metaheac.transfer import RECOMMENDED, fit_transfer, general_logit
 
 log = logging.getLogger(__name__)
-
-# `MLP one-stage` as a practitioner fits it: a fifth of the seeds held out, up to 100 epochs of batches
-# of 128, the epoch of least held-out loss kept.
-ONE_STAGE = AdaptConfig(epochs=100, batch_size=128, holdout=0.2, patience=5)
 
 Scorer = Callable[[torch.Tensor], np.ndarray]  # users -> scores
 
@@ -64,8 +59,8 @@ def evaluate_methods(
 
     def network(name: str) -> nn.Module:
         if name not in general:
-            general[name] = zoo.train_general_model(name, features, train, meta_config=meta, joint_config=joint,
-                                                    seed=seed, progress=False)
+            general[name] = method(name).train(features, train, meta_config=meta, joint_config=joint, seed=seed,
+                                               progress=False)
         return general[name]
 
     def category_lr() -> CategoryLR:
@@ -95,9 +90,8 @@ def evaluate_methods(
             if name in fits:
                 frame = fit_and_score(fits[name], stage1, stage2)
             else:
-                config = ONE_STAGE if name == "MLP one-stage" else AdaptConfig()
-                config = zoo.adapt_config(name, replace(config, seed=seed))
-                frame = adapt_and_score_campaigns(network(name), features, stage1, stage2, config, progress=False)
+                frame = method(name).adapt_and_score(network(name), features, stage1, stage2,
+                                                     AdaptConfig(seed=seed), progress=False)
             frames.append(frame.assign(split=split))
         results[name] = pd.concat(frames, ignore_index=True)
         log.info("%s: %.0f s (training included where it came first)", name, time.perf_counter() - started)

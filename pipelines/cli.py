@@ -24,7 +24,7 @@ import kfp
 from kfp import compiler
 
 from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling
-from metaheac.model.zoo import parse_methods
+from metaheac.method_names import parse_methods
 from pipelines import cron, remote
 from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
 from pipelines.local import run_id, run_local, run_schedule
@@ -37,7 +37,7 @@ def _add_dag_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline shape (fixed at compile time)")
     group.add_argument("--source", choices=("generate", "input"), default="generate",
                        help="generate synthetic data, or import raw files from the input_uri parameter")
-    group.add_argument("--methods", default="MetaHeac", help="comma-separated methods (or all), one train task each")
+    group.add_argument("--methods", default="MetaHeac+LR", help="comma-separated methods (or all), one train task each")
     group.add_argument("--shards", type=int, default=2, help="adapt tasks per method (campaign shards)")
     group.add_argument("--pipeline-name", default=DagOptions.name,
                        help="the pipeline's name (on a server, versions are uploaded under it)")

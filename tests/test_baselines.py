@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from metaheac.adaptation import AdaptConfig
-from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom, predict
+from metaheac.methods import METHODS, method
+from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.model.zoo import METHODS, adapt_config, method, train_general_model
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig, joint_train
 from tests.tiny import tiny_features, tiny_rows
@@ -44,9 +44,9 @@ def test_predict_runs_per_task_parameters_and_a_shared_campaign(network) -> None
     user, campaign = net.embeddings.user(batch), net.embeddings.campaign(batch)
     params = [{k: w + 0.1 * torch.randn_like(w) for k, w in net.dense_parameters().items()} for _ in range(3)]
     stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
-    batched = predict(net, stacked, user.expand(3, *user.shape), campaign[:1].expand(3, 1, *campaign.shape[1:]))
+    batched = net.predict(stacked, user.expand(3, *user.shape), campaign[:1].expand(3, 1, *campaign.shape[1:]))
     for t, p in enumerate(params):
-        torch.testing.assert_close(batched[t], predict(net, p, user, campaign))
+        torch.testing.assert_close(batched[t], net.predict(p, user, campaign))
 
 
 def test_logistic_regression_starts_at_one_half_and_learns() -> None:
@@ -85,7 +85,8 @@ def test_the_registry_names_the_papers_methods_and_builds_each() -> None:
         "MetaHeac w/o HC",
         "MetaHeac w/o HE",
     }
-    assert adapt_config("LR").from_scratch and not adapt_config("MetaHeac w/o Meta", AdaptConfig()).from_scratch
+    assert method("LR").adapt_config().from_scratch
+    assert not method("MetaHeac w/o Meta").adapt_config(AdaptConfig()).from_scratch
     with pytest.raises(ValueError, match="unknown method 'Hubble'"):
         method("Hubble")
 
@@ -98,7 +99,7 @@ def test_train_general_model_trains_as_the_method_says(name: str) -> None:
         "joint_config": JointTrainConfig(batch_size=16, max_steps=3),
         "progress": False,
     }
-    trained = train_general_model(name, features, rows, TINY, seed=7, **kwargs)
+    trained = method(name).train(features, rows, TINY, seed=7, **kwargs)
     torch.manual_seed(7)
     fresh = METHODS[name].build(features.schema, TINY)
     changed = any(not torch.equal(a, b) for a, b in zip(trained.parameters(), fresh.parameters(), strict=True))

@@ -15,8 +15,8 @@ from metaheac.training.bags import BagPlan, bag_sum
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.lazy_adam import LazyAdam
 from metaheac.training.meta import meta_gradients, meta_train
-from metaheac.training.oracle import oracle_meta_gradients
 from metaheac.training.sampling import TaskSampler, campaign_weights, distinct
+from tests.oracle import oracle_meta_gradients
 from tests.tiny import tiny_features, tiny_rows
 
 TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)

@@ -13,10 +13,11 @@ import torch
 from metaheac import storage
 from metaheac.data.schema import DatasetSchema, Field
 from metaheac.data.tensors import Batch
+from metaheac.methods import load_model
 from metaheac.model.config import ModelConfig
 from metaheac.model.embedding import FieldEmbeddings
 from metaheac.model.heac import HybridExpertsCritics, matmul
-from metaheac.model.store import MODEL_FILE, load_model, read_model_info, save_model
+from metaheac.model.store import MODEL_FILE, read_model_info, save_model
 from tests.tiny import tiny_features, tiny_rows
 
 TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)
@@ -92,8 +93,8 @@ def test_matmul_is_the_product_and_differentiates_twice(shared: bool) -> None:
     assert torch.autograd.gradgradcheck(product, (a, b))
 
 
-def test_dropout_is_declared_but_never_applied() -> None:
-    net, batch = model(ModelConfig(embedding_dim=8, dropout=0.9)), tiny_batch()
+def test_no_dropout_train_and_eval_modes_agree() -> None:
+    net, batch = model(ModelConfig(embedding_dim=8)), tiny_batch()
     torch.testing.assert_close(net.train()(batch), net.eval()(batch))
 
 

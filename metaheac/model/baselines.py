@@ -1,9 +1,7 @@
 """The paper's baselines on the same field embeddings as MetaHeac: LR, MLP, Shared-Bottom and MMoE.
 
-Each is written like `HybridExpertsCritics`: named dense parameters and `predict(params, user, campaign)`
-over pooled user embeddings [..., B, F_u, d] and campaign embeddings [..., B or 1, F_c, d], where the
-parameters may carry a leading task dimension. The module function `predict` runs any network of the
-zoo that way, so adaptation trains on its own tables and scores one shared campaign once, for all alike.
+Each implements the network contract (`network.Network`) like `HybridExpertsCritics`, so adaptation
+trains on its own tables and scores one shared campaign once, for all alike.
 Campaigns play the tasks of the multi-task models: the shared bottom and the experts read only the user,
 the gate and the tower read the campaign too.
 
@@ -13,24 +11,12 @@ width) the tower's hidden layer; `experts` for MMoE.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from metaheac.data.schema import DatasetSchema
-from metaheac.data.tensors import Batch
 from metaheac.model.config import ModelConfig
-from metaheac.model.embedding import FieldEmbeddings
-from metaheac.model.heac import HybridExpertsCritics, Params
-
-
-def predict(network: nn.Module, p: Params, user: torch.Tensor, campaign: torch.Tensor) -> torch.Tensor:
-    """Probabilities [..., B] of any network of the zoo from parameters `p`, pooled user embeddings
-    [..., B, F_u, d] and campaign embeddings [..., B or 1, F_c, d]."""
-    if isinstance(network, HybridExpertsCritics):  # its head takes the experts' first layer and the user mean
-        return network.head(p, network.expert_input(p, user), user.mean(-2), campaign)
-    return network.predict(p, user, campaign)
+from metaheac.model.network import Network, Params
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -45,42 +31,7 @@ def user_campaign_linear(user: torch.Tensor, campaign: torch.Tensor, w: torch.Te
     return linear(user, w[..., :width, :], b) + campaign @ w[..., width:, :]
 
 
-class FunctionalNetwork(nn.Module):
-    """Field embeddings plus named dense parameters; `forward` runs `predict` on the module's own."""
-
-    def __init__(self, schema: DatasetSchema, config: ModelConfig | None, dim: int | None = None) -> None:
-        super().__init__()
-        self.schema = schema
-        self.config = config = config or ModelConfig()
-        dim = config.embedding_dim if dim is None else dim
-        self.embeddings = FieldEmbeddings(schema, dim, config.init_std)
-        self.user_width = self.embeddings.n_user_fields * dim  # G(u)
-        self.campaign_width = len(schema.campaign_fields) * dim
-        self.dense_names: list[str] = []
-
-    def add(self, name: str, shape: tuple[int, ...], fan_in: int) -> None:
-        """A dense parameter, drawn like nn.Linear's default init."""
-        bound = 1.0 / math.sqrt(fan_in)
-        self.register_parameter(name, nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
-        self.dense_names.append(name)
-
-    def add_linear(self, name: str, fan_in: int, fan_out: int) -> None:
-        self.add(f"{name}_w", (fan_in, fan_out), fan_in)
-        self.add(f"{name}_b", (fan_out,), fan_in)
-
-    def dense_parameters(self) -> dict[str, torch.Tensor]:
-        """Every parameter but the embedding tables (read through getattr, so functional_call swaps them)."""
-        return {name: getattr(self, name) for name in self.dense_names}
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Probabilities [B]."""
-        return self.predict(self.dense_parameters(), self.embeddings.user(batch), self.embeddings.campaign(batch))
-
-    def predict(self, p: Params, user: torch.Tensor, campaign: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class LogisticRegression(FunctionalNetwork):
+class LogisticRegression(Network):
     """sigmoid(bias + a weight per user and campaign field value): 1-dim embeddings summed.
 
     A list field contributes the mean weight of its ids, as its embedding is the mean. Starts at zero
@@ -99,7 +50,7 @@ class LogisticRegression(FunctionalNetwork):
         return torch.sigmoid(user.sum((-1, -2)) + campaign.sum((-1, -2)) + p["bias"])
 
 
-class MLP(FunctionalNetwork):
+class MLP(Network):
     """[G(u), campaign embeddings] -> MLP(expert_hidden, ReLU) -> Linear -> sigmoid."""
 
     def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
@@ -116,7 +67,7 @@ class MLP(FunctionalNetwork):
         return torch.sigmoid(linear(h, p["out_w"], p["out_b"]).squeeze(-1))
 
 
-class _Tower(FunctionalNetwork):
+class _Tower(Network):
     """A user representation (subclass) -> tower on [it, campaign embeddings]: Linear-ReLU-Linear-sigmoid."""
 
     def __init__(self, schema: DatasetSchema, config: ModelConfig | None) -> None:

@@ -1,4 +1,5 @@
-"""Field embeddings shared by MetaHeac and every baseline.
+"""Field embeddings shared by MetaHeac and every baseline, and the one pooling and gather code that
+meta-training, adaptation and scoring share.
 
 A single-valued field is one lookup; a list field is the masked mean over its valid ids
 (id 0 is padding, an empty list embeds to zeros).
@@ -6,7 +7,10 @@ A single-valued field is one lookup; a list field is the masked mean over its va
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metaheac.data.schema import DatasetSchema
@@ -19,9 +23,93 @@ def list_weights(ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     return mask / mask.sum(-1, keepdim=True).clamp(min=1.0)
 
 
-def masked_mean(embedded: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Mean over the list axis (-2) of `embedded` where `ids` != 0; zeros for an empty list."""
-    return (embedded * list_weights(ids, embedded.dtype).unsqueeze(-1)).sum(-2)
+def mean_weights(list_ids: torch.Tensor, list_lengths: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """Every list id's weight in its field's masked mean, [..., L] for list ids [..., L] side by side."""
+    return torch.cat([list_weights(ids, dtype) for ids in list_ids.split(list_lengths, dim=-1)], dim=-1)
+
+
+Bag = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
+
+
+def fused_bag(table: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    """sum_j weights[..., j] * table[ids[..., j]]: [..., L] -> [..., dim], one fused pass, no [..., L, dim]
+    (embedding_bag: differentiable once)."""
+    flat = ids.reshape(-1, ids.shape[-1])
+    pooled = F.embedding_bag(flat, table, mode="sum", per_sample_weights=weights.reshape(flat.shape), sparse=sparse)
+    return pooled.view(*ids.shape[:-1], table.shape[-1])
+
+
+def gathered_bag(table: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    """`fused_bag` through a [..., L, dim] gather: differentiable any number of times (second-order MAML
+    through the module's forward, as the reference loop does)."""
+    return (F.embedding(ids, table, sparse=sparse) * weights.unsqueeze(-1)).sum(-2)
+
+
+def pool_users(
+    tables: list[torch.Tensor],
+    single_ids: torch.Tensor,
+    list_ids: torch.Tensor,
+    weights: torch.Tensor,
+    list_lengths: list[int],
+    bag: Bag = fused_bag,
+    sparse: bool = False,
+) -> torch.Tensor:
+    """Pooled user field embeddings [..., S + len(list_lengths), dim] over given tables, one per user
+    field, from ids [..., S] and [..., L] (L = sum of list lengths). A list is the sum of its ids' rows
+    with `weights` [..., L] (`mean_weights` of the original ids: the masked mean). `sparse`: the tables
+    get sparse gradients."""
+    n_single = single_ids.shape[-1]
+    single = [F.embedding(single_ids[..., i], table, sparse=sparse) for i, table in enumerate(tables[:n_single])]
+    lists = [
+        bag(table, ids, w, sparse)
+        for table, ids, w in zip(
+            tables[n_single:], list_ids.split(list_lengths, dim=-1), weights.split(list_lengths, dim=-1), strict=True
+        )
+    ]
+    return torch.stack(single + lists, dim=-2)
+
+
+def embed_campaigns(tables: list[torch.Tensor], ids: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    """Campaign field embeddings [..., F_c, dim] over given tables, one per campaign field, ids [..., F_c]."""
+    return torch.stack([F.embedding(ids[..., i], table, sparse=sparse) for i, table in enumerate(tables)], dim=-2)
+
+
+class TableLayout:
+    """Every table laid end to end, for local tables (the rows some ids read, each once): table t's row i
+    is key `starts[t] + i`, so sorting keys sorts rows by table, then id."""
+
+    def __init__(self, embeddings: FieldEmbeddings, device: torch.device) -> None:
+        self.tables = embeddings.tables()
+        sizes = torch.tensor([table.num_embeddings for table in self.tables], device=device)
+        self.ends = sizes.cumsum(0)
+        self.starts = self.ends - sizes
+        n_single, n_user = len(embeddings.user_single), embeddings.n_user_fields
+        # The user field (= its table) of every user id column; campaign field i is table n_user + i.
+        self.user_field = torch.tensor(
+            [*range(n_single), *(n_single + i for i, n in enumerate(embeddings.list_lengths) for _ in range(n))],
+            device=device,
+        )
+        campaign_table = torch.arange(n_user, len(self.tables), device=device)
+        self.user_start = self.starts[self.user_field]
+        self.campaign_start = self.starts[campaign_table]
+
+    def user_keys(self, user_ids: torch.Tensor) -> torch.Tensor:
+        """Keys of user id columns [..., K_u] (single fields, then list fields)."""
+        return user_ids + self.user_start
+
+    def campaign_keys(self, campaign_ids: torch.Tensor) -> torch.Tensor:
+        """Keys of campaign id columns [..., K_c]."""
+        return campaign_ids + self.campaign_start
+
+    def table_ids(self, keys: torch.Tensor) -> list[torch.Tensor]:
+        """Per table, the ids of sorted distinct `keys`."""
+        table = torch.searchsorted(self.ends, keys, right=True)
+        per_table = torch.bincount(table, minlength=len(self.tables)).tolist()
+        return list((keys - self.starts[table]).split(per_table))
+
+    def read(self, table_ids: list[torch.Tensor]) -> torch.Tensor:
+        """The rows of `table_ids` (per table), end to end: a local table, detached from the tables."""
+        return torch.cat([t.weight.detach().index_select(0, i) for t, i in zip(self.tables, table_ids, strict=True)])
 
 
 class FieldEmbeddings(nn.Module):
@@ -50,17 +138,16 @@ class FieldEmbeddings(nn.Module):
         """Every table, in id-column order: user single fields, user list fields, campaign fields."""
         return [*self.user_single, *self.user_lists, *self.campaign_fields]
 
+    @property
+    def sparse(self) -> bool:
+        """Whether lookups give the tables sparse gradients (joint training switches it on)."""
+        return any(table.sparse for table in self.tables())
+
     def user(self, batch: Batch) -> torch.Tensor:
-        single = [table(batch.user_single[:, i]) for i, table in enumerate(self.user_single)]
-        pooled = [
-            masked_mean(table(ids), ids)
-            for table, ids in zip(
-                self.user_lists, batch.user_lists.split(self.list_lengths, dim=1), strict=True
-            )
-        ]
-        return torch.stack(single + pooled, dim=1)
+        tables = [table.weight for table in [*self.user_single, *self.user_lists]]  # read now: functional_call
+        weights = mean_weights(batch.user_lists, self.list_lengths, tables[0].dtype)
+        lists, lengths = batch.user_lists, self.list_lengths
+        return pool_users(tables, batch.user_single, lists, weights, lengths, gathered_bag, self.sparse)
 
     def campaign(self, batch: Batch) -> torch.Tensor:
-        return torch.stack(
-            [table(batch.campaign[:, i]) for i, table in enumerate(self.campaign_fields)], dim=1
-        )
+        return embed_campaigns([table.weight for table in self.campaign_fields], batch.campaign, self.sparse)

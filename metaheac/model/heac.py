@@ -1,4 +1,4 @@
-"""MetaHeac's network: Hybrid Experts and Critics (DESIGN.md section 2).
+"""MetaHeac's network: Hybrid Experts and Critics (docs/architecture.md, "The network contract").
 
 The dense part is written once, as functions of a parameter mapping over tensors that may carry a
 leading task dimension: the ordinary forward passes the module's own parameters, the batched
@@ -7,19 +7,13 @@ meta-training passes per-task fast weights [tasks, ...], and the same code runs 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Batch
 from metaheac.model.config import ModelConfig
-from metaheac.model.embedding import FieldEmbeddings
-
-Params = Mapping[str, torch.Tensor]
+from metaheac.model.network import Network, Params
 
 
 def weighted_bce(probability: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -63,17 +57,15 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b
 
 
-class HybridExpertsCritics(nn.Module):
+class HybridExpertsCritics(Network):
     """p(c, u) = sum_j w'_j sigmoid(t_j(sum_i w_i h_i(G(u)))), gates on [mean user emb, campaign emb]."""
 
     def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
-        super().__init__()
-        self.schema = schema
-        self.config = config = config or ModelConfig()
+        super().__init__(schema, config)
+        config = self.config
         d, n, m, gh = config.embedding_dim, config.experts, config.critics, config.gate_hidden
-        self.embeddings = FieldEmbeddings(schema, d, config.init_std)
-        widths = (self.embeddings.n_user_fields * d, *config.expert_hidden)
-        campaign_in = len(schema.campaign_fields) * d
+        widths = (self.user_width, *config.expert_hidden)
+        campaign_in = self.campaign_width
         shapes: dict[str, tuple[tuple[int, ...], int]] = {  # name -> (shape, fan_in)
             # every expert's first layer side by side: one [B, G] x [G, n*h] matmul instead of n small ones
             "expert_w0": ((widths[0], n * widths[1]), widths[0]),
@@ -98,19 +90,11 @@ class HybridExpertsCritics(nn.Module):
             "critic_w": ((widths[-1], m), widths[-1]),
             "critic_b": ((m,), widths[-1]),
         }
-        self.dense_names = list(shapes)
-        for name, (shape, fan_in) in shapes.items():
-            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default init, per expert / gate / critic
-            self.register_parameter(name, nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
+        for name, (shape, fan_in) in shapes.items():  # nn.Linear's default init, per expert / gate / critic
+            self.add(name, shape, fan_in)
 
-    def dense_parameters(self) -> dict[str, torch.Tensor]:
-        """Every parameter but the embedding tables (read through getattr, so functional_call swaps them)."""
-        return {name: getattr(self, name) for name in self.dense_names}
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Probabilities [B]."""
-        p, user = self.dense_parameters(), self.embeddings.user(batch)
-        return self.head(p, self.expert_input(p, user), user.mean(-2), self.embeddings.campaign(batch))
+    def predict(self, p: Params, user: torch.Tensor, campaign: torch.Tensor) -> torch.Tensor:
+        return self.head(p, self.expert_input(p, user), user.mean(-2), campaign)
 
     def gate_weights(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The expert gate's weights [B, experts] and the critic gate's [B, critics]; rows sum to 1."""

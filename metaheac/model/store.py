@@ -1,7 +1,7 @@
 """A trained model as a folder (local or gs://): weights, and what is needed to rebuild and reproduce it.
 
 model.pt     the state_dict (torch.save); loaded with weights_only=True, so it can hold tensors only
-config.json  {"format", "method": the network's name in `zoo.METHODS`, "model": its ModelConfig,
+config.json  {"format", "method": its method's name (`metaheac.methods`), "model": its ModelConfig,
              "schema": the dataset schema, "extra": e.g. the training config and metrics};
              written last, so a folder with it is complete
 """
@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from metaheac import storage
 from metaheac.data.schema import DatasetSchema
 from metaheac.model.config import ModelConfig
+from metaheac.model.network import Network
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 FORMAT = 1
 
 
-def save_model(model: nn.Module, uri: str, method: str = "MetaHeac", extra: dict[str, Any] | None = None) -> None:
-    """Write `model` (a network of `zoo.METHODS`, named `method`) under the folder `uri`.
+def save_model(model: Network, uri: str, method: str = "MetaHeac", extra: dict[str, Any] | None = None) -> None:
+    """Write `model` (the network of the method named `method`) under the folder `uri`.
 
     `extra` must be JSON-serialisable; nothing is written when it is not.
     """
@@ -52,14 +53,15 @@ def read_model_info(uri: str) -> dict[str, Any]:
     return info
 
 
-def load_model(uri: str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The network rebuilt from config.json with its weights (tensors only, never other pickles), and
+def load_model(
+    uri: str, build: Callable[[str, DatasetSchema, ModelConfig], Network], device: torch.device | str = "cpu"
+) -> tuple[Network, dict[str, Any]]:
+    """The network rebuilt from config.json by `build(method name, schema, model config)` (the method
+    registry's, which lives above this layer) with its weights (tensors only, never other pickles), and
     config.json itself."""
-    from metaheac.model import zoo  # the registry of networks imports the training code: load it late
-
     info = read_model_info(uri)
     schema = DatasetSchema.from_json(json.dumps(info["schema"]), source=storage.join(uri, CONFIG_FILE))
-    model = zoo.method(info["method"]).build(schema, ModelConfig.from_dict(info["model"]))
+    model = build(info["method"], schema, ModelConfig.from_dict(info["model"]))
     weights = io.BytesIO(storage.read_bytes(storage.join(uri, MODEL_FILE)))
     state = torch.load(weights, map_location=device, weights_only=True)
     model.to(device=device, dtype=next(iter(state.values())).dtype)  # as saved, float64 included

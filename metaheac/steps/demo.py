@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from metaheac import storage
-from metaheac.model import zoo
+from metaheac.method_names import parse_methods
 from metaheac.steps.base import Step, arg
 from metaheac.steps.engine import Adapt, Evaluate, Train
 from metaheac.steps.preprocess import Generate, Preprocess
@@ -34,7 +34,7 @@ class Demo(Step):
 
     def run(self) -> dict:
         started = time.perf_counter()
-        methods = zoo.parse_methods(self.methods)
+        methods = parse_methods(self.methods)
         run = storage.join(self.output, time.strftime("run-%Y%m%d-%H%M%S"))
         raw, dataset = storage.join(run, "raw"), storage.join(run, "dataset")
         Generate(output=raw, users=self.users, campaigns=self.campaigns, seed=self.seed).run()

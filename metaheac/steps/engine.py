@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from metaheac import storage
-from metaheac.adaptation import AdaptConfig, adapt_and_score_campaigns
+from metaheac.adaptation import AdaptConfig
 from metaheac.data.dataset import load_campaign_frame
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_features, load_rows
@@ -23,9 +23,9 @@ from metaheac.evaluation.intervals import table_intervals
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
 from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_audience
-from metaheac.model import zoo
+from metaheac.methods import METHODS, load_model, method
 from metaheac.model.config import ModelConfig
-from metaheac.model.store import load_model, save_model
+from metaheac.model.store import save_model
 from metaheac.steps.base import Step, arg
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import process_group, world
@@ -49,7 +49,7 @@ class Train(Step):
     memory_gb: ClassVar[int] = 32
     dataset: str = arg(help="canonical dataset URI (from `preprocess`)")
     output: str = arg(help="folder to write the general model into (model.pt + config.json)")
-    method: str = arg("MetaHeac", help=f"one of: {', '.join(zoo.METHODS)}")
+    method: str = arg("MetaHeac+LR", help=f"one of: {', '.join(METHODS)}")
     epochs: int = arg(_META.epochs, help="passes over the training campaigns' seed rows")
     max_steps: int = arg(0, help="stop after this many steps (0: no cap)")
     task_count: int = arg(_META.task_count, help="campaigns per meta-step")
@@ -61,7 +61,7 @@ class Train(Step):
 
     def run(self) -> dict:
         started = time.perf_counter()
-        spec = zoo.method(self.method)  # an unknown name fails before any loading
+        spec = method(self.method)  # an unknown name fails before any loading
         features = load_features(self.dataset)
         rows = load_rows(self.dataset, "train", 1)
         with process_group(resolve_device(self.device)) as device:
@@ -76,8 +76,8 @@ class Train(Step):
             joint = dataclasses.replace(JointTrainConfig(), epochs=self.epochs, max_steps=max_steps,
                                         batch_size=self.batch_size, seed=self.seed, device=str(device))
             model_config = dataclasses.replace(_MODEL, embedding_dim=self.embedding_dim)
-            model = zoo.train_general_model(
-                self.method, features, rows, model_config, meta, joint, seed=self.seed,
+            model = spec.train(
+                features, rows, model_config, meta, joint, seed=self.seed,
                 checkpoint_uri=self.checkpoint or storage.join(self.output, "checkpoint"),
             )
             info = {
@@ -118,8 +118,8 @@ class Adapt(Step):
         model, info = load_model(self.model, device=device)
         features = load_features(self.dataset).to(device)
         campaigns = load_campaign_frame(self.dataset)
-        config = zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, epochs=self.epochs, lr=self.lr,
-                                                                      seed=self.seed))
+        spec = method(info["method"])
+        config = dataclasses.replace(_ADAPT, epochs=self.epochs, lr=self.lr, seed=self.seed)
         frames = []
         for split in TEST_SPLITS:
             chosen = sorted(campaigns.loc[campaigns["split"] == split, "campaign"])[self.shard :: self.shards]
@@ -127,7 +127,7 @@ class Adapt(Step):
                 continue
             stage1 = load_rows(self.dataset, split, 1, chosen).to(device)
             stage2 = load_rows(self.dataset, split, 2, chosen).to(device)
-            frame = adapt_and_score_campaigns(model, features, stage1, stage2, config)
+            frame = spec.adapt_and_score(model, features, stage1, stage2, config)
             frames.append(frame.assign(split=split, method=info["method"]))
         scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["campaign", "user", "label", "score", "split", "method"])
@@ -147,7 +147,7 @@ def read_scores(uris: list[str]) -> dict[str, pd.DataFrame]:
         with storage.open_read(uri) as stream:
             frames.append(pq.read_table(stream).to_pandas())
     scored = pd.concat(frames, ignore_index=True)
-    order = [m for m in zoo.METHODS if m in set(scored["method"])] + sorted(set(scored["method"]) - set(zoo.METHODS))
+    order = [m for m in METHODS if m in set(scored["method"])] + sorted(set(scored["method"]) - set(METHODS))
     return {m: scored[scored["method"] == m].drop(columns="method").reset_index(drop=True) for m in order}
 
 
@@ -230,7 +230,7 @@ class Expand(Step):
             audience = expand(
                 model, features, campaign, _read_uids(self.seeds),
                 _read_uids(self.negatives) if self.negatives else None, self.top_n,
-                ExpandConfig(adapt=zoo.adapt_config(info["method"], dataclasses.replace(_ADAPT, seed=self.seed))),
+                ExpandConfig(adapt=method(info["method"]).adapt_config(dataclasses.replace(_ADAPT, seed=self.seed))),
                 load_campaign_vocab(self.dataset),
             )
         except ValueError as error:  # empty seed set, no known seed, N too large: the user's input

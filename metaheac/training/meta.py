@@ -1,6 +1,6 @@
-"""Second-order MAML meta-training (DESIGN.md section 3), batched over tasks and sparse in the tables.
+"""Second-order MAML meta-training (docs/architecture.md, "Data flow"), batched over tasks and sparse in the tables.
 
-The plain loop (`oracle.py`, the official code's approach) spends its time on dense gradients and
+The plain loop (`tests/oracle.py`, the official code's approach) spends its time on dense gradients and
 fast copies of whole embedding tables for every task, then on a Python loop over tasks. Instead:
 - Only the table rows a task's support and query batches read can change in its inner step or reach
   its query loss. A step gathers each distinct row once (the leaves the outer gradient lands on, so
@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from metaheac import storage
 from metaheac.data.tensors import Features, Rows
-from metaheac.model.embedding import list_weights
+from metaheac.model.embedding import TableLayout, mean_weights
 from metaheac.model.heac import HybridExpertsCritics, Params, matmul, weighted_bce
 from metaheac.training.bags import BagPlan, bag_sum
 from metaheac.training.config import MetaTrainConfig, resolve_device
@@ -70,23 +70,12 @@ class BatchedMetaGradients:
     def __init__(self, model: HybridExpertsCritics, features: Features, inner_lr: float) -> None:
         self.model, self.features, self.inner_lr = model, features, inner_lr
         schema = features.schema
-        self.tables = model.embeddings.tables()
+        self.layout = TableLayout(model.embeddings, features.users.single.device)
+        self.tables = self.layout.tables
         names = {id(p): name for name, p in model.named_parameters()}
         self.table_names = [names[id(table.weight)] for table in self.tables]
         self.n_single, self.list_lengths = len(schema.user_single), schema.list_lengths
         self.n_user_fields = self.n_single + len(schema.user_lists)
-        device = features.users.single.device
-        sizes = torch.tensor([table.num_embeddings for table in self.tables], device=device)
-        # Keys address the tables laid end to end: table t's row i is row table_starts[t] + i.
-        self.table_ends = sizes.cumsum(0)
-        self.table_starts = self.table_ends - sizes
-        # The user field (= its table) of every user id column; campaign field i is table n_user_fields + i.
-        self.user_field = torch.tensor(
-            [*range(self.n_single), *(self.n_single + i for i, n in enumerate(self.list_lengths) for _ in range(n))],
-            device=device,
-        )
-        campaign_table = torch.arange(len(schema.campaign_fields), device=device) + self.n_user_fields
-        self.column_start = self.table_starts[torch.cat([self.user_field, campaign_table])]
 
     def gather(self, user_ids: torch.Tensor, campaign_ids: torch.Tensor, dtype: torch.dtype) -> LocalTables:
         """Local tables for user ids [T, support rows + query rows, K_u] and campaign ids [T, K_c]."""
@@ -94,14 +83,13 @@ class BatchedMetaGradients:
         device = user_ids.device
         ids = user_ids.view(tasks, 2, -1, k_user).transpose(0, 1)  # [part, T, B, K_u]: support, query
         batch = ids.shape[2]
-        lists = ids[..., self.n_single :].split(self.list_lengths, dim=-1)
         single = torch.ones_like(ids[..., : self.n_single], dtype=dtype)
-        weight = torch.cat([single, *(list_weights(x, dtype) for x in lists)], dim=-1)
+        weight = torch.cat([single, mean_weights(ids[..., self.n_single :], self.list_lengths, dtype)], dim=-1)
         # Entries: the (part, task, row, column) ids that read a row; list padding reads none.
         entry = (weight > 0).flatten().nonzero().squeeze(1)
         n_support = int(torch.searchsorted(entry, weight[0].numel()))
         task = torch.arange(tasks, device=device)[:, None, None]
-        keys = ((ids + self.column_start[:k_user]) * tasks + task).flatten()[entry]
+        keys = (self.layout.user_keys(ids) * tasks + task).flatten()[entry]
         # Local rows are the distinct keys (table row, task). One sort gives them and, restricted to a
         # part, that part's entries in local-row order (a bag plan's transpose).
         sorted_keys, order = keys.sort(stable=True)
@@ -109,16 +97,12 @@ class BatchedMetaGradients:
         local = torch.empty_like(order)
         local[order] = torch.repeat_interleave(torch.arange(len(unique), device=device), counts)
         user_row, user_local = torch.unique_consecutive(unique // tasks, return_inverse=True)
-        campaign_row, campaign_local = torch.unique(campaign_ids + self.column_start[k_user:], return_inverse=True)
-        row = torch.cat([user_row, campaign_row])  # ascending: the campaign tables come last
-        table = torch.searchsorted(self.table_ends, row, right=True)
-        per_table = torch.bincount(table, minlength=len(self.tables)).tolist()
-        table_ids = list((row - self.table_starts[table]).split(per_table))
-        tables = zip(self.tables, table_ids, strict=True)
-        gathered = torch.cat([t.weight.detach().index_select(0, i) for t, i in tables])
-        user_rows, campaign_rows = gathered.split([len(user_row), len(campaign_row)])
+        campaign_row, campaign_local = torch.unique(self.layout.campaign_keys(campaign_ids), return_inverse=True)
+        table_ids = self.layout.table_ids(torch.cat([user_row, campaign_row]))  # sorted: campaign tables last
+        user_rows, campaign_rows = self.layout.read(table_ids).split([len(user_row), len(campaign_row)])
 
-        bag = torch.arange(tasks * batch, device=device).view(tasks, batch, 1) * self.n_user_fields + self.user_field
+        bag = torch.arange(tasks * batch, device=device).view(tasks, batch, 1) * self.n_user_fields
+        bag = bag + self.layout.user_field
         bags, weights = bag.expand(2, tasks, batch, k_user).flatten()[entry], weight.flatten()[entry]
 
         def plan(start: int, stop: int) -> BagPlan:

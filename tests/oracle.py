@@ -1,7 +1,8 @@
-"""The test oracle: second-order MAML written the plain way (DESIGN.md section 3).
+"""The test oracle: second-order MAML written the plain way (docs/architecture.md, "Data flow").
 
 One task at a time, with dense gradients and fast copies of every full table, as the official code
-does: slow, and obviously right, so it is the reference the batched path in `meta.py` must equal.
+does: slow, and obviously right, so it is the reference the batched path
+in `metaheac/training/meta.py` must equal.
 """
 
 from __future__ import annotations

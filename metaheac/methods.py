@@ -1,0 +1,204 @@
+"""The methods of the paper's table, by name: which network, how its general model is trained, and how
+it adapts to a campaign (docs/architecture.md, "The method contract").
+
+- "none": no general model. LR and "MLP one-stage" are trained per campaign from a fresh network.
+- "joint": plain joint pre-training on every training campaign's stage-1 rows (`training/joint.py`).
+- "meta": MAML meta-training (`training/meta.py`).
+Every method adapts per campaign with `metaheac.adaptation`'s protocol unless it overrides `adapt_campaigns`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+
+from metaheac import adaptation
+from metaheac.adaptation import AdaptConfig, AdaptedModel
+from metaheac.data.schema import DatasetSchema
+from metaheac.data.tensors import Features, Rows
+from metaheac.linear import LinearConfig, campaign_lr, fit_category_lr
+from metaheac.method_names import check_method
+from metaheac.model import store
+from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
+from metaheac.model.config import ModelConfig
+from metaheac.model.heac import HybridExpertsCritics
+from metaheac.model.network import Network
+from metaheac.training.config import MetaTrainConfig
+from metaheac.training.joint import JointTrainConfig, joint_train
+from metaheac.training.meta import meta_train
+from metaheac.transfer import (
+    RECOMMENDED,
+    CategoryNetwork,
+    LinearAdapted,
+    TransferHead,
+    TransferNetwork,
+    fit_transfer,
+)
+
+Training = Literal["none", "joint", "meta"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method: its network builder, how its general model is trained, how it adapts to a campaign.
+
+    A new method is an instance (or a subclass overriding `train` and/or `adapt_campaigns`) added to
+    `METHODS`, and its name to `method_names.METHOD_NAMES`; the steps call only these hooks.
+    """
+
+    name: str
+    network: Callable[[DatasetSchema, ModelConfig], Network]
+    training: Training
+    config_changes: dict[str, Any] = field(default_factory=dict)  # the ablations' ModelConfig edits
+
+    @property
+    def from_scratch(self) -> bool:
+        """Whether each campaign is adapted from a freshly initialised network."""
+        return self.training == "none"
+
+    def build(self, schema: DatasetSchema, config: ModelConfig | None = None) -> Network:
+        return self.network(schema, replace(config or ModelConfig(), **self.config_changes))
+
+    def train(
+        self,
+        features: Features,
+        train_rows: Rows,
+        model_config: ModelConfig | None = None,
+        meta_config: MetaTrainConfig | None = None,
+        joint_config: JointTrainConfig | None = None,
+        seed: int = 2020,
+        checkpoint_uri: str | None = None,
+        progress: bool = True,
+    ) -> Network:
+        """The general model, initialised with `seed` and trained on `train_rows` (the training campaigns'
+        stage-1 rows, sorted by campaign). For "none" methods it is the untrained network, which
+        adaptation only uses as the architecture to re-initialise per campaign (see `adapt_config`).
+
+        With `checkpoint_uri`, meta-training writes checkpoints there and resumes from one it finds;
+        joint training (one pass over the rows) does not checkpoint.
+        """
+        with torch.random.fork_rng(devices=[]):  # seeds the init without touching the caller's RNG
+            torch.manual_seed(seed)
+            model = self.build(features.schema, model_config)
+        if self.training == "joint":
+            joint_train(model, features, train_rows, joint_config, progress=progress)
+        elif self.training == "meta":
+            meta_train(model, features, train_rows, meta_config, checkpoint_uri, resume=True, progress=progress)
+        return model
+
+    def adapt_config(self, config: AdaptConfig | None = None) -> AdaptConfig:
+        """The adaptation protocol: `config` (default: official), from scratch where there is no general model."""
+        return replace(config or AdaptConfig(), from_scratch=self.from_scratch)
+
+    def adapt_campaigns(
+        self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    ) -> Iterator[tuple[int, AdaptedModel]]:
+        """(campaign, adapted model) for every campaign in `seeds`; the default is the official protocol."""
+        return adaptation.adapt_campaigns(general_model, features, seeds, self.adapt_config(config))
+
+    def adapt_and_score(
+        self,
+        general_model: Network,
+        features: Features,
+        stage1: Rows,
+        stage2: Rows,
+        config: AdaptConfig | None = None,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """The evaluation protocol with this method's adaptation (`adaptation.adapt_and_score_campaigns`)."""
+        config = self.adapt_config(config)
+        return adaptation.adapt_and_score_campaigns(
+            general_model, features, stage1, stage2, config, progress, adapt=self.adapt_campaigns
+        )
+
+
+@dataclass(frozen=True)
+class EarlyStopped(Method):
+    """Adapts from scratch as a practitioner would: a fifth of the seeds held out, up to 100 epochs of
+    batches of 128, the epoch of least held-out loss kept (not the official fixed 2 epochs of 512)."""
+
+    def adapt_config(self, config: AdaptConfig | None = None) -> AdaptConfig:
+        return replace(super().adapt_config(config), epochs=100, batch_size=128, holdout=0.2, patience=5)
+
+
+@dataclass(frozen=True)
+class CampaignLR(Method):
+    """`LR` as a practitioner fits it: per campaign, L2 logistic regression on the raw features solved by
+    L-BFGS, C cross-validated on the seeds (`metaheac.linear`)."""
+
+    def adapt_campaigns(
+        self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    ) -> Iterator[tuple[int, AdaptedModel]]:
+        linear_config = LinearConfig(seed=self.adapt_config(config).seed)
+        for campaign, rows in seeds.items():
+            model = campaign_lr(features, rows, linear_config)
+            yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, model.c))
+
+
+@dataclass(frozen=True)
+class CategoryLROnly(Method):
+    """`Category LR`: the model of the campaign's adCategoryId fit on the training campaigns; no seeds."""
+
+    def train(self, features: Features, train_rows: Rows, *args: Any, seed: int = 2020, **kwargs: Any) -> Network:
+        model = super().train(features, train_rows, *args, seed=seed, **kwargs)
+        model.categories.store(fit_category_lr(features, train_rows, LinearConfig(seed=seed)))
+        return model
+
+    def adapt_campaigns(
+        self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    ) -> Iterator[tuple[int, AdaptedModel]]:
+        category_lr = general_model.categories.models(features)
+        for campaign in seeds:
+            model = category_lr.model(features, campaign)
+            yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, 0.0))
+
+
+@dataclass(frozen=True)
+class TransferLR(CategoryLROnly):
+    """The recommended method (`metaheac.transfer`): the meta-trained network and the Category LR models as
+    the general model; per campaign, an L2 logistic regression on the raw features and their two scores."""
+
+    def adapt_campaigns(
+        self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    ) -> Iterator[tuple[int, AdaptedModel]]:
+        linear_config = LinearConfig(seed=self.adapt_config(config).seed)
+        category_lr = general_model.categories.models(features)
+        for campaign, rows in seeds.items():
+            head = fit_transfer(general_model, category_lr, features, campaign, rows, linear_config)
+            yield campaign, LinearAdapted(general_model, head)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        CampaignLR("LR", LogisticRegression, "none"),
+        EarlyStopped("MLP one-stage", MLP, "none"),
+        Method("MLP+pre-training", MLP, "joint"),
+        Method("Shared-Bottom+pre-training", SharedBottom, "joint"),
+        Method("MMoE+pre-training", MMoE, "joint"),
+        Method("MetaHeac", HybridExpertsCritics, "meta"),
+        Method("MetaHeac w/o HC", HybridExpertsCritics, "meta", {"critics": 1}),
+        Method("MetaHeac w/o HE", HybridExpertsCritics, "meta", {"experts": 1}),
+        Method("MetaHeac w/o Meta", HybridExpertsCritics, "joint"),
+        CategoryLROnly("Category LR", CategoryNetwork, "none"),
+        TransferLR(RECOMMENDED, TransferNetwork, "meta"),
+    )
+}
+
+
+def method(name: str) -> Method:
+    return METHODS[check_method(name)]
+
+
+def build_network(name: str, schema: DatasetSchema, config: ModelConfig) -> Network:
+    """The network of the method named `name` (how `model.store` rebuilds a saved model)."""
+    return method(name).build(schema, config)
+
+
+def load_model(uri: str, device: torch.device | str = "cpu") -> tuple[Network, dict[str, Any]]:
+    """A general model saved by `model.store.save_model`, rebuilt by its method, and its config.json."""
+    return store.load_model(uri, build_network, device)
