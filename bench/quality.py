@@ -102,8 +102,10 @@ def main() -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     print(f"{args.users:,} users, {args.campaigns} campaigns, {args.rows} mean stage-1 rows, seeds {args.seeds}")
     for setting in args.settings.split(","):
-        runs = [run_seed(setting, int(seed), args, methods) for seed in args.seeds.split(",")]
-        report(setting, runs, args.replicates)
+        runs = []
+        for seed in args.seeds.split(","):
+            runs.append(run_seed(setting, int(seed), args, methods))
+            report(setting, runs, args.replicates)  # after every seed: a long run reports as it goes
 
 
 if __name__ == "__main__":

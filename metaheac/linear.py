@@ -9,6 +9,7 @@ networks embed it). A model is then a 1-dim table per field plus a bias, scored 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,15 +180,18 @@ class CategoryLR:
 
 
 def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) -> CategoryLR:
-    """Category LR on the training campaigns' stage-1 rows; C by cross-validation over held-out campaigns."""
+    """Category LR on the training campaigns' stage-1 rows; C by cross-validation over held-out campaigns
+    of the model on all of them."""
     column = category_column(features)
     campaigns = train_rows.campaign.cpu().numpy()
     category = features.campaigns.fields[:, column].cpu().numpy()[campaigns]
     x, y = design(features, train_rows.user), train_rows.label.cpu().numpy()
     overall = fit_cv(x, y, config, groups=campaigns)
+    # The C of the model over all campaigns serves every category: one CV, not one per category.
+    same_c = dataclasses.replace(config, cs=(overall.c,)) if overall.c > 0 else config
     by_category = {}
     for value in np.unique(category):
         mine = np.flatnonzero(category == value)
-        by_category[int(value)] = fit_cv(x[mine], y[mine], config, groups=campaigns[mine])
+        by_category[int(value)] = fit_cv(x[mine], y[mine], same_c, groups=campaigns[mine])
     return CategoryLR(by_category, overall, column)
 
