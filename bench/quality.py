@@ -1,60 +1,111 @@
-"""The paper's table on synthetic data, over several seeds: mean ± std of every method's metrics.
+"""Audience quality on synthetic data: every method over several data seeds and generator settings, with
+95% intervals from a paired bootstrap over campaigns of (recommended - best other row).
 
-    python bench/quality.py [--users 20000] [--campaigns 64] [--seeds 1,2,3] [--epochs 1]
+    python bench/quality.py [--settings transfer,specific] [--seeds 1,2,3] [--users 10000]
+                            [--campaigns 440] [--rows 500] [--methods ...] [--replicates 1000]
 
-Each seed runs the `demo` step (its own data, split, initialisations and adaptation) under
-runs/bench-quality/; the table reads their metrics.json.
+Runs the library in-process (no files but the generated data): per setting and seed, generate the raw
+files, preprocess them (half the campaigns held out for testing, the cold/hot threshold at their median),
+train each method on the training campaigns, adapt and score every test campaign. Prints per setting:
+mean ± std over seeds of each metric, the interval of each row's metric (seed-averaged, campaigns
+resampled) and the gap of the recommended method to the best other row, and how many seeds it wins.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+import dataclasses
+import logging
+import tempfile
+import time
 
 import numpy as np
+import pandas as pd
 
-from metaheac.steps.demo import Demo
+from metaheac.benchmark import evaluate_methods
+from metaheac.data.config import PreprocessConfig
+from metaheac.data.loading import load_features, load_rows
+from metaheac.data.preprocess import preprocess_raw
+from metaheac.data.synthetic import SETTINGS, generate, setting_config
+from metaheac.evaluation.intervals import bootstrap
+from metaheac.evaluation.metrics import TABLE_GROUPS, compare, metric_keys
+from metaheac.transfer import RECOMMENDED
 
-COLUMNS = [("cold", "auc"), ("cold", "gauc"), ("cold", "p@5%"), ("hot", "auc"), ("hot", "gauc"), ("hot", "p@5%")]
+DEFAULT_METHODS = "LR,MLP one-stage,Category LR,MLP+pre-training,MetaHeac," + RECOMMENDED
+
+
+def run_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[str]) -> dict[str, pd.DataFrame]:
+    """{method: scored test rows} for one generated dataset."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = setting_config(setting, users=args.users, campaigns=args.campaigns,
+                                mean_rows_per_campaign=args.rows, seed=seed)
+        info = generate(f"{folder}/raw", config)
+        preprocess_raw(f"{folder}/raw", f"{folder}/dataset",
+                       dataclasses.replace(PreprocessConfig(), cold_threshold=-1, seed=seed))
+        features = load_features(f"{folder}/dataset")
+        train = load_rows(f"{folder}/dataset", "train", 1)
+        tests = {split: (load_rows(f"{folder}/dataset", split, 1), load_rows(f"{folder}/dataset", split, 2))
+                 for split in ("test_cold", "test_hot")}
+        started = time.perf_counter()
+        frames = evaluate_methods(methods, features, train, tests, seed=seed)
+        print(f"  {setting} seed {seed}: oracle GAUC {info['oracle_gauc_stage2']:.4f}, "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+    return frames
+
+
+def _fmt(values: tuple[float, float, float]) -> str:
+    return f"{values[0]:+.4f} [{values[1]:+.4f}, {values[2]:+.4f}]"
+
+
+def report(setting: str, runs: list[dict[str, pd.DataFrame]], replicates: int) -> None:
+    methods = list(runs[0])
+    summaries = [compare(run) for run in runs]
+    columns = [(g, k) for g in TABLE_GROUPS for k in metric_keys() if k != "r@5%"]
+    cold = sum(s[methods[0]]["cold"]["campaigns"] for s in summaries) / len(runs)
+    hot = sum(s[methods[0]]["hot"]["campaigns"] for s in summaries) / len(runs)
+    print(f"\nsetting {setting}: {len(runs)} seeds, {cold:.0f} cold + {hot:.0f} hot test campaigns per seed")
+    print("mean ± std over seeds")
+    print(f"{'method':<20}" + "".join(f"{g + ' ' + k:>17}" for g, k in columns))
+    for m in methods:
+        cells = [np.array([s[m][g][k] for s in summaries]) for g, k in columns]
+        print(f"{m:<20}" + "".join(f"{v.mean():>10.4f}±{v.std():.4f}" for v in cells))
+    result = bootstrap(runs, RECOMMENDED, replicates=replicates)
+    print(f"95% intervals (paired bootstrap over campaigns, {replicates} replicates, seed-averaged)")
+    for m in methods:
+        print(f"{m:<20}" + "".join(f"  {k} {result[m][c][0]:.4f} [{result[m][c][1]:.4f}, {result[m][c][2]:.4f}]"
+                                   for c in columns for k in [c[0][0] + c[1]]))
+    if "gap" in result:
+        print(f"{RECOMMENDED} - best other row:")
+        for c in [*columns, ("cold", "r@5%"), ("hot", "r@5%")]:
+            estimate, low, high = result["gap"][c]
+            verdict = "above 0" if low > 0 else "NOT above 0"
+            print(f"  {c[0]:<4} {c[1]:<5} {_fmt(result['gap'][c])}  {verdict}")
+        wins = {c: sum(s[RECOMMENDED][c[0]][c[1]] > max(s[m][c[0]][c[1]] for m in methods if m != RECOMMENDED)
+                       for s in summaries) for c in columns}
+        print("seeds won: " + ", ".join(f"{g} {k} {w}/{len(runs)}" for (g, k), w in wins.items()))
+        if "MetaHeac" in methods:
+            gap = [s[RECOMMENDED][g]["auc"] - s["MetaHeac"][g]["auc"] for s in summaries for g in ("cold", "hot")]
+            print(f"pooled AUC minus faithful MetaHeac, per seed and group: {' '.join(f'{x:+.4f}' for x in gap)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--campaigns", type=int, default=64)
+    parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--methods", default="all")
-    parser.add_argument("--output", default="runs/bench-quality")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--campaigns", type=int, default=440)
+    parser.add_argument("--rows", type=int, default=500, help="mean stage-1 rows of a campaign")
+    parser.add_argument("--methods", default=DEFAULT_METHODS)
+    parser.add_argument("--replicates", type=int, default=1000)
     args = parser.parse_args()
-    runs = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        result = Demo(output=f"{args.output}/seed-{seed}", users=args.users, campaigns=args.campaigns,
-                      methods=args.methods, epochs=args.epochs, seed=seed).run()
-        runs.append(json.loads(Path(result["metrics"]).read_text()))
-    methods = list(runs[0])
-    header = " | ".join(f"{group} {metric:>5}" for group, metric in COLUMNS)
-    print(f"{len(runs)} seeds ({args.seeds}), {args.users:,} users, {args.campaigns} campaigns, "
-          f"{args.epochs} epoch(s): mean ± std")
-    print(f"{'method':<28} | {header}")
-    for method in methods:
-        cells = []
-        for group, metric in COLUMNS:
-            values = np.array([run[method][group][metric] for run in runs], dtype=float)
-            cells.append(f"{np.nanmean(values):.4f}±{np.nanstd(values):.4f}")
-        print(f"{method:<28} | " + " | ".join(cells))
-    wins = {
-        (group, metric): sum(
-            run["MetaHeac"][group][metric] >= max(run[m][group][metric] for m in methods if m != "MetaHeac")
-            for run in runs
-        )
-        for group, metric in COLUMNS
-        if "MetaHeac" in methods and len(methods) > 1
-    }
-    if wins:
-        print("MetaHeac best of all methods, seeds won: " +
-              ", ".join(f"{g} {m} {w}/{len(runs)}" for (g, m), w in wins.items()))
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    print(f"{args.users:,} users, {args.campaigns} campaigns, {args.rows} mean stage-1 rows, seeds {args.seeds}")
+    for setting in args.settings.split(","):
+        runs = []
+        for seed in args.seeds.split(","):
+            runs.append(run_seed(setting, int(seed), args, methods))
+            report(setting, runs, args.replicates)  # after every seed: a long run reports as it goes
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ def generate(
     users: int = 20000,
     campaigns: int = 64,
     seed: int = 2020,
+    setting: Optional[str] = None,
     overwrite: bool = False,
 ):
     """Write a synthetic dataset in the raw Tencent Look-alike format, with planted structure.
@@ -27,6 +28,7 @@ def generate(
         users: number of users
         campaigns: number of campaigns
         seed: random seed: the same seed writes the same files
+        setting: a named preset of the audience structure: transfer or specific (default: the plain defaults)
         overwrite: replace an existing output of another metaheac step
     """
     run_metaheac_step('generate', locals())
@@ -62,7 +64,7 @@ def preprocess(
 def train(
     dataset: Input[Dataset],
     output: Output[Model],
-    method: str = 'MetaHeac',
+    method: str = 'MetaHeac+LR',
     epochs: int = 1,
     max_steps: Optional[str] = None,
     task_count: int = 5,
@@ -79,7 +81,7 @@ def train(
     Args:
         dataset: canonical dataset URI (from `preprocess`)
         output: folder to write the general model into (model.pt + config.json)
-        method: one of: LR, MLP one-stage, MLP+pre-training, Shared-Bottom+pre-training, MMoE+pre-training, MetaHeac, MetaHeac w/o HC, MetaHeac w/o HE, MetaHeac w/o Meta
+        method: one of: LR, MLP one-stage, MLP+pre-training, Shared-Bottom+pre-training, MMoE+pre-training, MetaHeac, MetaHeac w/o HC, MetaHeac w/o HE, MetaHeac w/o Meta, Category LR, MetaHeac+LR
         epochs: passes over the training campaigns' seed rows
         max_steps: stop after this many steps (default: no cap)
         task_count: campaigns per meta-step
@@ -196,7 +198,7 @@ def evaluate(
     title: str = 'MetaHeac audience expansion: evaluation',
     overwrite: bool = False,
 ):
-    """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP metrics payloads (kfp_metrics.json; kfp_classification.json for MetaHeac, else the first method).
+    """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP metrics payloads (kfp_metrics.json; kfp_classification.json for the recommended method, else the first).
 
     Args:
         dataset: the dataset URI, named in the report

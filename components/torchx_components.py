@@ -30,6 +30,7 @@ def generate(
     users: int = 20000,
     campaigns: int = 64,
     seed: int = 2020,
+    setting: Optional[str] = None,
     overwrite: bool = False,
     image: Optional[str] = None,
 ) -> specs.AppDef:
@@ -40,6 +41,7 @@ def generate(
         users: number of users
         campaigns: number of campaigns
         seed: random seed: the same seed writes the same files
+        setting: a named preset of the audience structure: transfer or specific (default: the plain defaults)
         overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
     """
@@ -80,7 +82,7 @@ def train(
     *,
     dataset: str,
     output: str,
-    method: str = 'MetaHeac',
+    method: str = 'MetaHeac+LR',
     epochs: int = 1,
     max_steps: Optional[int] = None,
     task_count: int = 5,
@@ -99,7 +101,7 @@ def train(
     Args:
         dataset: canonical dataset URI (from `preprocess`)
         output: folder to write the general model into (model.pt + config.json)
-        method: one of: LR, MLP one-stage, MLP+pre-training, Shared-Bottom+pre-training, MMoE+pre-training, MetaHeac, MetaHeac w/o HC, MetaHeac w/o HE, MetaHeac w/o Meta
+        method: one of: LR, MLP one-stage, MLP+pre-training, Shared-Bottom+pre-training, MMoE+pre-training, MetaHeac, MetaHeac w/o HC, MetaHeac w/o HE, MetaHeac w/o Meta, Category LR, MetaHeac+LR
         epochs: passes over the training campaigns' seed rows
         max_steps: stop after this many steps (default: no cap)
         task_count: campaigns per meta-step
@@ -157,7 +159,7 @@ def evaluate(
     overwrite: bool = False,
     image: Optional[str] = None,
 ) -> specs.AppDef:
-    """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP metrics payloads (kfp_metrics.json; kfp_classification.json for MetaHeac, else the first method).
+    """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP metrics payloads (kfp_metrics.json; kfp_classification.json for the recommended method, else the first).
 
     Args:
         scores: comma-separated folders holding the scores written by `adapt`

@@ -41,10 +41,17 @@ class AdaptConfig:
     seed: int = 2020  # with the campaign index, seeds its shuffling (and its init when from scratch)
     from_scratch: bool = False  # start each campaign from a fresh network (methods without a general model)
     score_batch_size: int | None = None  # users per scoring batch; None: see `score`
+    # Early stopping: hold out this share of the seed rows (stratified), train up to `epochs` and keep the
+    # epoch of least held-out loss, stopping after `patience` epochs without a better one. 0: the
+    # official fixed epochs on every seed row.
+    holdout: float = 0.0
+    patience: int = 3
 
     def __post_init__(self) -> None:
-        if min(self.epochs, self.batch_size, self.score_batch_size or 1) < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size and score_batch_size must be >= 1 and lr > 0")
+        if min(self.epochs, self.batch_size, self.score_batch_size or 1, self.patience) < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size, score_batch_size and patience must be >= 1 and lr > 0")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
 
 
 def campaign_seed(seed: int, campaign: int) -> int:
@@ -129,6 +136,18 @@ def _fresh(network: Network, seed: int) -> Network:
     return fresh.to(device=like.device, dtype=like.dtype)
 
 
+def _holdout(label: torch.Tensor, share: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) row indexes: `share` of each class held out, at least one row of a class with two."""
+    train, held = [], []
+    for cls in (0.0, 1.0):
+        index = torch.nonzero(label == cls).flatten()
+        index = index[torch.randperm(len(index), generator=generator, device=index.device)]
+        k = min(max(1, round(share * len(index))), len(index) - 1) if len(index) > 1 else 0
+        held.append(index[:k])
+        train.append(index[k:])
+    return torch.cat(train), torch.cat(held)
+
+
 def _adapt(network: Network, features: Features, campaign: int, rows: Rows, config: AdaptConfig) -> AdaptedModel:
     """Adapt `network` to one campaign through a local table of the rows its seed rows read (module doc)."""
     device, users = rows.label.device, features.users
@@ -149,15 +168,36 @@ def _adapt(network: Network, features: Features, campaign: int, rows: Rows, conf
     optimizer = torch.optim.Adam([local, *dense.values()], lr=config.lr, fused=True)  # one pass per step
     generator = torch.Generator(device).manual_seed(campaign_seed(config.seed, campaign))
     local_tables = [local] * embeddings.n_user_fields
+
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
+        ids = local_user[index]
+        user = pool_users(local_tables, ids[:, :n_single], ids[:, n_single:], weights[index], lengths)
+        probability = network.predict(dense, user, F.embedding(local_campaign, local)[None])  # one campaign
+        return F.binary_cross_entropy(probability, rows.label[index].to(probability.dtype))
+
+    train = torch.arange(len(rows), device=device)
+    held = train[:0]
+    if config.holdout > 0:
+        train, held = _holdout(rows.label, config.holdout, generator)
+    best, best_loss, waited = None, float("inf"), 0
     for _ in range(config.epochs):
-        for index in torch.randperm(len(rows), generator=generator, device=device).split(config.batch_size):
-            ids = local_user[index]
-            user = pool_users(local_tables, ids[:, :n_single], ids[:, n_single:], weights[index], lengths)
-            probability = network.predict(dense, user, F.embedding(local_campaign, local)[None])  # one campaign
-            loss = F.binary_cross_entropy(probability, rows.label[index].to(probability.dtype))
+        for index in train[torch.randperm(len(train), generator=generator, device=device)].split(config.batch_size):
+            loss = loss_of(index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if len(held):
+            with torch.no_grad():
+                held_loss = float(loss_of(held))
+            if held_loss < best_loss:
+                best_loss, waited = held_loss, 0
+                best = [local.detach().clone(), *(w.detach().clone() for w in dense.values())]
+            elif (waited := waited + 1) >= config.patience:
+                break
+    if best is not None:
+        with torch.no_grad():
+            for w, kept in zip([local, *dense.values()], best, strict=True):
+                w.copy_(kept)
     overlay = list(zip(table_ids, local.detach().split([len(i) for i in table_ids]), strict=True))
     return AdaptedModel(network, {name: w.detach() for name, w in dense.items()}, overlay)
 

@@ -13,6 +13,8 @@ METHOD_NAMES = (
     "MetaHeac w/o HC",
     "MetaHeac w/o HE",
     "MetaHeac w/o Meta",
+    "Category LR",  # fit on the training campaigns of the campaign's adCategoryId, no seeds
+    "MetaHeac+LR",  # the recommended method (metaheac/transfer.py)
 )
 
 

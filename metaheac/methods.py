@@ -20,6 +20,7 @@ from metaheac import adaptation
 from metaheac.adaptation import AdaptConfig, AdaptedModel
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
+from metaheac.linear import LinearConfig, campaign_lr, fit_category_lr
 from metaheac.method_names import check_method
 from metaheac.model import store
 from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
@@ -29,6 +30,14 @@ from metaheac.model.network import Network
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig, joint_train
 from metaheac.training.meta import meta_train
+from metaheac.transfer import (
+    RECOMMENDED,
+    CategoryNetwork,
+    LinearAdapted,
+    TransferHead,
+    TransferNetwork,
+    fit_transfer,
+)
 
 Training = Literal["none", "joint", "meta"]
 
@@ -107,11 +116,67 @@ class Method:
         )
 
 
+@dataclass(frozen=True)
+class EarlyStopped(Method):
+    """Adapts from scratch as a practitioner would: a fifth of the seeds held out, up to 40 epochs of
+    batches of 128, the epoch of least held-out loss kept, patience 3 (not the official 2 epochs of 512)."""
+
+    def adapt_config(self, config: AdaptConfig | None = None) -> AdaptConfig:
+        return replace(super().adapt_config(config), epochs=40, batch_size=128, holdout=0.2, patience=3)
+
+
+@dataclass(frozen=True)
+class CampaignLR(Method):
+    """`LR` as a practitioner fits it: per campaign, L2 logistic regression on the raw features solved by
+    L-BFGS, C cross-validated on the seeds (`metaheac.linear`)."""
+
+    def adapt_campaigns(
+        self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    ) -> Iterator[tuple[int, AdaptedModel]]:
+        linear_config = LinearConfig(seed=self.adapt_config(config).seed)
+        for campaign, rows in seeds.items():
+            model = campaign_lr(features, rows, linear_config)
+            yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, model.c))
+
+
+@dataclass(frozen=True)
+class CategoryLROnly(Method):
+    """`Category LR`: the model of the campaign's adCategoryId fit on the training campaigns; no seeds."""
+
+    def train(self, features: Features, train_rows: Rows, *args: Any, seed: int = 2020, **kwargs: Any) -> Network:
+        model = super().train(features, train_rows, *args, seed=seed, **kwargs)
+        model.categories.store(fit_category_lr(features, train_rows, LinearConfig(seed=seed)))
+        return model
+
+    def adapt_campaigns(
+        self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    ) -> Iterator[tuple[int, AdaptedModel]]:
+        category_lr = general_model.categories.models(features)
+        for campaign in seeds:
+            model = category_lr.model(features, campaign)
+            yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, 0.0))
+
+
+@dataclass(frozen=True)
+class TransferLR(CategoryLROnly):
+    """The recommended method (`metaheac.transfer`): the meta-trained network and the Category LR models as
+    the general model; per campaign, an L2 logistic regression on the raw features and their two scores."""
+
+    def adapt_campaigns(
+        self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    ) -> Iterator[tuple[int, AdaptedModel]]:
+        linear_config = LinearConfig(seed=self.adapt_config(config).seed)
+        category_lr = general_model.categories.models(features)
+        for campaign, rows in seeds.items():
+            head = fit_transfer(general_model, category_lr, features, campaign, rows, linear_config)
+            yield campaign, LinearAdapted(general_model, head)
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("LR", LogisticRegression, "none"),
-        Method("MLP one-stage", MLP, "none"),
+        CampaignLR("LR", LogisticRegression, "none"),
+        EarlyStopped("MLP one-stage", MLP, "none"),
         Method("MLP+pre-training", MLP, "joint"),
         Method("Shared-Bottom+pre-training", SharedBottom, "joint"),
         Method("MMoE+pre-training", MMoE, "joint"),
@@ -119,6 +184,8 @@ METHODS: dict[str, Method] = {
         Method("MetaHeac w/o HC", HybridExpertsCritics, "meta", {"critics": 1}),
         Method("MetaHeac w/o HE", HybridExpertsCritics, "meta", {"experts": 1}),
         Method("MetaHeac w/o Meta", HybridExpertsCritics, "joint"),
+        CategoryLROnly("Category LR", CategoryNetwork, "none"),
+        TransferLR(RECOMMENDED, TransferNetwork, "meta"),
     )
 }
 

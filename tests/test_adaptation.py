@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from metaheac.adaptation import (
     AdaptConfig,
     AdaptedModel,
+    _holdout,
     adapt,
     adapt_and_score_campaigns,
     adapt_campaigns,
@@ -150,3 +152,24 @@ def test_adapt_takes_one_campaign() -> None:
     features, rows = data()
     with pytest.raises(ValueError, match="one campaign, got 4 campaigns"):
         adapt(network(), features, rows, CONFIG)
+
+
+def test_holdout_is_stratified_disjoint_and_complete() -> None:
+    label = torch.tensor([1.0] * 10 + [0.0] * 90)
+    train, held = _holdout(label, 0.2, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat([train, held]).tolist()) == list(range(100))
+    assert label[held].sum() == 2 and len(held) == 20
+
+
+def test_early_stopping_keeps_an_epoch_no_worse_on_the_held_out_rows_than_the_first() -> None:
+    features, rows = data([0, 0, 0, 400])
+    rows = of(rows, 3)
+    config = AdaptConfig(batch_size=16, from_scratch=True, holdout=0.25, epochs=30, patience=2, lr=0.05)
+    _, held = _holdout(rows.label, 0.25, torch.Generator().manual_seed(campaign_seed(config.seed, 3)))
+
+    def held_out_loss(epochs: int) -> float:
+        model = adapt(network(MLP), features, rows, dataclasses.replace(config, epochs=epochs))
+        p = score(model, features, 3, rows.user[held]).double()
+        return float(F.binary_cross_entropy(p, rows.label[held].double()))
+
+    assert held_out_loss(30) <= held_out_loss(1) + 1e-9

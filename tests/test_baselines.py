@@ -70,6 +70,8 @@ def test_the_registry_names_the_papers_methods_and_builds_each() -> None:
         "MetaHeac w/o HC",
         "MetaHeac w/o HE",
         "MetaHeac w/o Meta",
+        "Category LR",
+        "MetaHeac+LR",
     ]
     schema = tiny_features().schema
     built = {name: spec.build(schema, TINY) for name, spec in METHODS.items()}
@@ -79,11 +81,13 @@ def test_the_registry_names_the_papers_methods_and_builds_each() -> None:
     assert (built["MetaHeac"].config.experts, built["MetaHeac"].config.critics) == (3, 2)
     assert built["MetaHeac w/o HC"].config.critics == 1 and built["MetaHeac w/o HC"].config.experts == 3
     assert built["MetaHeac w/o HE"].config.experts == 1 and built["MetaHeac w/o HE"].config.critics == 2
-    assert {name for name, spec in METHODS.items() if spec.training == "none"} == {"LR", "MLP one-stage"}
+    assert {name for name, spec in METHODS.items() if spec.training == "none"} == {
+        "LR", "MLP one-stage", "Category LR"}
     assert {name for name, spec in METHODS.items() if spec.training == "meta"} == {
         "MetaHeac",
         "MetaHeac w/o HC",
         "MetaHeac w/o HE",
+        "MetaHeac+LR",
     }
     assert method("LR").adapt_config().from_scratch
     assert not method("MetaHeac w/o Meta").adapt_config(AdaptConfig()).from_scratch

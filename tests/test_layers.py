@@ -16,6 +16,9 @@ FORBIDDEN = {
     "metaheac.model": ("metaheac.training", "metaheac.adaptation", "metaheac.methods", "metaheac.steps"),
     "metaheac.training": ("metaheac.adaptation", "metaheac.methods", "metaheac.steps"),
     "metaheac.adaptation": ("metaheac.training", "metaheac.methods", "metaheac.steps"),
+    "metaheac.linear": ("metaheac.training", "metaheac.adaptation", "metaheac.methods", "metaheac.steps"),
+    "metaheac.transfer": ("metaheac.training", "metaheac.methods", "metaheac.steps"),
+    "metaheac.benchmark": ("metaheac.steps",),
     "metaheac.methods": ("metaheac.steps",),
     "metaheac.steps": ("components", "pipelines"),
 }

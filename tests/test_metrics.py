@@ -243,7 +243,7 @@ def test_format_table_marks_best_and_improvement() -> None:
     summary = {
         "LR": {"cold": group(0.6, 0.2), "hot": group(0.7, 0.3), "all": group(0.65, 0.25)},
         "MMoE": {"cold": group(0.5, 0.25), "hot": group(math.nan, 0.2), "all": group(0.6, 0.2)},
-        "MetaHeac": {"cold": group(0.66, 0.2), "hot": group(0.63, 0.33), "all": group(0.65, 0.3)},
+        metrics.FOCUS_METHOD: {"cold": group(0.66, 0.2), "hot": group(0.63, 0.33), "all": group(0.65, 0.3)},
     }
     lines = metrics.format_table(summary).splitlines()
     assert "S<=T (cold)" in lines[0] and "S>T (hot)" in lines[0]
@@ -265,8 +265,22 @@ def test_format_table_marks_best_and_improvement() -> None:
     ]
 
 
-def test_format_table_without_metaheac_has_no_improve_line() -> None:
+def test_format_table_with_intervals_prints_them_under_each_method_and_improve() -> None:
+    summary = {
+        "LR": {"cold": group(0.6, 0.2), "hot": group(0.7, 0.3), "all": group(0.65, 0.25)},
+        metrics.FOCUS_METHOD: {"cold": group(0.66, 0.2), "hot": group(0.63, 0.33), "all": group(0.65, 0.3)},
+    }
+    columns = metrics.table_columns(summary)
+    ci = {m: {c: (0.5, 0.25, 0.75) for c in columns} for m in summary}
+    ci["gap"] = {c: (0.01, -0.02, 0.04) for c in columns}
+    lines = metrics.format_table(summary, intervals=ci).splitlines()
+    assert lines[3].split() == ["[0.250,0.750]"] * 8
+    assert lines[-2].split()[0] == "Improve"
+    assert lines[-1].split() == ["95%", "CI"] + ["[-0.020,+0.040]"] * 8
+
+
+def test_format_table_without_the_recommended_method_has_no_improve_line() -> None:
     summary = {"LR": {"cold": group(0.6, 0.2), "hot": group(0.7, 0.3), "all": group(0.65, 0.25)}}
     table = metrics.format_table(summary)
     assert "Improve" not in table and "*" not in table  # a lone method is not marked best
-    assert metrics.improvement({"MetaHeac": summary["LR"]}) is None
+    assert metrics.improvement({metrics.FOCUS_METHOD: summary["LR"]}) is None

@@ -16,7 +16,7 @@ import pytest
 from metaheac import storage
 from metaheac.evaluation import metrics, report
 
-METHODS = {"LR": 0.3, "MMoE+pre-training": 0.7, "MetaHeac": 1.0}
+METHODS = {"LR": 0.3, "MMoE+pre-training": 0.7, metrics.FOCUS_METHOD: 1.0}
 SECTIONS = (
     "<h2>Run</h2>",
     "<h2>Metrics</h2>",
@@ -134,12 +134,12 @@ def test_cold_only_method_and_nan_aucs(tmp_path: Path) -> None:
     text = write_and_read(tmp_path, results)
     assert len(parse(text).images) == 3
     assert ">–</td>" in text  # NaN cells
-    assert "Shared-Bottom" in text and "against" in text  # no MetaHeac: best by GAUC is the focus
+    assert "Shared-Bottom" in text and "against" in text  # no recommended method: best by GAUC is the focus
 
 
 def test_methods_without_two_class_campaigns(tmp_path: Path) -> None:
     negatives = scored_rows(0.0, 0).assign(label=0)
-    text = write_and_read(tmp_path, {"LR": negatives, "MetaHeac": negatives.assign(score=1.0)})
+    text = write_and_read(tmp_path, {"LR": negatives, metrics.FOCUS_METHOD: negatives.assign(score=1.0)})
     assert len(parse(text).images) == 2
     assert "share no campaign" in text
 
@@ -154,7 +154,8 @@ def test_kfp_metrics_are_flat_finite_scalars() -> None:
     results = three_methods()
     results["LR"] = results["LR"][results["LR"]["split"] == "test_cold"]
     flat = report.kfp_metrics(metrics.compare(results))
-    assert flat["cold/MetaHeac/auc"] == pytest.approx(metrics.summarize(results["MetaHeac"])["cold"]["auc"])
+    focus = metrics.FOCUS_METHOD
+    assert flat[f"cold/{focus}/auc"] == pytest.approx(metrics.summarize(results[focus])["cold"]["auc"])
     assert flat["all/LR/rows"] == len(results["LR"])
     assert "hot/LR/auc" not in flat and flat["hot/LR/campaigns"] == 0  # NaN left out, counts kept
     assert all(re.fullmatch(r"(cold|hot|all)/[^/]+/[a-z@%0-9]+", key) for key in flat)

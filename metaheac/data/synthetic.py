@@ -11,12 +11,18 @@ Planted structure:
   ways). age, gender, education, consumptionAbility, carrier, LBS and house depend on one topic
   drawn from the mix. interest4, appId*, ct, os and marriageStatus are pure noise.
 - Campaigns (aid): each belongs to a category with a N(0, 1) profile over topics; its own profile
-  is the category's plus N(0, `campaign_perturbation`) noise, so campaigns of a category share
-  structure and each still needs adapting. advertiserId, productId, productType and creativeSize
-  follow the category.
+  is the category's, plus its advertiser's N(0, `advertiser_effect`) profile (advertisers of a
+  category share audiences), plus N(0, `campaign_perturbation`) noise of its own, so campaigns of a
+  category share structure and each still needs adapting. advertiserId, productId, productType and
+  creativeSize follow the category.
 - Label of (user, campaign): Bernoulli(sigmoid(affinity_scale * sum_k w_uk profile_ck
-  + per-category effects of age, gender, education, consumptionAbility + campaign bias)); the bias
-  is solved per campaign to hit its positive rate (`positive_rate` times lognormal noise).
+  + per-category effects of age, gender, education, consumptionAbility
+  + `region_effect` if the user's LBS is one of the campaign's own `_CAMPAIGN_REGIONS` regions
+  + campaign bias)); the bias is solved per campaign to hit its positive rate (`positive_rate` times
+  lognormal noise). The regions are structure only the campaign's own seeds reveal.
+- `SETTINGS` names presets: "transfer" (campaigns close to their category and advertiser: transfer
+  carries cold campaigns) and "specific" (campaigns far from them, with strong own regions:
+  per-campaign fit carries hot ones).
 - Candidates: a `targeted_fraction` of each campaign's rows are users interested in a topic the
   campaign likes, the rest uniform users. Stage-1 sizes are lognormal (heavy tail) so that, at the
   median seed-positive count (`suggested_cold_threshold`), half the campaigns are cold, half hot.
@@ -72,6 +78,8 @@ class SyntheticConfig:
     campaign_perturbation: float = 0.6  # std of a campaign's profile around its category's
     static_effect: float = 0.25  # std of the per-category logit effects of age, gender, ...
     targeted_fraction: float = 0.5  # share of candidates drawn from the campaign's liked topics
+    advertiser_effect: float = 0.0  # std of an advertiser's profile, shared by its campaigns
+    region_effect: float = 0.0  # logit boost of a user in one of the campaign's own regions
     chunk_users: int = 100_000  # users written at once: bounds memory (a new value draws new id lists)
     seed: int = 2020
 
@@ -85,12 +93,38 @@ class SyntheticConfig:
             "0 < positive_rate < 0.5": 0 < self.positive_rate < 0.5,
             "dirichlet_alpha > 0": self.dirichlet_alpha > 0,
             "0 <= targeted_fraction <= 1": 0 <= self.targeted_fraction <= 1,
+            "advertiser_effect, region_effect >= 0": min(self.advertiser_effect, self.region_effect) >= 0,
             "chunk_users >= 1": self.chunk_users >= 1,
             "seed >= 0": self.seed >= 0,
         }
         failed = [rule for rule, ok in checks.items() if not ok]
         if failed:
             raise ValueError(f"SyntheticConfig: need {', '.join(failed)}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A named generator preset: how much of a campaign's audience its category and advertiser share."""
+
+    campaign_perturbation: float
+    advertiser_effect: float
+    region_effect: float
+
+    def config(self, **changes: Any) -> SyntheticConfig:
+        return SyntheticConfig(**{**asdict(self), **changes})
+
+
+SETTINGS = {
+    "transfer": Setting(campaign_perturbation=0.3, advertiser_effect=0.5, region_effect=0.5),
+    "specific": Setting(campaign_perturbation=1.0, advertiser_effect=0.3, region_effect=1.5),
+}
+
+
+def setting_config(name: str, **changes: Any) -> SyntheticConfig:
+    """The config of a named setting ("" : the plain defaults) with `changes`."""
+    if name and name not in SETTINGS:
+        raise ValueError(f"unknown setting {name!r}: choose one of {', '.join(SETTINGS)}")
+    return SETTINGS[name].config(**changes) if name else SyntheticConfig(**changes)
 
 
 @dataclass(frozen=True)
@@ -134,6 +168,7 @@ _CATEGORICAL = {
 _LABEL_FIELDS = ("age", "gender", "education", "consumptionAbility")  # statics that move labels
 # LBS: 900 regions in 1..1000; each topic has 8 home regions, where 30% of its users live.
 _LBS_REGIONS, _LBS_SPACE, _LBS_HOMES, _LBS_HOME_SHARE = 900, 1_000, 8, 0.3
+_CAMPAIGN_REGIONS = 60  # LBS values where a campaign's region effect applies
 _TARGET_MIN_WEIGHT = 0.2  # a user counts as interested in a topic from this mix weight on
 _MIN_EXPECTED_SEEDS = 10  # stage-1 rows of a campaign cover at least this many expected positives
 _SLOTS_PER_ID = 16  # sampling tables hold about this many slots per id
@@ -302,6 +337,7 @@ class _Campaigns:
     rate: np.ndarray  # target positive rate
     draws: np.ndarray  # candidate draws (both stages), before de-duplication
     ad_rows: list[str]  # adFeature.csv lines
+    regions: np.ndarray  # [campaigns, _CAMPAIGN_REGIONS]: LBS values of the campaign's own regions
 
 
 def _campaigns(config: SyntheticConfig, rng: np.random.Generator) -> _Campaigns:
@@ -331,7 +367,12 @@ def _campaigns(config: SyntheticConfig, rng: np.random.Generator) -> _Campaigns:
         "productType": np.where(rng.random(c) < 0.9, usual_type, rng.choice(_PRODUCT_TYPES, c)),
     }
     ad_rows = [",".join(str(columns[name][i]) for name in AD_COLUMNS) for i in range(c)]
-    return _Campaigns(aid, category, profile, rate, draws.astype(np.int64), ad_rows)
+    # Own stream: the settings' extra structure leaves every default draw as it was.
+    extra = _rng(config.seed, 7)
+    advertiser = np.searchsorted(np.unique(columns["advertiserId"]), columns["advertiserId"])
+    profile = profile + config.advertiser_effect * extra.normal(size=(advertiser.max() + 1, k))[advertiser]
+    regions = extra.random((c, _LBS_SPACE + 1)).argsort(axis=1)[:, :_CAMPAIGN_REGIONS]
+    return _Campaigns(aid, category, profile, rate, draws.astype(np.int64), ad_rows, regions)
 
 
 @dataclass
@@ -375,6 +416,10 @@ def _rows(config: SyntheticConfig, users: _Users, camps: _Campaigns, rng: np.ran
     for name in _LABEL_FIELDS:
         effects = config.static_effect * rng.normal(size=(config.categories, _CATEGORICAL[name][0] + 1))
         logit += effects[category, users.single[name][user]]
+    if config.region_effect:
+        mine = np.zeros((config.campaigns, _LBS_SPACE + 1), dtype=bool)
+        mine[np.arange(config.campaigns)[:, None], camps.regions] = True
+        logit += config.region_effect * mine[campaign, users.single["LBS"][user]]
     # Bisection on each campaign's bias until its mean probability is its target rate.
     rows_of = np.bincount(campaign, minlength=config.campaigns)
     low, high = np.full(config.campaigns, -30.0), np.full(config.campaigns, 30.0)

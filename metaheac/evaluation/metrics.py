@@ -31,7 +31,7 @@ SPLITS = ("test_cold", "test_hot")
 TABLE_GROUPS = {"cold": "S<=T (cold)", "hot": "S>T (hot)"}
 COUNT_KEYS = ("campaigns", "rows")
 DEFAULT_FRACTIONS = tuple(round(0.01 * i, 2) for i in range(1, 51))
-FOCUS_METHOD = "MetaHeac"
+FOCUS_METHOD = "MetaHeac+LR"  # the recommended method: the table's "Improve" line compares it with the best other
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -387,17 +387,30 @@ def _cell(value: float, best: float, mark: str) -> str:
     return f"{value:.4f}{mark if value == best else ''}"
 
 
-def format_table(summary: dict[str, dict], mark: str = "*") -> str:
+Interval = tuple[float, float, float]  # (estimate, low, high)
+
+
+def _interval_cell(interval: Interval | None, signed: bool = False) -> str:
+    if interval is None or math.isnan(interval[1]):
+        return "-"
+    sign = "+" if signed else ""
+    return f"[{interval[1]:{sign}.3f},{interval[2]:{sign}.3f}]"
+
+
+def format_table(
+    summary: dict[str, dict], mark: str = "*", intervals: dict[str, dict[tuple[str, str], Interval]] | None = None
+) -> str:
     """The paper's table as text: a row per method, AUC GAUC P@ R@ for cold then hot, 4 decimals.
 
     The best value of each column carries `mark` (when there are two methods or more); an "Improve" line
-    gives MetaHeac's relative gain over the best other method when a method named "MetaHeac" is present.
-    NaN shows as "-".
+    gives the recommended method's (`FOCUS_METHOD`) relative gain over the best other method of each
+    column when it is present. With `intervals` (`intervals.bootstrap`), each method's line is followed by
+    its 95% intervals, and "Improve" by the interval of (recommended - best other). NaN shows as "-".
     """
     columns = table_columns(summary)
     best = best_per_column(summary) if len(summary) > 1 else {}  # a lone method is no one's best
     width = max(len(m) for m in [*summary, "Improve", "Method"]) + 2
-    cell = 9
+    cell = 16 if intervals else 9
     per_group = len(columns) // len(TABLE_GROUPS)
     lines = [
         " " * width + "".join(f"{title:<{cell * per_group}}" for title in TABLE_GROUPS.values()),
@@ -406,8 +419,13 @@ def format_table(summary: dict[str, dict], mark: str = "*") -> str:
     for method in summary:
         cells = [_cell(_value(summary, method, c), best.get(c, math.nan), mark) for c in columns]
         lines.append(f"{method:<{width}}" + "".join(f"{c:<{cell}}" for c in cells))
+        if intervals and method in intervals:
+            lines.append(" " * width + "".join(f"{_interval_cell(intervals[method].get(c)):<{cell}}" for c in columns))
     gains = improvement(summary)
     if gains is not None:
         cells = ["-" if math.isnan(g) else f"{g:+.1f}%" for g in gains.values()]
         lines.append(f"{'Improve':<{width}}" + "".join(f"{c:<{cell}}" for c in cells))
+        if intervals and "gap" in intervals:
+            gap = [_interval_cell(intervals["gap"].get(c), True) for c in columns]
+            lines.append(f"{'  95% CI':<{width}}" + "".join(f"{c:<{cell}}" for c in gap))
     return "\n".join(line.rstrip() for line in lines)

@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 
 from metaheac import __version__, storage
 from metaheac.evaluation import metrics
+from metaheac.evaluation.intervals import table_intervals
 
 REPORT_NAME = "report.html"
 GROUP_SPLITS = {"cold": "test_cold", "hot": "test_hot"}
@@ -85,7 +86,7 @@ def render_report(
         "<h2>Run</h2>",
         _context_table(context),
         "<h2>Metrics</h2>",
-        _metrics_table(summary),
+        _metrics_table(summary, table_intervals(results, metrics.FOCUS_METHOD)),
         _counts_note(summary),
         _metrics_note(summary, fraction),
         "<h2>ROC curves</h2>",
@@ -199,7 +200,18 @@ def _metric_cell(value: float, best: float) -> str:
     return f'<td class="num">{"<b>" + text + "</b>" if value == best else text}</td>'
 
 
-def _metrics_table(summary: dict[str, dict]) -> str:
+def _interval_row(cells: list[str]) -> str:
+    return '<tr class="interval"><td>95% interval</td>' + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>"
+
+
+def _span(interval: tuple[float, float, float] | None, signed: bool = False) -> str:
+    if interval is None or math.isnan(interval[1]):
+        return "–"
+    sign = "+" if signed else ""
+    return f"[{interval[1]:{sign}.3f}, {interval[2]:{sign}.3f}]"
+
+
+def _metrics_table(summary: dict[str, dict], ci: dict | None = None) -> str:
     columns = metrics.table_columns(summary)
     best = metrics.best_per_column(summary) if len(summary) > 1 else {}  # a lone method is no one's best
     per_group = len(columns) // len(metrics.TABLE_GROUPS)
@@ -214,12 +226,15 @@ def _metrics_table(summary: dict[str, dict]) -> str:
         f"<tr><td>{_esc(m)}</td>"
         + "".join(_metric_cell(summary[m][g][k], best.get((g, k), math.nan)) for g, k in columns)
         + "</tr>"
+        + (_interval_row([_span(ci[m].get(c)) for c in columns]) if ci and m in ci else "")
         for m in summary
     ]
     gains = metrics.improvement(summary)
     if gains is not None:
         cells = "".join(f'<td class="num">{"–" if math.isnan(x) else f"{x:+.1f}%"}</td>' for x in gains.values())
         body.append(f'<tr class="improve"><td>Improve ({_esc(metrics.FOCUS_METHOD)})</td>{cells}</tr>')
+        if ci and "gap" in ci:
+            body.append(_interval_row([_span(ci["gap"].get(c), signed=True) for c in columns]))
     return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -241,7 +256,9 @@ def _counts_note(summary: dict[str, dict]) -> str:
 def _metrics_note(summary: dict[str, dict], fraction: float) -> str:
     pct = _pct(fraction)
     improve = (
-        f" “Improve” is {_esc(metrics.FOCUS_METHOD)}’s relative gain over the best other method."
+        f" “Improve” is {_esc(metrics.FOCUS_METHOD)}’s (the recommended method’s) relative gain over the best "
+        "other method of each column; its interval is that of the difference (recommended − best other). "
+        "Intervals are 95% percentile intervals of a bootstrap over campaigns, paired across methods."
         if metrics.improvement(summary) is not None
         else ""
     )

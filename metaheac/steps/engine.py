@@ -23,6 +23,7 @@ from metaheac.adaptation import AdaptConfig
 from metaheac.data.dataset import SCHEMA_FILE, load_campaign_frame, load_schema
 from metaheac.data.errors import InputError, as_input_error
 from metaheac.data.loading import load_features, load_rows
+from metaheac.evaluation.intervals import table_intervals
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
 from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_audience
@@ -86,7 +87,7 @@ class Train(Step):
         return Resources(cpu=4, memory_gb=cpu_train_memory_gb(arguments.get("dataset")))
     dataset: str = arg(help="canonical dataset URI (from `preprocess`)")
     output: str = arg(help="folder to write the general model into (model.pt + config.json)")
-    method: str = arg("MetaHeac", help=f"one of: {', '.join(METHODS)}")
+    method: str = arg("MetaHeac+LR", help=f"one of: {', '.join(METHODS)}")
     epochs: int = arg(_META.epochs, help="passes over the training campaigns' seed rows")
     max_steps: int | None = arg(None, help="stop after this many steps (default: no cap)")
     task_count: int = arg(_META.task_count, help="campaigns per meta-step")
@@ -228,7 +229,7 @@ def empty_split_notes(results: Mapping[str, pd.DataFrame], cold_threshold: int |
 @dataclass
 class Evaluate(Step):
     """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP
-    metrics payloads (kfp_metrics.json; kfp_classification.json for MetaHeac, else the first method)."""
+    metrics payloads (kfp_metrics.json; kfp_classification.json for the recommended method, else the first)."""
 
     name: ClassVar[str] = "evaluate"
     artifacts: ClassVar = {"dataset": Artifact("Dataset"), "scores": Artifact("Dataset", many=True),
@@ -254,7 +255,8 @@ class Evaluate(Step):
         results = read_scores([u for u in self.scores.split(",") if u])
         summary = compare(results)
         threshold = load_schema(self.dataset).provenance.get("cold_threshold") if self.dataset else None
-        table = "\n".join([format_table(summary), *empty_split_notes(results, threshold)])
+        table = "\n".join([format_table(summary, intervals=table_intervals(results, FOCUS_METHOD)),
+                           *empty_split_notes(results, threshold)])
         context = {"dataset": self.dataset or "-", "scores": self.scores,
                    "methods": ", ".join(results), "rows": sum(len(f) for f in results.values())}
         storage.write_text(storage.join(self.output, "metrics.json"), pd.Series(summary).to_json(indent=2))

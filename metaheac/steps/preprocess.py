@@ -29,13 +29,15 @@ class Generate(Step):
     users: int = arg(20_000, help="number of users")
     campaigns: int = arg(64, help="number of campaigns")
     seed: int = arg(2020, help="random seed: the same seed writes the same files")
+    setting: str | None = arg(None, help="a named preset of the audience structure: transfer or specific "
+                              "(default: the plain defaults)")
     overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
-        from metaheac.data.synthetic import SyntheticConfig, generate
+        from metaheac.data.synthetic import generate, setting_config
 
-        with as_input_error():
-            config = SyntheticConfig(users=self.users, campaigns=self.campaigns, seed=self.seed)
+        with as_input_error("--setting, --users or --campaigns: "):
+            config = setting_config(self.setting or "", users=self.users, campaigns=self.campaigns, seed=self.seed)
         rows = config.campaigns * config.mean_rows_per_campaign * (1 + config.stage2_fraction)
         check_fits(f"generating {config.users:,} users and about {rows:,.0f} rows",
                    int(config.users * GENERATE_BYTES_PER_USER + rows * GENERATE_BYTES_PER_ROW))

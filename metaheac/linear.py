@@ -1,0 +1,197 @@
+"""L2 logistic regression on the raw one-hot / multi-hot user features, fit to convergence by L-BFGS
+(scipy; scikit-learn's objective, checked against it in the tests) with C chosen by cross-validation:
+the honest `LR` baseline, `Category LR`, and the linear part of the recommended method.
+
+A user's design row has one column per (user field, id), laid out like the embedding tables end to end:
+a single field puts 1 on its id, a list field 1/(valid ids) on each of its ids (the masked mean, as the
+networks embed it). A model is then a 1-dim table per field plus a bias, scored by the same bags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.optimize import minimize
+from scipy.special import expit
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+from metaheac.data.tensors import Features, Rows
+from metaheac.model.embedding import list_weights
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    cs: tuple[float, ...] = (0.01, 0.1, 1.0)  # inverse L2 strengths tried by cross-validation
+    folds: int = 3
+    max_iter: int = 1_000  # L-BFGS iterations: far above what convergence (tol) needs on seed sets
+    tol: float = 1e-4  # on the largest gradient entry of the mean loss (scikit-learn's default tol)
+    seed: int = 2020
+
+    def __post_init__(self) -> None:
+        if not self.cs or min(self.cs) <= 0 or self.folds < 2:
+            raise ValueError("LinearConfig: need at least one C > 0 and folds >= 2")
+
+
+def column_offsets(features: Features) -> np.ndarray:
+    """Where each user field's columns start, and (last) the column count."""
+    schema = features.schema
+    sizes = [f.vocab_size for f in schema.user_single] + [f.vocab_size for f in schema.user_lists]
+    return np.concatenate(([0], np.cumsum(sizes)))
+
+
+def user_columns(features: Features, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The design rows of `users` as (columns [n, K], values [n, K]) where the users table lives; padding
+    has value 0."""
+    table, schema = features.users, features.schema
+    device = table.single.device
+    n_single = table.single.shape[1]
+    field = torch.cat([
+        torch.arange(n_single),
+        n_single + torch.repeat_interleave(torch.arange(len(schema.list_lengths)), torch.tensor(schema.list_lengths)),
+    ]).to(device)
+    users = torch.as_tensor(users, device=device)
+    lists = table.lists[users].long()
+    values = torch.cat(
+        [torch.ones(len(users), n_single, dtype=torch.float64, device=device)]
+        + [list_weights(ids, torch.float64) for ids in lists.split(schema.list_lengths, dim=1)],
+        dim=1,
+    )
+    columns = torch.cat([table.single[users].long(), lists], dim=1)
+    return columns + torch.as_tensor(column_offsets(features)[:-1], device=device)[field], values
+
+
+def design(features: Features, users: torch.Tensor | np.ndarray) -> sp.csr_matrix:
+    """The users' design rows [len(users), columns] (module doc)."""
+    columns, values = (t.cpu().numpy() for t in user_columns(features, torch.as_tensor(users)))
+    n, k = columns.shape
+    x = sp.csr_matrix((values.ravel(), columns.ravel(), np.arange(0, n * k + 1, k)),
+                      shape=(n, int(column_offsets(features)[-1])))
+    x.sum_duplicates()
+    x.eliminate_zeros()
+    return x
+
+
+@dataclass
+class LinearModel:
+    """Weights per column (and extra columns after them), bias, and the C cross-validation chose."""
+
+    weight: np.ndarray
+    bias: float
+    c: float
+
+    def logit(self, x: sp.spmatrix | np.ndarray) -> np.ndarray:
+        return np.asarray(x @ self.weight).ravel() + self.bias
+
+
+def _fit(
+    x: sp.csr_matrix, y: np.ndarray, c: float, config: LinearConfig, start: np.ndarray | None = None
+) -> np.ndarray:
+    """[weights..., bias] minimising sum of log-losses + |w|^2 / (2C) (scikit-learn's objective, bias
+    unpenalised), by L-BFGS; scaled by 1 / rows for conditioning. `start` warm-starts it."""
+    n, d = x.shape
+    xt = x.T.tocsr()
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:d], theta[d]
+        z = x @ w + b
+        g = (expit(z) - y) / n
+        loss = float(np.mean(np.logaddexp(0.0, z) - y * z) + w @ w / (2 * c * n))
+        return loss, np.append(xt @ g + w / (c * n), g.sum())
+
+    theta = np.zeros(d + 1) if start is None else start
+    result = minimize(objective, theta, jac=True, method="L-BFGS-B",
+                      options={"maxiter": config.max_iter, "gtol": config.tol, "ftol": 1e-10})
+    return result.x
+
+
+def _log_loss(theta: np.ndarray, x: sp.spmatrix, y: np.ndarray) -> float:
+    z = x @ theta[:-1] + theta[-1]
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def fit_cv(x: sp.spmatrix, y: np.ndarray, config: LinearConfig, groups: np.ndarray | None = None) -> LinearModel:
+    """L2 logistic regression with the C of least held-out log-loss, refit on all rows.
+
+    Folds are stratified by label, or grouped (`groups`, e.g. campaigns: held-out campaigns, as a new
+    campaign is). With one class, or fewer positives or groups than folds, there is nothing to validate:
+    the smallest C (the strongest pull to the base rate) is used.
+    """
+    x = sp.csr_matrix(x)
+    y = np.asarray(y, dtype=np.float64)
+    # Columns no row uses get weight 0 at the optimum: fit on the used ones only (far fewer on seed sets).
+    used = np.unique(x.indices)
+    full = x.shape[1]
+    x = x[:, used]
+    positives = int(y.sum())
+    if positives == 0 or positives == len(y):
+        return LinearModel(np.zeros(full), float(np.log((positives + 0.5) / (len(y) - positives + 0.5))), 0.0)
+    if groups is not None:
+        splits = list(GroupKFold(config.folds).split(x, y, groups)) if len(np.unique(groups)) >= config.folds else []
+    elif min(positives, len(y) - positives) >= config.folds:
+        splits = list(StratifiedKFold(config.folds, shuffle=True, random_state=config.seed).split(x, y))
+    else:
+        splits = []
+    cs = sorted(config.cs)
+    c = cs[0]
+    if splits and len(cs) > 1:
+        losses = np.zeros(len(cs))
+        for a, b in splits:
+            if not 0 < y[a].sum() < len(a):
+                continue
+            theta = None
+            for i, c in enumerate(cs):  # increasing C, each warm-started from the last
+                theta = _fit(x[a], y[a], c, config, theta)
+                losses[i] += _log_loss(theta, x[b], y[b])
+        c = cs[int(np.argmin(losses))]
+    theta = _fit(x, y, c, config)
+    weight = np.zeros(full)
+    weight[used] = theta[:-1]
+    return LinearModel(weight, float(theta[-1]), c)
+
+
+def campaign_lr(features: Features, rows: Rows, config: LinearConfig) -> LinearModel:
+    """The `LR` baseline: one campaign's seed rows, C by stratified cross-validation."""
+    return fit_cv(design(features, rows.user), rows.label.cpu().numpy(), config)
+
+
+def category_column(features: Features) -> int:
+    names = [f.name for f in features.schema.campaign_fields]
+    if "adCategoryId" not in names:
+        raise ValueError(f"no adCategoryId among the campaign fields {names}")
+    return names.index("adCategoryId")
+
+
+@dataclass
+class CategoryLR:
+    """`Category LR`: one model per adCategoryId of the training campaigns, and one on all of them for a
+    category never trained on. Uses no seed rows of the campaign it scores."""
+
+    by_category: dict[int, LinearModel]
+    overall: LinearModel
+    column: int  # adCategoryId's column in the campaign fields
+
+    def model(self, features: Features, campaign: int) -> LinearModel:
+        category = int(features.campaigns.fields[campaign, self.column])
+        return self.by_category.get(category, self.overall)
+
+
+def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) -> CategoryLR:
+    """Category LR on the training campaigns' stage-1 rows; C by cross-validation over held-out campaigns
+    of the model on all of them."""
+    column = category_column(features)
+    campaigns = train_rows.campaign.cpu().numpy()
+    category = features.campaigns.fields[:, column].cpu().numpy()[campaigns]
+    x, y = design(features, train_rows.user), train_rows.label.cpu().numpy()
+    overall = fit_cv(x, y, config, groups=campaigns)
+    # The C of the model over all campaigns serves every category: one CV, not one per category.
+    same_c = dataclasses.replace(config, cs=(overall.c,)) if overall.c > 0 else config
+    by_category = {}
+    for value in np.unique(category):
+        mine = np.flatnonzero(category == value)
+        by_category[int(value)] = fit_cv(x[mine], y[mine], same_c, groups=campaigns[mine])
+    return CategoryLR(by_category, overall, column)
+
