@@ -19,7 +19,7 @@ from metaheac.cli import main
 from metaheac.data.config import PreprocessConfig
 from metaheac.data.errors import InputError
 from metaheac.data.preprocess import preprocess_raw
-from metaheac.steps.engine import _read_uids
+from metaheac.seedsets import read_uids
 from metaheac.steps.preprocess import Preprocess
 
 
@@ -163,13 +163,13 @@ def test_evaluate_without_scored_rows(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_seed_files(tmp_path: Path, content: bytes, message: str | None) -> None:
     (tmp_path / "seeds.txt").write_bytes(content)
     if message is None:
-        assert _read_uids(str(tmp_path / "seeds.txt")).tolist() == [12]
+        assert read_uids(str(tmp_path / "seeds.txt")).tolist() == [12]
         return
     with pytest.raises(InputError, match=message.replace("*", r"\*").replace("(", r"\(").replace(")", r"\)")):
-        _read_uids(str(tmp_path / "seeds.txt"))
+        read_uids(str(tmp_path / "seeds.txt"))
     pq.write_table(pa.table({"user": [1]}), tmp_path / "s.parquet")
     with pytest.raises(InputError, match="s.parquet: no integer `uid` column"):
-        _read_uids(str(tmp_path / "s.parquet"))
+        read_uids(str(tmp_path / "s.parquet"))
 
 
 def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
