@@ -237,7 +237,7 @@ def adapt(
 
 @torch.inference_mode()
 def score(
-    model: nn.Module, features: Features, campaign: int, users: torch.Tensor, batch_size: int | None = None
+    model: Network | AdaptedModel, features: Features, campaign: int, users: torch.Tensor, batch_size: int | None = None
 ) -> torch.Tensor:
     """Probabilities [len(users)] that each user (index) converts on `campaign` (index), in batches.
 

@@ -102,9 +102,9 @@ def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
     """The pipeline for these options, ready for `kfp.compiler` or a local run."""
     cluster = Cluster(options.image, options.cuda_image, options.gpu)
     if options.pipeline == "expand":
-        body = expansion.expand_body(options, cluster)
-        describe(body, options.name, expansion.summary(options), expansion.expand_parameters())
-        return dsl.pipeline(name=options.name)(body)
+        expand = expansion.expand_body(options, cluster)
+        describe(expand, options.name, expansion.summary(options), expansion.expand_parameters())
+        return dsl.pipeline(name=options.name)(expand)
     parameters = pipeline_parameters(options)
     names = [p.name for p, _ in parameters]
 

@@ -112,7 +112,8 @@ def create_schedule(
 
 def list_schedules(client: kfp.Client, experiment: str | None = None) -> list[kfp_server_api.V2beta1RecurringRun]:
     experiment_id = client.get_experiment(experiment_name=experiment).experiment_id if experiment else None
-    runs, token = [], ""
+    runs: list[kfp_server_api.V2beta1RecurringRun] = []
+    token = ""
     while True:
         page = client.list_recurring_runs(page_token=token, page_size=100, experiment_id=experiment_id)
         runs += page.recurring_runs or []

@@ -51,7 +51,7 @@ class Rows:
     def __len__(self) -> int:
         return len(self.label)
 
-    def select(self, index: torch.Tensor) -> Rows:
+    def select(self, index: torch.Tensor | slice) -> Rows:
         return Rows(self.campaign[index], self.user[index], self.label[index])
 
     def to(self, device: torch.device | str) -> Rows:

@@ -150,4 +150,5 @@ class FieldEmbeddings(nn.Module):
         return pool_users(tables, batch.user_single, lists, weights, lengths, gathered_bag, self.sparse)
 
     def campaign(self, batch: Batch) -> torch.Tensor:
-        return embed_campaigns([table.weight for table in self.campaign_fields], batch.campaign, self.sparse)
+        tables = [table.weight for table in self.tables()[self.n_user_fields :]]
+        return embed_campaigns(tables, batch.campaign, self.sparse)

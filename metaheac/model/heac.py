@@ -7,6 +7,8 @@ meta-training passes per-task fast weights [tasks, ...], and the same code runs 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +35,7 @@ class _TaskMatmul(torch.autograd.Function):
     differentiates any number of times (the meta-training differentiates through a gradient)."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(a, b)
         out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
         for t in range(a.shape[0]):
@@ -41,7 +43,7 @@ class _TaskMatmul(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         a, b = ctx.saved_tensors
         grad_a = _TaskMatmul.apply(grad, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         grad_b = _TaskMatmul.apply(a.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None

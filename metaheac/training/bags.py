@@ -8,6 +8,7 @@ would allocate several 37 MB ones, and on CPU each fresh allocation of that size
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,10 +55,10 @@ def bag_sum(table: torch.Tensor, plan: BagPlan) -> torch.Tensor:
 
 class _BagSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, table: torch.Tensor, plan: BagPlan) -> torch.Tensor:
+    def forward(ctx: Any, table: torch.Tensor, plan: BagPlan) -> torch.Tensor:
         ctx.plan = plan  # index tensors only: nothing autograd needs to version-check
         return F.embedding_bag(plan.index, table, plan.offsets, mode="sum", per_sample_weights=plan.weight)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return _BagSum.apply(grad.contiguous(), ctx.plan.transposed()), None

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from metaheac.data.tensors import Features, Rows
 from metaheac.model.embedding import FieldEmbeddings
+from metaheac.model.network import Network
 from metaheac.training.config import resolve_device
 from metaheac.training.lazy_adam import LazyAdam
 from metaheac.training.meta import TrainResult
@@ -52,7 +52,7 @@ class JointTrainConfig:
 
 
 @contextmanager
-def sparse_gradients(embeddings: FieldEmbeddings) -> Iterator[list[nn.Parameter]]:
+def sparse_gradients(embeddings: FieldEmbeddings) -> Iterator[list[torch.Tensor]]:
     """The tables' weights, which take sparse gradients inside the block."""
     tables = embeddings.tables()
     before = [t.sparse for t in tables]
@@ -66,7 +66,7 @@ def sparse_gradients(embeddings: FieldEmbeddings) -> Iterator[list[nn.Parameter]
 
 
 def joint_train(
-    model: nn.Module, features: Features, rows: Rows, config: JointTrainConfig | None = None, progress: bool = True
+    model: Network, features: Features, rows: Rows, config: JointTrainConfig | None = None, progress: bool = True
 ) -> TrainResult:
     """Train `model` (a network with `embeddings` and `dense_parameters()`) in place with BCE on `rows`."""
     config = config or JointTrainConfig()
