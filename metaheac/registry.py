@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from metaheac import storage
 from metaheac.data.dataset import CAMPAIGNS_FILE, SCHEMA_FILE
+from metaheac.data.errors import InputError
 from metaheac.model.store import CONFIG_FILE, MODEL_FILE, read_model_info
 
 POINTER_FILE = "LATEST.json"
@@ -58,8 +59,9 @@ def publish(
 ) -> ResolvedModel:
     """Publish the model folder `model_uri` as a new version of `name` under `root`, then point LATEST at it."""
     if not name or "/" in name:
-        raise ValueError(f"model name {name!r} must be one non-empty path segment")
+        raise InputError(f"model name {name!r} must be one non-empty path segment")
     info = read_model_info(model_uri)  # a folder that is not a complete model fails here, before any write
+    model_uri = storage.published(model_uri)  # on GCS, the current version of a republished folder
     weights = storage.read_bytes(storage.join(model_uri, MODEL_FILE))
     stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     version = f"{stamp:%Y%m%dT%H%M%SZ}-{hashlib.sha256(weights).hexdigest()[:8]}"
@@ -87,15 +89,15 @@ def publish(
 
 def read_record(version_uri: str) -> dict:
     """A published version's registry.json."""
-    return json.loads(storage.read_text(storage.join(version_uri, RECORD_FILE)))
+    return json.loads(storage.read_text(storage.join(storage.published(version_uri), RECORD_FILE)))
 
 
 def resolve_model(uri: str) -> ResolvedModel:
-    """The model folder a model argument names (module doc); ValueError saying what is missing."""
+    """The model folder a model argument names (module doc); InputError saying what is missing."""
     if uri == LATEST:
         root = os.environ.get(ROOT_ENV)
         if not root:
-            raise ValueError(f"--model latest needs ${ROOT_ENV}, the registry root: set it, or pass a registry URI")
+            raise InputError(f"--model latest needs ${ROOT_ENV}, the registry root: set it, or pass a registry URI")
         uri = storage.join(root, DEFAULT_NAME)
     elif uri.rstrip("/").endswith(f"/{LATEST}"):
         uri = uri.rstrip("/")[: -len(LATEST) - 1]
@@ -103,7 +105,7 @@ def resolve_model(uri: str) -> ResolvedModel:
     if storage.exists(pointer):
         version = json.loads(storage.read_text(pointer))["version"]
         return ResolvedModel(storage.join(uri, version), version)
-    if not storage.exists(storage.join(uri, CONFIG_FILE)):
-        raise ValueError(f"{uri} is neither a model folder (no {CONFIG_FILE}) nor a registry model ({POINTER_FILE})")
-    record = storage.join(uri, RECORD_FILE)
+    if not storage.exists(storage.join(storage.published(uri), CONFIG_FILE)):
+        raise InputError(f"{uri} is neither a model folder (no {CONFIG_FILE}) nor a registry model ({POINTER_FILE})")
+    record = storage.join(storage.published(uri), RECORD_FILE)
     return ResolvedModel(uri, read_record(uri)["version"] if storage.exists(record) else uri)

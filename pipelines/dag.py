@@ -46,7 +46,7 @@ class DagOptions:
     """What is fixed when the pipeline is compiled."""
 
     source: Literal["generate", "input"] = "generate"  # synthetic data, or import raw files from input_uri
-    methods: tuple[str, ...] = ("MetaHeac+LR",)  # one train task each: the recommended method
+    methods: tuple[str, ...] = ("MetaHeac",)  # one train task each
     shards: int = 2  # adapt tasks per method, each adapting one shard of the test campaigns
     image: str = CPU_IMAGE
     cuda_image: str = CUDA_IMAGE

@@ -68,7 +68,7 @@ def test_expansion_runs_locally_and_a_bad_seed_set_fails_alone(trained, tmp_path
     outputs = json.loads((run / "merge-audiences" / "executor_output.json").read_text())["artifacts"]
     metrics = outputs["metrics"]["artifacts"][0]["metadata"]
     assert metrics["campaigns_failed"] == 1 and metrics["audience_users"] == 60
-    assert "bad.txt:2" in Path(outputs["report"]["artifacts"][0]["uri"]).read_text()
+    assert "bad.txt line 2" in Path(outputs["report"]["artifacts"][0]["uri"]).read_text()
     assert (tmp_path / "audiences" / "known" / version / "audience.parquet").exists()
 
 

@@ -100,7 +100,7 @@ def test_shards_expand_every_campaign_and_a_bad_seed_set_fails_alone(trained, tm
     summary = run("first")
     rows = {r["campaign"]: r for r in summary["campaigns"]}
     assert {n: r["status"] for n, r in rows.items()} == {"bad": "failed", "known": "ok", "new": "ok"}
-    assert rows["bad"]["error"].endswith("bad.txt:2: every line must be one integer uid, got 'not-a-uid'")
+    assert rows["bad"]["error"].endswith("bad.txt line 2: expected one integer uid below 2**63, got 'not-a-uid'")
     assert rows["known"]["seeds_used"] == 30 and rows["known"]["unknown_seed_uids"] == 1
     for name in ("known", "new"):
         audience = pd.read_parquet(tmp_path / "first" / "merged" / "audiences" / f"{name}.parquet")

@@ -65,7 +65,7 @@ def save_model(model: Network, uri: str, method: str = "MetaHeac", extra: dict[s
 
 def read_model_info(uri: str) -> dict[str, Any]:
     """The folder's config.json: method, model config, schema and the `extra` given at save time."""
-    source = storage.join(uri, CONFIG_FILE)
+    source = storage.join(storage.published(uri), CONFIG_FILE)  # a registry version is a published folder
     try:
         info = json.loads(storage.read_bytes(source))
     except ValueError as error:  # also UnicodeDecodeError
@@ -84,6 +84,7 @@ def load_model(
     registry's, which lives above this layer) with its weights (tensors only, never other pickles), and
     config.json itself."""
     info = read_model_info(uri)
+    uri = storage.published(uri)
     source = storage.join(uri, CONFIG_FILE)
     schema = DatasetSchema.from_json(json.dumps(info.get("schema")), source=source)
     with as_input_error(f"{source}: "):  # an unknown method, a malformed model config

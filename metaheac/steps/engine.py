@@ -87,7 +87,7 @@ class Train(Step):
         return Resources(cpu=4, memory_gb=cpu_train_memory_gb(arguments.get("dataset")))
     dataset: str = arg(help="canonical dataset URI (from `preprocess`)")
     output: str = arg(help="folder to write the general model into (model.pt + config.json)")
-    method: str = arg("MetaHeac+LR", help=f"one of: {', '.join(METHODS)}")
+    method: str = arg("MetaHeac", help=f"one of: {', '.join(METHODS)}")
     epochs: int = arg(_META.epochs, help="passes over the training campaigns' seed rows")
     max_steps: int | None = arg(None, help="stop after this many steps (default: no cap)")
     task_count: int = arg(_META.task_count, help="campaigns per meta-step")
