@@ -60,7 +60,7 @@ def expand_body(options: DagOptions, cluster: Cluster) -> Callable[..., None]:
         parts = []
         for group in range(options.campaign_groups):
             for shard in range(options.shards):
-                label = f"expand-{group + 1}of{options.campaign_groups}-users-{shard + 1}of{options.shards}"
+                label = f"expand-shard-{group + 1}of{options.campaign_groups}-users-{shard + 1}of{options.shards}"
                 made = task("expand_shard", cluster, options.caching, label, dataset=users, shard=shard,
                             shards=options.shards, group=group, groups=options.campaign_groups, **params)
                 made.set_display_name(
