@@ -25,6 +25,8 @@ SKIPPED = {
     "python -m pipelines schedule create --host": "needs a KFP API server",
     "python -m pipelines schedule list": "needs a KFP API server",
     "python -m pipelines schedule create --local": "waits for its cron times",
+    "python -m pipelines run-local --pipeline expand": "needs a folder of your seed sets "
+                                                       "(tests/test_expand_pipeline.py runs one)",
 }
 _BLOCK = re.compile(r"^```bash\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
