@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ from metaheac.data.tensors import CampaignTable, Features, UserTable
 from metaheac.expand import CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
 from metaheac.model.embedding import mean_weights, pool_users
 from metaheac.model.heac import HybridExpertsCritics
+from metaheac.model.network import Network
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
@@ -188,7 +189,7 @@ class CampaignScorer:
         self.large_columns = _columns([c for f in self.large for c in range(starts[f], starts[f + 1])], device)
         self.large_widths = [widths[f] for f in self.large]
         d = self.tables[0].shape[1]
-        w0, b0 = (model.dense[name] for name in network.FIRST_LAYER)
+        w0, b0 = (model.dense[name] for name in HybridExpertsCritics.FIRST_LAYER)
         blocks = w0.split(d)  # W0_f: field f's rows of the first layer
         # [T_f @ W0_f | T_f / F_u]: one lookup gives the field's share of the first layer and of the user mean
         projected = [torch.cat([self.tables[f] @ blocks[f], self.tables[f] / n_user], 1) for f in small]
@@ -225,12 +226,15 @@ class CampaignScorer:
             large = pool_users(self.large_tables(), ids[:, :0], ids[:, self.large_columns],
                                weights[:, self.large_columns], self.large_widths)  # [B, large fields, d]
             flat = large.flatten(1)
+            w0 = self.large_w0
+            assert w0 is not None  # set whenever there are large fields
             if self.dtype == torch.float32:
-                expert_input = expert_input.addmm_(flat, self.large_w0)
+                expert_input = expert_input.addmm_(flat, w0)
             else:
-                expert_input = expert_input + (flat.to(self.dtype) @ self.large_w0).float()
+                expert_input = expert_input + (flat.to(self.dtype) @ w0).float()
             user_mean = user_mean + large.sum(1) / self.n_user
-        return self.network.head(self.model.dense, expert_input, user_mean, self.campaign_emb)
+        heac = cast(HybridExpertsCritics, self.network)  # the split path runs only for it (__init__)
+        return heac.head(self.model.dense, expert_input, user_mean, self.campaign_emb)
 
 
 @dataclass
@@ -243,7 +247,7 @@ class CampaignRun:
 
 
 def prepare_campaign(
-    general_model: torch.nn.Module,
+    general_model: Network,
     base: UserBase,
     uid_index: pd.Index,
     campaigns: CampaignTable,
@@ -263,7 +267,9 @@ def prepare_campaign(
     plan = plan_seeds(uid_index, seed_uids, negative_uids, top_n, config)
     chosen = np.union1d(plan.seeds, plan.negatives)
     features = Features(base.schema, base.take(chosen), campaigns)
-    local = lambda indexes: np.searchsorted(chosen, indexes)  # noqa: E731 - index in `chosen`
+    def local(indexes: np.ndarray) -> np.ndarray:  # index in `chosen`
+        return np.asarray(np.searchsorted(chosen, indexes))
+
     model, ids, unknown_fields = adapt_to_seeds(
         general_model, features, campaign_fields, local(plan.seeds), local(plan.negatives), config, vocab
     )

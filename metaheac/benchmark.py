@@ -11,12 +11,12 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from metaheac.adaptation import AdaptConfig
 from metaheac.data.tensors import Features, Rows
 from metaheac.linear import CategoryLR, LinearConfig, campaign_lr, design, fit_category_lr
 from metaheac.methods import method
+from metaheac.model.network import Network
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig
 from metaheac.transfer import RECOMMENDED, fit_transfer, general_logit
@@ -54,10 +54,10 @@ def evaluate_methods(
     linear_config = linear_config or LinearConfig(seed=seed)
     meta = MetaTrainConfig(seed=seed, device="cpu")
     joint = JointTrainConfig(seed=seed, device="cpu")
-    general: dict[str, nn.Module] = {}
+    general: dict[str, Network] = {}
     category: list[CategoryLR] = []
 
-    def network(name: str) -> nn.Module:
+    def network(name: str) -> Network:
         if name not in general:
             general[name] = method(name).train(features, train, meta_config=meta, joint_config=joint, seed=seed,
                                                progress=False)

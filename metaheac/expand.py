@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from metaheac import storage
 from metaheac.adaptation import AdaptConfig, AdaptedModel, adapt, score
 from metaheac.data.dataset import CAMPAIGN_VOCAB_FILE
 from metaheac.data.tensors import CampaignTable, Features, Rows
+from metaheac.model.network import Network
 
 # {field name: {str(raw value): field index}} for every campaign field, beside schema.json.
 CampaignVocab = dict[str, dict[str, int]]
@@ -140,7 +140,7 @@ def plan_seeds(
 
 
 def adapt_to_seeds(
-    general_model: nn.Module,
+    general_model: Network,
     features: Features,
     campaign_fields: dict[str, int],
     seeds: np.ndarray,
@@ -158,7 +158,7 @@ def adapt_to_seeds(
 
 
 def expand(
-    general_model: nn.Module,
+    general_model: Network,
     features: Features,
     campaign_fields: dict[str, int],
     seed_uids: np.ndarray,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 import torch
@@ -33,6 +33,7 @@ from metaheac.training.meta import meta_train
 from metaheac.transfer import (
     RECOMMENDED,
     CategoryNetwork,
+    CategoryTables,
     LinearAdapted,
     TransferHead,
     TransferNetwork,
@@ -87,6 +88,8 @@ class Method:
         if self.training == "joint":
             joint_train(model, features, train_rows, joint_config, progress=progress)
         elif self.training == "meta":
+            if not isinstance(model, HybridExpertsCritics):
+                raise TypeError(f"{self.name}: meta-training takes the HybridExpertsCritics network")
             meta_train(model, features, train_rows, meta_config, checkpoint_uri, resume=True, progress=progress)
         return model
 
@@ -139,19 +142,35 @@ class CampaignLR(Method):
             yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, model.c))
 
 
+def categories(network: Network) -> CategoryTables:
+    """The Category LR models a general model of `Category LR` or the recommended method carries."""
+    return cast(CategoryTables, network.categories)
+
+
 @dataclass(frozen=True)
 class CategoryLROnly(Method):
     """`Category LR`: the model of the campaign's adCategoryId fit on the training campaigns; no seeds."""
 
-    def train(self, features: Features, train_rows: Rows, *args: Any, seed: int = 2020, **kwargs: Any) -> Network:
-        model = super().train(features, train_rows, *args, seed=seed, **kwargs)
-        model.categories.store(fit_category_lr(features, train_rows, LinearConfig(seed=seed)))
+    def train(
+        self,
+        features: Features,
+        train_rows: Rows,
+        model_config: ModelConfig | None = None,
+        meta_config: MetaTrainConfig | None = None,
+        joint_config: JointTrainConfig | None = None,
+        seed: int = 2020,
+        checkpoint_uri: str | None = None,
+        progress: bool = True,
+    ) -> Network:
+        model = super().train(features, train_rows, model_config, meta_config, joint_config, seed, checkpoint_uri,
+                              progress)
+        categories(model).store(fit_category_lr(features, train_rows, LinearConfig(seed=seed)))
         return model
 
     def adapt_campaigns(
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
     ) -> Iterator[tuple[int, AdaptedModel]]:
-        category_lr = general_model.categories.models(features)
+        category_lr = categories(general_model).models(features)
         for campaign in seeds:
             model = category_lr.model(features, campaign)
             yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, 0.0))
@@ -166,7 +185,7 @@ class TransferLR(CategoryLROnly):
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
     ) -> Iterator[tuple[int, AdaptedModel]]:
         linear_config = LinearConfig(seed=self.adapt_config(config).seed)
-        category_lr = general_model.categories.models(features)
+        category_lr = categories(general_model).models(features)
         for campaign, rows in seeds.items():
             head = fit_transfer(general_model, category_lr, features, campaign, rows, linear_config)
             yield campaign, LinearAdapted(general_model, head)

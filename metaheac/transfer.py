@@ -33,7 +33,7 @@ RECOMMENDED = "MetaHeac+LR"
 TRANSFER_SCALE = 10.0
 
 
-def general_logit(network: nn.Module, features: Features, campaign: int, users: torch.Tensor) -> np.ndarray:
+def general_logit(network: Network, features: Features, campaign: int, users: torch.Tensor) -> np.ndarray:
     """The general network's logit of each user for `campaign`, unadapted."""
     p = score(network, features, campaign, users).double().clamp(1e-7, 1 - 1e-7)
     return torch.logit(p).cpu().numpy()
@@ -58,7 +58,7 @@ def _stack(x: sp.spmatrix, general: np.ndarray, category: np.ndarray) -> sp.csr_
 
 
 def fit_transfer(
-    network: nn.Module, category_lr: CategoryLR, features: Features, campaign: int, rows: Rows, config: LinearConfig
+    network: Network, category_lr: CategoryLR, features: Features, campaign: int, rows: Rows, config: LinearConfig
 ) -> TransferHead:
     """The campaign's head, fit on its seed rows (module doc); without seed rows, the general network."""
     x = design(features, rows.user)
@@ -80,6 +80,10 @@ def fit_transfer(
 class CategoryTables(nn.Module):
     """The Category LR models as buffers sized by the schema: one weight column per adCategoryId value and
     a last one over all training campaigns; `fitted` marks the categories trained on."""
+
+    weight: torch.Tensor  # buffers: [user feature columns, categories + 1], [categories + 1] (twice)
+    bias: torch.Tensor
+    fitted: torch.Tensor
 
     def __init__(self, schema: DatasetSchema) -> None:
         super().__init__()
