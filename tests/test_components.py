@@ -173,7 +173,7 @@ def test_image_runs_the_components_command_as_non_root() -> None:
     assert base == "${BASE_IMAGE}@${BASE_DIGEST}", "the base is pinned by digest, through build args"
     build_args = dict(args.split("=", 1) for op, args in instructions if op == "ARG" and "=" in args)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", build_args["BASE_IMAGE"]), "its full tag"
-    assert re.fullmatch(r"sha256:[0-9a-f]{64}", build_args["BASE_DIGEST"])
+    assert ("ARG", "BASE_DIGEST") in instructions, "no default: docker/build.sh resolves and passes it"
     assert f"# Tag: {build_args['BASE_IMAGE']}" in dockerfile.read_text()
     (entrypoint,) = [json.loads(args) for op, args in instructions if op == "ENTRYPOINT"]
     assert entrypoint == [CONSOLE_SCRIPT] == command("preprocess", {"input": "a", "output": "b"})[:1]
