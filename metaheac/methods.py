@@ -91,7 +91,11 @@ class Method:
             if not isinstance(model, HybridExpertsCritics):
                 raise TypeError(f"{self.name}: meta-training takes the HybridExpertsCritics network")
             meta_train(model, features, train_rows, meta_config, checkpoint_uri, resume=True, progress=progress)
+        self.fit_extras(model, features, train_rows, seed)
         return model
+
+    def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
+        """What a method fits on the training campaigns besides its network (none by default)."""
 
     def adapt_config(self, config: AdaptConfig | None = None) -> AdaptConfig:
         """The adaptation protocol: `config` (default: official), from scratch where there is no general model."""
@@ -151,21 +155,8 @@ def categories(network: Network) -> CategoryTables:
 class CategoryLROnly(Method):
     """`Category LR`: the model of the campaign's adCategoryId fit on the training campaigns; no seeds."""
 
-    def train(
-        self,
-        features: Features,
-        train_rows: Rows,
-        model_config: ModelConfig | None = None,
-        meta_config: MetaTrainConfig | None = None,
-        joint_config: JointTrainConfig | None = None,
-        seed: int = 2020,
-        checkpoint_uri: str | None = None,
-        progress: bool = True,
-    ) -> Network:
-        model = super().train(features, train_rows, model_config, meta_config, joint_config, seed, checkpoint_uri,
-                              progress)
+    def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
         categories(model).store(fit_category_lr(features, train_rows, LinearConfig(seed=seed)))
-        return model
 
     def adapt_campaigns(
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
