@@ -127,7 +127,7 @@ class CategoryNetwork(LogisticRegression):
 def _bag(features: Features, users: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x @ weight for the users' design rows x, as one embedding bag over 1-dim weights."""
     columns, values = user_columns(features, users)
-    return F.embedding_bag(columns, weight, mode="sum", per_sample_weights=values).squeeze(-1)
+    return F.embedding_bag(columns, weight, mode="sum", per_sample_weights=values.to(weight.dtype)).squeeze(-1)
 
 
 class LinearAdapted(AdaptedModel):

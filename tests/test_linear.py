@@ -114,3 +114,17 @@ def test_recommended_method_trains_adapts_and_scores_through_the_method_contract
         expected, abs=1e-3)
     category = general.categories.models(features)
     assert set(category.by_category) == {1, 2} and category.model(features, 5) is category.overall
+
+
+def test_category_lr_scores_the_same_after_a_save_and_load(tmp_path) -> None:
+    features = with_category([1, 1, 2, 2, 1, 3, 2, 2])
+    rows = tiny_rows(features, [150, 150, 150, 150, 0, 300])
+    category_lr = method("Category LR")
+    general = category_lr.train(features, rows.select(rows.campaign < 4), seed=0, progress=False)
+    save_model(general, str(tmp_path), method="Category LR")
+    loaded, _ = load_model(str(tmp_path))  # a float32 network beside float64 Category LR weights
+    seeds = {2: rows.select(rows.campaign == 2)}
+    users = torch.arange(200)
+    ((_, before),) = category_lr.adapt_campaigns(general, features, seeds)
+    ((_, after),) = category_lr.adapt_campaigns(loaded, features, seeds)
+    assert after.score(features, 2, users).numpy() == pytest.approx(before.score(features, 2, users).numpy(), abs=1e-5)
