@@ -27,9 +27,11 @@ from meta_train import random_data
 from metaheac.adaptation import AdaptConfig, adapt, campaign_seed, score
 from metaheac.data.tensors import Features, Rows
 from metaheac.expand import expand
+from metaheac.linear import LinearConfig
+from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.transfer import RECOMMENDED, TransferNetwork
+from metaheac.transfer import TransferNetwork, fit_bank
 
 TARGET_S = 20.0
 RATIO = 1.5  # the recommended method's adapt + score against MetaHeac's
@@ -96,15 +98,17 @@ def main() -> None:
     verdict = "meets" if adapt_s + score_s < TARGET_S else "MISSES"
     results.append((f"adapt + score ({verdict} < {TARGET_S:.0f} s)", adapt_s + score_s, ""))
 
-    # The recommended method on the same network init (its Category LR tables left at zero: same cost).
+    # The recommended method on the same network init, its bank fit on random rows (the cost does not
+    # depend on the weights).
     torch.manual_seed(0)
     network = TransferNetwork(features.schema)
+    network.store_bank(fit_bank(features, seed_rows(features, 0, 3_000, rng), LinearConfig()))
     recommended = method(RECOMMENDED)
     head_s, (((_, head),)) = timed(lambda: list(recommended.adapt_campaigns(network, features, {0: rows}, config)))
     head_score_s, _ = timed(lambda: score(head, features, 0, users, config.score_batch_size))
     total, ratio = head_s + head_score_s, (head_s + head_score_s) / (adapt_s + score_s)
     verdict = "meets" if total < TARGET_S and ratio <= RATIO else "MISSES"
-    results.append((f"{RECOMMENDED}: adapt (L-BFGS, C by 3-fold CV)", head_s, ""))
+    results.append((f"{RECOMMENDED}: adapt (L-BFGS over the bank's scores, C by 3-fold CV)", head_s, ""))
     results.append((f"{RECOMMENDED}: score every user", head_score_s, f"{len(users) / head_score_s:,.0f} users/s"))
     results.append((f"{RECOMMENDED}: adapt + score ({verdict} < {TARGET_S:.0f} s, <= {RATIO}x MetaHeac's)", total,
                     f"{ratio:.2f}x MetaHeac's"))

@@ -2,13 +2,14 @@
 95% intervals from a paired bootstrap over campaigns of (recommended - best other row).
 
     python bench/quality.py [--settings transfer,specific] [--seeds 1,2,3] [--users 10000]
-                            [--campaigns 440] [--rows 500] [--methods ...] [--replicates 1000]
+                            [--campaigns 440] [--rows 500] [--methods ...] [--replicates 1000] [--jobs 2]
 
 Runs the library in-process (no files but the generated data): per setting and seed, generate the raw
 files, preprocess them (half the campaigns held out for testing, the cold/hot threshold at their median),
 train each method on the training campaigns, adapt and score every test campaign. Prints per setting:
 mean ± std over seeds of each metric, the interval of each row's metric (seed-averaged, campaigns
 resampled) and the gap of the recommended method to the best other row, and how many seeds it wins.
+With --jobs N, N (setting, seed) runs go at once, one process and one torch thread each.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import numpy as np
 import pandas as pd
+import torch
 
 from metaheac.benchmark import evaluate_methods
 from metaheac.data.config import PreprocessConfig
@@ -29,7 +34,7 @@ from metaheac.data.preprocess import preprocess_raw
 from metaheac.data.synthetic import SETTINGS, generate, setting_config
 from metaheac.evaluation.intervals import bootstrap
 from metaheac.evaluation.metrics import TABLE_GROUPS, compare, metric_keys
-from metaheac.transfer import RECOMMENDED
+from metaheac.method_names import RECOMMENDED
 
 DEFAULT_METHODS = "LR,MLP one-stage,Category LR,MLP+pre-training,MetaHeac," + RECOMMENDED
 
@@ -88,6 +93,11 @@ def report(setting: str, runs: list[dict[str, pd.DataFrame]], replicates: int) -
             print(f"pooled AUC minus faithful MetaHeac, per seed and group: {' '.join(f'{x:+.4f}' for x in gap)}")
 
 
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", default=",".join(SETTINGS))
@@ -97,14 +107,24 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=500, help="mean stage-1 rows of a campaign")
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--replicates", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=1, help="(setting, seed) runs at once, one thread each")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     print(f"{args.users:,} users, {args.campaigns} campaigns, {args.rows} mean stage-1 rows, seeds {args.seeds}")
-    for setting in args.settings.split(","):
+    settings, seeds = args.settings.split(","), [int(s) for s in args.seeds.split(",")]
+    if args.jobs > 1:
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # the workers inherit it
+            os.environ[name] = "1"
+        with ProcessPoolExecutor(args.jobs, get_context("spawn"), initializer=_one_thread) as pool:
+            futures = {s: [pool.submit(run_seed, s, seed, args, methods) for seed in seeds] for s in settings}
+            for setting in settings:
+                report(setting, [f.result() for f in futures[setting]], args.replicates)
+        return
+    for setting in settings:
         runs = []
-        for seed in args.seeds.split(","):
-            runs.append(run_seed(setting, int(seed), args, methods))
+        for seed in seeds:
+            runs.append(run_seed(setting, seed, args, methods))
             report(setting, runs, args.replicates)  # after every seed: a long run reports as it goes
 
 

@@ -64,7 +64,7 @@ def preprocess(
 def train(
     dataset: Input[Dataset],
     output: Output[Model],
-    method: str = 'MetaHeac',
+    method: str = 'MetaHeac+LR',
     epochs: int = 1,
     max_steps: Optional[str] = None,
     task_count: int = 5,

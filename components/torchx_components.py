@@ -82,7 +82,7 @@ def train(
     *,
     dataset: str,
     output: str,
-    method: str = 'MetaHeac',
+    method: str = 'MetaHeac+LR',
     epochs: int = 1,
     max_steps: Optional[int] = None,
     task_count: int = 5,

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from metaheac.adaptation import AdaptedModel
+from metaheac.adaptation import AdaptedModel, Adapter, adapt_campaigns
 from metaheac.data.dataset import SCHEMA_FILE, USERS_FILE, fetch
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
@@ -33,6 +33,7 @@ from metaheac.expand import CampaignVocab, ExpandConfig, adapt_to_seeds, plan_se
 from metaheac.model.embedding import mean_weights, pool_users
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
+from metaheac.transfer import LinearAdapted
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
@@ -237,11 +238,46 @@ class CampaignScorer:
         return heac.head(self.model.dense, expert_input, user_mean, self.campaign_emb)
 
 
+class LinearHeadScorer:
+    """A campaign of the recommended method (`LinearAdapted`): its linear head, a bag of 1-dim weights over
+    the users' ids, plus its weight on the general network's logit, which a `CampaignScorer` gives."""
+
+    def __init__(self, model: LinearAdapted, campaign_ids: torch.Tensor, config: ScoreConfig | None = None) -> None:
+        self.network = CampaignScorer(model, campaign_ids, config) if model.head.general_weight else None
+        self.dtype = self.network.dtype if self.network else torch.float32
+        self.head = model.head
+        schema = model.network.schema
+        fields = [*schema.user_single, *schema.user_lists]
+        starts = np.cumsum([0] + [f.vocab_size for f in fields])[:-1]
+        widths = [1] * len(schema.user_single) + list(schema.list_lengths)
+        self.offsets = torch.from_numpy(np.repeat(starts, widths)).int()  # each id column's first design column
+        self.lengths = list(schema.list_lengths)
+        self.weight = torch.from_numpy(model.head.weight).float()[:, None]
+
+    @torch.inference_mode()
+    def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
+        ids = torch.cat([single, lists], 1).int() + self.offsets
+        values = torch.cat([torch.ones(single.shape), mean_weights(lists, self.lengths, torch.float32)], 1)
+        logit = F.embedding_bag(ids, self.weight, mode="sum", per_sample_weights=values).squeeze(-1) + self.head.bias
+        if self.network is not None:
+            general = self.network(single, lists).double().clamp(1e-7, 1 - 1e-7)
+            logit = logit + self.head.general_weight * torch.logit(general).float()
+        return torch.sigmoid(logit)
+
+
+def campaign_scorer(
+    model: AdaptedModel, campaign_ids: torch.Tensor, config: ScoreConfig | None = None
+) -> CampaignScorer | LinearHeadScorer:
+    if isinstance(model, LinearAdapted):
+        return LinearHeadScorer(model, campaign_ids, config)
+    return CampaignScorer(model, campaign_ids, config)
+
+
 @dataclass
 class CampaignRun:
     """One campaign scored over a user shard: its scorer, its seeds (excluded) and what it keeps."""
 
-    scorer: CampaignScorer
+    scorer: CampaignScorer | LinearHeadScorer
     seeds: np.ndarray  # sorted user indexes
     top: TopN
 
@@ -258,10 +294,12 @@ def prepare_campaign(
     score_config: ScoreConfig | None = None,
     vocab: CampaignVocab | None = None,
     negative_uids: np.ndarray | None = None,
+    adapt: Adapter = adapt_campaigns,
 ) -> tuple[CampaignRun, dict]:
-    """Adapt the general model to one campaign's seeds, reading only its seed and negative users from the
-    base (`uid_index`: `base.uids()` as a pd.Index, built once for all campaigns). Returns the run to
-    give `score_shard` and a summary of what was used; ValueError on a request that cannot be served."""
+    """Adapt the general model to one campaign's seeds by the method's `adapt`, reading only its seed and
+    negative users from the base (`uid_index`: `base.uids()` as a pd.Index, built once for all campaigns).
+    Returns the run to give `score_shard` and a summary of what was used; ValueError on a request that
+    cannot be served."""
     config = config or ExpandConfig()
     started = time.perf_counter()
     plan = plan_seeds(uid_index, seed_uids, negative_uids, top_n, config)
@@ -271,9 +309,9 @@ def prepare_campaign(
         return np.asarray(np.searchsorted(chosen, indexes))
 
     model, ids, unknown_fields = adapt_to_seeds(
-        general_model, features, campaign_fields, local(plan.seeds), local(plan.negatives), config, vocab
+        general_model, features, campaign_fields, local(plan.seeds), local(plan.negatives), config, vocab, adapt
     )
-    run = CampaignRun(CampaignScorer(model, ids, score_config), plan.seeds, TopN(top_n))
+    run = CampaignRun(campaign_scorer(model, ids, score_config), plan.seeds, TopN(top_n))
     summary = {**plan.summary, "unknown_campaign_fields": unknown_fields,
                "adapt_seconds": round(time.perf_counter() - started, 3)}
     return run, summary

@@ -14,12 +14,13 @@ import torch
 
 from metaheac.adaptation import AdaptConfig
 from metaheac.data.tensors import Features, Rows
-from metaheac.linear import CategoryLR, LinearConfig, campaign_lr, design, fit_category_lr
+from metaheac.linear import LinearConfig, campaign_lr, design
+from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
 from metaheac.model.network import Network
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig
-from metaheac.transfer import RECOMMENDED, fit_transfer, general_logit
+from metaheac.transfer import TransferBank, fit_bank, fit_transfer, general_logit, transfer_config
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def evaluate_methods(
     meta = MetaTrainConfig(seed=seed, device="cpu")
     joint = JointTrainConfig(seed=seed, device="cpu")
     general: dict[str, Network] = {}
-    category: list[CategoryLR] = []
+    banks: list[TransferBank] = []
 
     def network(name: str) -> Network:
         if name not in general:
@@ -63,22 +64,22 @@ def evaluate_methods(
                                                progress=False)
         return general[name]
 
-    def category_lr() -> CategoryLR:
-        if not category:
-            category.append(fit_category_lr(features, train, linear_config))
-        return category[0]
+    def bank() -> TransferBank:  # Category LR's models are the bank's first
+        if not banks:
+            banks.append(fit_bank(features, train, linear_config))
+        return banks[0]
 
     def lr(campaign: int, rows: Rows) -> Scorer:
         model = campaign_lr(features, rows, linear_config)
         return lambda users: model.logit(design(features, users))
 
     def by_category(campaign: int, rows: Rows) -> Scorer:
-        model = category_lr().model(features, campaign)
+        model = bank().category_lr.model(features, campaign)
         return lambda users: model.logit(design(features, users))
 
     def recommended(campaign: int, rows: Rows) -> Scorer:
         net = network("MetaHeac")
-        head = fit_transfer(net, category_lr(), features, campaign, rows, linear_config)
+        head = fit_transfer(net, bank(), features, campaign, rows, transfer_config(seed))
         return lambda users: head.logit(design(features, users), general_logit(net, features, campaign, users))
 
     fits = {"LR": lr, "Category LR": by_category, RECOMMENDED: recommended}

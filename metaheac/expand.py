@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from metaheac import storage
-from metaheac.adaptation import AdaptConfig, AdaptedModel, adapt, score
+from metaheac.adaptation import AdaptConfig, AdaptedModel, Adapter, adapt_campaigns, score
 from metaheac.data.dataset import CAMPAIGN_VOCAB_FILE
 from metaheac.data.tensors import CampaignTable, Features, Rows
 from metaheac.model.network import Network
@@ -147,13 +147,16 @@ def adapt_to_seeds(
     negatives: np.ndarray,
     config: ExpandConfig,
     vocab: CampaignVocab | None = None,
+    adapt: Adapter = adapt_campaigns,
 ) -> tuple[AdaptedModel, torch.Tensor, list[str]]:
-    """(the model adapted to the campaign on these users of `features`, its field ids, unknown fields)."""
+    """(the model adapted to the campaign on these users of `features`, its field ids, unknown fields);
+    `adapt` is the method's adaptation (`Method.adapt_campaigns`), by default the official protocol."""
     ids, existing, unknown_fields = campaign_field_ids(features, campaign_fields, vocab)
     features, campaign = (features, existing) if existing is not None else _with_campaign(features, ids)
     user = torch.from_numpy(np.concatenate([seeds, negatives]).astype(np.int64))
     label = torch.cat([torch.ones(len(seeds)), torch.zeros(len(negatives))])
-    model = adapt(general_model, features, Rows(torch.full_like(user, campaign), user, label), config.adapt)
+    seeds_rows = Rows(torch.full_like(user, campaign), user, label)
+    ((_, model),) = adapt(general_model, features, {campaign: seeds_rows}, config.adapt)
     return model, ids, unknown_fields
 
 
@@ -166,6 +169,7 @@ def expand(
     top_n: int = 10_000,
     config: ExpandConfig | None = None,
     vocab: CampaignVocab | None = None,
+    adapt: Adapter = adapt_campaigns,
 ) -> pd.DataFrame:
     """The top-N non-seed users for the campaign: columns uid, score, by score descending.
 
@@ -177,7 +181,7 @@ def expand(
     plan = plan_seeds(pd.Index(features.users.uid), seed_uids, negative_uids, top_n, config)
     started = time.perf_counter()
     model, ids, unknown_fields = adapt_to_seeds(
-        general_model, features, campaign_fields, plan.seeds, plan.negatives, config, vocab
+        general_model, features, campaign_fields, plan.seeds, plan.negatives, config, vocab, adapt
     )
     adapted = time.perf_counter()
     features, campaign = _with_campaign(features, ids)

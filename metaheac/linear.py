@@ -29,6 +29,7 @@ class LinearConfig:
     folds: int = 3
     max_iter: int = 1_000  # L-BFGS iterations: far above what convergence (tol) needs on seed sets
     tol: float = 1e-4  # on the largest gradient entry of the mean loss (scikit-learn's default tol)
+    one_se: bool = False  # the smallest C within one standard error of the least held-out loss (glmnet's rule)
     seed: int = 2020
 
     def __post_init__(self) -> None:
@@ -88,16 +89,16 @@ class LinearModel:
 
 
 def _fit(
-    x: sp.csr_matrix, y: np.ndarray, c: float, config: LinearConfig, start: np.ndarray | None = None
+    x: sp.csr_matrix, y: np.ndarray, c: float, config: LinearConfig, start: np.ndarray | None, offset: np.ndarray
 ) -> np.ndarray:
-    """[weights..., bias] minimising sum of log-losses + |w|^2 / (2C) (scikit-learn's objective, bias
-    unpenalised), by L-BFGS; scaled by 1 / rows for conditioning. `start` warm-starts it."""
+    """[weights..., bias] minimising sum of log-losses of offset + x @ w + b, + |w|^2 / (2C) (scikit-learn's
+    objective, bias unpenalised), by L-BFGS; scaled by 1 / rows for conditioning. `start` warm-starts it."""
     n, d = x.shape
     xt = x.T.tocsr()
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:d], theta[d]
-        z = x @ w + b
+        z = offset + x @ w + b
         g = (expit(z) - y) / n
         loss = float(np.mean(np.logaddexp(0.0, z) - y * z) + w @ w / (2 * c * n))
         return loss, np.append(xt @ g + w / (c * n), g.sum())
@@ -108,27 +109,47 @@ def _fit(
     return result.x
 
 
-def _log_loss(theta: np.ndarray, x: sp.spmatrix, y: np.ndarray) -> float:
-    z = x @ theta[:-1] + theta[-1]
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+def _log_losses(theta: np.ndarray, x: sp.spmatrix, y: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    z = offset + x @ theta[:-1] + theta[-1]
+    return np.logaddexp(0.0, z) - y * z
 
 
-def fit_cv(x: sp.spmatrix, y: np.ndarray, config: LinearConfig, groups: np.ndarray | None = None) -> LinearModel:
-    """L2 logistic regression with the C of least held-out log-loss, refit on all rows.
+def _choose_c(losses: list[np.ndarray], cs: list[float], one_se: bool) -> float:
+    """The C of least mean held-out loss (`losses`: per C, every held-out row's loss), or with `one_se`
+    the smallest C within one standard error of it: seed sets are small and their CV noisy."""
+    means = np.array([v.mean() for v in losses])
+    best = int(np.argmin(means))
+    if not one_se:
+        return cs[best]
+    limit = means[best] + losses[best].std() / np.sqrt(len(losses[best]))
+    return cs[int(np.flatnonzero(means <= limit)[0])]
+
+
+def fit_cv(
+    x: sp.spmatrix,
+    y: np.ndarray,
+    config: LinearConfig,
+    groups: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+) -> LinearModel:
+    """L2 logistic regression with the C of least held-out log-loss, refit on all rows; the logit is
+    `offset` (a prior's logit per row, default 0) + x @ w + b, so the penalty pulls toward the prior.
 
     Folds are stratified by label, or grouped (`groups`, e.g. campaigns: held-out campaigns, as a new
     campaign is). With one class, or fewer positives or groups than folds, there is nothing to validate:
-    the smallest C (the strongest pull to the base rate) is used.
+    the smallest C (the strongest pull to the prior) is used.
     """
     x = sp.csr_matrix(x)
     y = np.asarray(y, dtype=np.float64)
+    offset = np.zeros(len(y)) if offset is None else np.asarray(offset, dtype=np.float64)
     # Columns no row uses get weight 0 at the optimum: fit on the used ones only (far fewer on seed sets).
     used = np.unique(x.indices)
     full = x.shape[1]
     x = x[:, used]
     positives = int(y.sum())
     if positives == 0 or positives == len(y):
-        return LinearModel(np.zeros(full), float(np.log((positives + 0.5) / (len(y) - positives + 0.5))), 0.0)
+        base = float(np.log((positives + 0.5) / (len(y) - positives + 0.5)))
+        return LinearModel(np.zeros(full), base - float(offset.mean()), 0.0)
     if groups is not None:
         splits = list(GroupKFold(config.folds).split(x, y, groups)) if len(np.unique(groups)) >= config.folds else []
     elif min(positives, len(y) - positives) >= config.folds:
@@ -137,17 +158,17 @@ def fit_cv(x: sp.spmatrix, y: np.ndarray, config: LinearConfig, groups: np.ndarr
         splits = []
     cs = sorted(config.cs)
     c = cs[0]
-    if splits and len(cs) > 1:
-        losses = np.zeros(len(cs))
-        for a, b in splits:
-            if not 0 < y[a].sum() < len(a):
-                continue
-            theta = None
-            for i, c in enumerate(cs):  # increasing C, each warm-started from the last
-                theta = _fit(x[a], y[a], c, config, theta)
-                losses[i] += _log_loss(theta, x[b], y[b])
-        c = cs[int(np.argmin(losses))]
-    theta = _fit(x, y, c, config)
+    held_out: list[list[np.ndarray]] = [[] for _ in cs]
+    for a, b in splits if len(cs) > 1 else []:
+        if not 0 < y[a].sum() < len(a):
+            continue
+        theta = None
+        for i, c in enumerate(cs):  # increasing C, each warm-started from the last
+            theta = _fit(x[a], y[a], c, config, theta, offset[a])
+            held_out[i].append(_log_losses(theta, x[b], y[b], offset[b]))
+    if held_out[0]:
+        c = _choose_c([np.concatenate(v) for v in held_out], cs, config.one_se)
+    theta = _fit(x, y, c, config, None, offset)
     weight = np.zeros(full)
     weight[used] = theta[:-1]
     return LinearModel(weight, float(theta[-1]), c)
@@ -158,23 +179,24 @@ def campaign_lr(features: Features, rows: Rows, config: LinearConfig) -> LinearM
     return fit_cv(design(features, rows.user), rows.label.cpu().numpy(), config)
 
 
-def category_column(features: Features) -> int:
+def category_column(features: Features) -> int | None:
     names = [f.name for f in features.schema.campaign_fields]
-    if "adCategoryId" not in names:
-        raise ValueError(f"no adCategoryId among the campaign fields {names}")
-    return names.index("adCategoryId")
+    return names.index("adCategoryId") if "adCategoryId" in names else None
 
 
 @dataclass
 class CategoryLR:
     """`Category LR`: one model per adCategoryId of the training campaigns, and one on all of them for a
-    category never trained on. Uses no seed rows of the campaign it scores."""
+    category never trained on (for every campaign, where the dataset has no adCategoryId). Uses no seed
+    rows of the campaign it scores."""
 
     by_category: dict[int, LinearModel]
     overall: LinearModel
-    column: int  # adCategoryId's column in the campaign fields
+    column: int | None  # adCategoryId's column in the campaign fields (None: the campaigns have none)
 
     def model(self, features: Features, campaign: int) -> LinearModel:
+        if self.column is None:
+            return self.overall
         category = int(features.campaigns.fields[campaign, self.column])
         return self.by_category.get(category, self.overall)
 
@@ -184,9 +206,11 @@ def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) 
     of the model on all of them."""
     column = category_column(features)
     campaigns = train_rows.campaign.cpu().numpy()
-    category = features.campaigns.fields[:, column].cpu().numpy()[campaigns]
     x, y = design(features, train_rows.user), train_rows.label.cpu().numpy()
     overall = fit_cv(x, y, config, groups=campaigns)
+    if column is None:  # no categories: every campaign gets the model over all of them
+        return CategoryLR({}, overall, None)
+    category = features.campaigns.fields[:, column].cpu().numpy()[campaigns]
     # The C of the model over all campaigns serves every category: one CV, not one per category.
     same_c = dataclasses.replace(config, cs=(overall.c,)) if overall.c > 0 else config
     by_category = {}
@@ -195,3 +219,31 @@ def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) 
         by_category[int(value)] = fit_cv(x[mine], y[mine], same_c, groups=campaigns[mine])
     return CategoryLR(by_category, overall, column)
 
+
+
+def advertiser_column(features: Features) -> int | None:
+    names = [f.name for f in features.schema.campaign_fields]
+    return names.index("advertiserId") if "advertiserId" in names else None
+
+
+def fit_advertiser_lr(
+    features: Features, train_rows: Rows, category_lr: CategoryLR, config: LinearConfig
+) -> dict[int, LinearModel]:
+    """Per advertiserId of the training campaigns, how its audience departs from its campaigns' categories:
+    an L2 logistic regression with the Category LR logit as offset (so C pulls toward the category), C by
+    cross-validation over its held-out campaigns. {} where the campaigns have no advertiserId."""
+    column = advertiser_column(features)
+    if column is None:
+        return {}
+    campaigns = train_rows.campaign.cpu().numpy()
+    advertiser = features.campaigns.fields[:, column].cpu().numpy()[campaigns]
+    x, y = design(features, train_rows.user), train_rows.label.cpu().numpy()
+    offset = np.zeros(len(y))
+    for campaign in np.unique(campaigns):
+        mine = campaigns == campaign
+        offset[mine] = category_lr.model(features, int(campaign)).logit(x[mine])
+    models = {}
+    for value in np.unique(advertiser):
+        mine = np.flatnonzero(advertiser == value)
+        models[int(value)] = fit_cv(x[mine], y[mine], config, groups=campaigns[mine], offset=offset[mine])
+    return models

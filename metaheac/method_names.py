@@ -3,6 +3,7 @@ with this alone. `metaheac.methods.METHODS` must hold exactly these (tests/test_
 
 from __future__ import annotations
 
+RECOMMENDED = "MetaHeac+LR"  # the default of train, adapt, expand and the pipelines
 METHOD_NAMES = (
     "LR",
     "MLP one-stage",
@@ -14,7 +15,7 @@ METHOD_NAMES = (
     "MetaHeac w/o HE",
     "MetaHeac w/o Meta",
     "Category LR",  # fit on the training campaigns of the campaign's adCategoryId, no seeds
-    "MetaHeac+LR",  # the recommended method (metaheac/transfer.py)
+    RECOMMENDED,  # metaheac/transfer.py
 )
 
 

@@ -21,7 +21,7 @@ from metaheac.adaptation import AdaptConfig, AdaptedModel
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
 from metaheac.linear import LinearConfig, campaign_lr, fit_category_lr
-from metaheac.method_names import check_method
+from metaheac.method_names import RECOMMENDED, check_method
 from metaheac.model import store
 from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
 from metaheac.model.config import ModelConfig
@@ -31,13 +31,16 @@ from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig, joint_train
 from metaheac.training.meta import meta_train
 from metaheac.transfer import (
-    RECOMMENDED,
     CategoryNetwork,
-    CategoryTables,
     LinearAdapted,
+    LinearTables,
     TransferHead,
     TransferNetwork,
+    fit_bank,
     fit_transfer,
+    load_category_lr,
+    store_category_lr,
+    transfer_config,
 )
 
 Training = Literal["none", "joint", "meta"]
@@ -146,9 +149,9 @@ class CampaignLR(Method):
             yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, model.c))
 
 
-def categories(network: Network) -> CategoryTables:
+def categories(network: Network) -> LinearTables:
     """The Category LR models a general model of `Category LR` or the recommended method carries."""
-    return cast(CategoryTables, network.categories)
+    return cast(LinearTables, network.categories)
 
 
 @dataclass(frozen=True)
@@ -156,29 +159,33 @@ class CategoryLROnly(Method):
     """`Category LR`: the model of the campaign's adCategoryId fit on the training campaigns; no seeds."""
 
     def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
-        categories(model).store(fit_category_lr(features, train_rows, LinearConfig(seed=seed)))
+        store_category_lr(categories(model), fit_category_lr(features, train_rows, LinearConfig(seed=seed)))
 
     def adapt_campaigns(
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
     ) -> Iterator[tuple[int, AdaptedModel]]:
-        category_lr = categories(general_model).models(features)
+        category_lr = load_category_lr(categories(general_model), features)
         for campaign in seeds:
             model = category_lr.model(features, campaign)
             yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, 0.0))
 
 
 @dataclass(frozen=True)
-class TransferLR(CategoryLROnly):
-    """The recommended method (`metaheac.transfer`): the meta-trained network and the Category LR models as
-    the general model; per campaign, an L2 logistic regression on the raw features and their two scores."""
+class TransferLR(Method):
+    """The recommended method (`metaheac.transfer`): the meta-trained network and the bank of linear models
+    as the general model; per campaign, an L2 logistic regression on the seeds over their scores, pulled
+    toward the campaign's category and advertiser prior."""
+
+    def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
+        cast(TransferNetwork, model).store_bank(fit_bank(features, train_rows, LinearConfig(seed=seed)))
 
     def adapt_campaigns(
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
     ) -> Iterator[tuple[int, AdaptedModel]]:
-        linear_config = LinearConfig(seed=self.adapt_config(config).seed)
-        category_lr = categories(general_model).models(features)
+        linear_config = transfer_config(self.adapt_config(config).seed)
+        bank = cast(TransferNetwork, general_model).bank(features)
         for campaign, rows in seeds.items():
-            head = fit_transfer(general_model, category_lr, features, campaign, rows, linear_config)
+            head = fit_transfer(general_model, bank, features, campaign, rows, linear_config)
             yield campaign, LinearAdapted(general_model, head)
 
 

@@ -1,13 +1,19 @@
-"""The recommended method, "MetaHeac+LR": per campaign, an L2 logistic regression on the raw features
-plus two transfer scores, with C cross-validated on the seed rows.
+"""The recommended method, "MetaHeac+LR": per campaign, an L2 logistic regression on the seed rows over
+what the training campaigns taught, pulled toward the campaign's prior.
 
-The transfer scores are logits of models trained on the training campaigns only, never on the campaign's
-seeds: the meta-trained general network (unadapted) and the campaign's `Category LR`. A cold campaign's
-C comes out small and its score leans on them; a hot one's large, and it leans on its own fit. The two
-transfer columns are scaled up by `TRANSFER_SCALE`, so that the L2 penalty barely shrinks their weights.
+The general model (fit on the training campaigns only, never on a new campaign's seeds):
+- the meta-trained MetaHeac network;
+- a bank of linear models on the raw features (`TransferBank`): `Category LR`'s (one per adCategoryId and
+  one over all training campaigns) and, per advertiserId, a deviation from its campaigns' categories
+  (`linear.fit_advertiser_lr`), with the mean and std of each model's logit over training rows.
 
-As the Category LR is linear in the same columns, the fitted score folds into one linear head over the
-raw features plus a weight on the general network's logit (`TransferHead`).
+Per campaign, the prior is its category's model plus its advertiser's deviation. The campaign's logit is
+prior + a @ (the bank's standardised logits) + g * (the network's logit) + b: a few dense columns, so a
+seed set of ten positives can fit them; C (over a, g) by cross-validation on the seeds with the one-
+standard-error rule, so a noisy seed set stays near the prior. The bank being linear in the raw columns,
+the fitted score folds into one linear head over the raw features plus a weight on the network's logit
+(`TransferHead`). The columns are scaled by `TRANSFER_SCALE` so that the penalty is on standardised units.
+bench/README.md has the variants tried and their measured effect.
 """
 
 from __future__ import annotations
@@ -23,14 +29,31 @@ from torch import nn
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
-from metaheac.linear import CategoryLR, LinearConfig, LinearModel, category_column, design, fit_cv, user_columns
+from metaheac.linear import (
+    CategoryLR,
+    LinearConfig,
+    LinearModel,
+    advertiser_column,
+    category_column,
+    design,
+    fit_advertiser_lr,
+    fit_category_lr,
+    fit_cv,
+    user_columns,
+)
 from metaheac.model.baselines import LogisticRegression
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
 
-RECOMMENDED = "MetaHeac+LR"
-TRANSFER_SCALE = 10.0
+TRANSFER_SCALE = 3.0
+# The per-campaign fit: a wide C grid (the dense columns need small ones) and the one-SE rule.
+TRANSFER_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+STATS_ROWS = 20_000  # training rows sampled for the bank's logit mean and std
+
+
+def transfer_config(seed: int) -> LinearConfig:
+    return LinearConfig(cs=TRANSFER_CS, one_se=True, seed=seed)
 
 
 def general_logit(network: Network, features: Features, campaign: int, users: torch.Tensor) -> np.ndarray:
@@ -52,68 +75,144 @@ class TransferHead:
         return np.asarray(x @ self.weight).ravel() + self.bias + self.general_weight * general
 
 
-def _stack(x: sp.spmatrix, general: np.ndarray, category: np.ndarray) -> sp.csr_matrix:
-    transfer = TRANSFER_SCALE * np.stack([general, category], axis=1)
-    return sp.hstack([x, sp.csr_matrix(transfer)], format="csr")
+@dataclass
+class TransferBank:
+    """The linear models the training campaigns taught (module doc), side by side as `weight` [columns,
+    models] and `bias` [models]: the categories', the overall one, then the advertisers' deviations."""
+
+    category_lr: CategoryLR
+    by_advertiser: dict[int, LinearModel]
+    advertiser_column: int | None
+    mean: np.ndarray  # [models]: of each model's logit over training rows
+    std: np.ndarray
+
+    @property
+    def models(self) -> list[LinearModel]:
+        return [*self.category_lr.by_category.values(), self.category_lr.overall, *self.by_advertiser.values()]
+
+    @property
+    def weight(self) -> np.ndarray:
+        return np.stack([m.weight for m in self.models], 1)
+
+    @property
+    def bias(self) -> np.ndarray:
+        return np.array([m.bias for m in self.models])
+
+    def prior(self, features: Features, campaign: int) -> LinearModel:
+        """The campaign's category model plus its advertiser's deviation (where it was trained on)."""
+        category = self.category_lr.model(features, campaign)
+        if self.advertiser_column is None:
+            return category
+        advertiser = int(features.campaigns.fields[campaign, self.advertiser_column])
+        deviation = self.by_advertiser.get(advertiser)
+        if deviation is None:
+            return category
+        return LinearModel(category.weight + deviation.weight, category.bias + deviation.bias, 0.0)
+
+    def standardised(self, x: sp.spmatrix) -> np.ndarray:
+        return (np.asarray(x @ self.weight) + self.bias - self.mean) / self.std
+
+
+def fit_bank(features: Features, train_rows: Rows, config: LinearConfig) -> TransferBank:
+    category_lr = fit_category_lr(features, train_rows, config)
+    by_advertiser = fit_advertiser_lr(features, train_rows, category_lr, config)
+    bank = TransferBank(category_lr, by_advertiser, advertiser_column(features), np.zeros(0), np.ones(0))
+    sample = np.random.default_rng(config.seed).permutation(len(train_rows))[:STATS_ROWS]
+    logits = np.asarray(design(features, train_rows.user[sample]) @ bank.weight) + bank.bias
+    bank.mean, bank.std = logits.mean(0), logits.std(0) + 1e-6
+    return bank
 
 
 def fit_transfer(
-    network: Network, category_lr: CategoryLR, features: Features, campaign: int, rows: Rows, config: LinearConfig
+    network: Network, bank: TransferBank, features: Features, campaign: int, rows: Rows, config: LinearConfig
 ) -> TransferHead:
-    """The campaign's head, fit on its seed rows (module doc); without seed rows, the general network."""
-    x = design(features, rows.user)
+    """The campaign's head, fit on its seed rows (module doc); without seed rows, its prior."""
+    prior = bank.prior(features, campaign)
     if not len(rows):
-        return TransferHead(np.zeros(x.shape[1]), 0.0, 1.0, 0.0)
+        return TransferHead(prior.weight, prior.bias, 0.0, 0.0)
+    x = design(features, rows.user)
     general = general_logit(network, features, campaign, rows.user)
-    category: LinearModel = category_lr.model(features, campaign)
-    fit = fit_cv(_stack(x, general, category.logit(x)), rows.label.cpu().numpy(), config)
-    columns = x.shape[1]
-    a_general, a_category = TRANSFER_SCALE * fit.weight[columns:]
+    dense = TRANSFER_SCALE * np.column_stack([bank.standardised(x), general])
+    fit = fit_cv(dense, rows.label.cpu().numpy(), config, offset=prior.logit(x))
+    a = TRANSFER_SCALE * fit.weight[:-1] / bank.std
     return TransferHead(
-        weight=fit.weight[:columns] + a_category * category.weight,
-        bias=fit.bias + a_category * category.bias,
-        general_weight=float(a_general),
+        weight=prior.weight + bank.weight @ a,
+        bias=prior.bias + fit.bias + float((bank.bias - bank.mean) @ a),
+        general_weight=float(TRANSFER_SCALE * fit.weight[-1]),
         c=fit.c,
     )
 
 
-class CategoryTables(nn.Module):
-    """The Category LR models as buffers sized by the schema: one weight column per adCategoryId value and
-    a last one over all training campaigns; `fitted` marks the categories trained on."""
+class LinearTables(nn.Module):
+    """Linear models on the raw features as buffers sized by the schema: one weight column per value of
+    the campaign field `field` and a last one (key -1: over all training campaigns); `fitted` marks the
+    columns trained on; `mean` and `std` are each model's logit statistics (`TransferBank`)."""
 
-    weight: torch.Tensor  # buffers: [user feature columns, categories + 1], [categories + 1] (twice)
+    weight: torch.Tensor  # buffers: [user feature columns, values + 1], then [values + 1] each
     bias: torch.Tensor
     fitted: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
 
-    def __init__(self, schema: DatasetSchema) -> None:
+    def __init__(self, schema: DatasetSchema, field: str) -> None:
         super().__init__()
         columns = sum(f.vocab_size for f in [*schema.user_single, *schema.user_lists])
-        categories = next((f.vocab_size for f in schema.campaign_fields if f.name == "adCategoryId"), 0) + 1
-        self.register_buffer("weight", torch.zeros(columns, categories, dtype=torch.float64))
-        self.register_buffer("bias", torch.zeros(categories, dtype=torch.float64))
-        self.register_buffer("fitted", torch.zeros(categories, dtype=torch.bool))
+        values = next((f.vocab_size for f in schema.campaign_fields if f.name == field), 0) + 1
+        self.register_buffer("weight", torch.zeros(columns, values, dtype=torch.float64))
+        for name in ("bias", "mean"):
+            self.register_buffer(name, torch.zeros(values, dtype=torch.float64))
+        self.register_buffer("std", torch.ones(values, dtype=torch.float64))
+        self.register_buffer("fitted", torch.zeros(values, dtype=torch.bool))
 
-    def store(self, category_lr: CategoryLR) -> None:
+    def store(self, models: dict[int, LinearModel], mean: list[float], std: list[float]) -> None:
         with torch.no_grad():
-            for value, model in [*category_lr.by_category.items(), (-1, category_lr.overall)]:
+            for (value, model), m, s in zip(models.items(), mean, std, strict=True):
                 self.weight[:, value] = torch.from_numpy(model.weight)
-                self.bias[value] = model.bias
+                self.bias[value], self.mean[value], self.std[value] = model.bias, m, s
                 self.fitted[value] = True
 
-    def models(self, features: Features) -> CategoryLR:
-        def model(value: int) -> LinearModel:
-            return LinearModel(self.weight[:, value].cpu().numpy(), float(self.bias[value]), 0.0)
-
+    def values(self) -> list[int]:
+        """The fitted values in ascending order (as they were fit), the overall model (-1) last."""
         fitted = torch.nonzero(self.fitted[:-1]).flatten().tolist()
-        return CategoryLR({v: model(v) for v in fitted}, model(-1), category_column(features))
+        return fitted + [-1] * bool(self.fitted[-1])
+
+    def models(self) -> dict[int, LinearModel]:
+        return {v: LinearModel(self.weight[:, v].cpu().numpy(), float(self.bias[v]), 0.0) for v in self.values()}
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        values = self.values()
+        return self.mean[values].cpu().numpy(), self.std[values].cpu().numpy()
+
+
+def store_category_lr(tables: LinearTables, category_lr: CategoryLR) -> None:
+    count = len(category_lr.by_category) + 1
+    tables.store({**category_lr.by_category, -1: category_lr.overall}, [0.0] * count, [1.0] * count)
+
+
+def load_category_lr(tables: LinearTables, features: Features) -> CategoryLR:
+    models = tables.models()
+    overall = models.pop(-1)
+    return CategoryLR(models, overall, category_column(features))
 
 
 class TransferNetwork(HybridExpertsCritics):
-    """The recommended method's general model: the meta-trained network plus the Category LR models."""
+    """The recommended method's general model: the meta-trained network plus the bank (module doc)."""
 
     def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
         super().__init__(schema, config)
-        self.categories = CategoryTables(schema)
+        self.categories = LinearTables(schema, "adCategoryId")
+        self.advertisers = LinearTables(schema, "advertiserId")
+
+    def store_bank(self, bank: TransferBank) -> None:
+        categories = len(bank.category_lr.by_category) + 1
+        self.categories.store({**bank.category_lr.by_category, -1: bank.category_lr.overall},
+                              list(bank.mean[:categories]), list(bank.std[:categories]))
+        self.advertisers.store(bank.by_advertiser, list(bank.mean[categories:]), list(bank.std[categories:]))
+
+    def bank(self, features: Features) -> TransferBank:
+        stats = [self.categories.stats(), self.advertisers.stats()]
+        return TransferBank(load_category_lr(self.categories, features), self.advertisers.models(),
+                            advertiser_column(features), *(np.concatenate(s) for s in zip(*stats, strict=True)))
 
 
 class CategoryNetwork(LogisticRegression):
@@ -121,7 +220,7 @@ class CategoryNetwork(LogisticRegression):
 
     def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
         super().__init__(schema, config)
-        self.categories = CategoryTables(schema)
+        self.categories = LinearTables(schema, "adCategoryId")
 
 
 def _bag(features: Features, users: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

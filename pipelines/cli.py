@@ -26,7 +26,7 @@ import kfp
 from kfp import compiler
 
 from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling
-from metaheac.method_names import parse_methods
+from metaheac.method_names import RECOMMENDED, parse_methods
 from pipelines import cron, remote
 from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
 from pipelines.expansion import EXPAND_NAME
@@ -47,7 +47,7 @@ def _add_dag_options(parser: argparse.ArgumentParser) -> None:
                        help="train: end with `publish`, the first method's model to the publish_registry root")
     group.add_argument("--source", choices=("generate", "input"), default="generate",
                        help="generate synthetic data, or import raw files from the input_uri parameter")
-    group.add_argument("--methods", default="MetaHeac", help="comma-separated methods (or all), one train task each")
+    group.add_argument("--methods", default=RECOMMENDED, help="comma-separated methods (or all), one train task each")
     group.add_argument("--shards", type=int, default=2,
                        help="train: adapt tasks per method (campaign shards); expand: user shards")
     group.add_argument("--pipeline-name", help=f"the pipeline's name (on a server, versions are uploaded under "

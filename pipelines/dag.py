@@ -31,6 +31,7 @@ from kfp.dsl.graph_component import GraphComponent
 
 from components.kfp_tasks import Cluster, task
 from components.spec import CPU_IMAGE, CUDA_IMAGE, MAX_FAN_IN, GpuScheduling
+from metaheac.method_names import RECOMMENDED
 from metaheac.steps.registry import STEPS
 from pipelines import expansion
 
@@ -46,7 +47,7 @@ class DagOptions:
     """What is fixed when the pipeline is compiled."""
 
     source: Literal["generate", "input"] = "generate"  # synthetic data, or import raw files from input_uri
-    methods: tuple[str, ...] = ("MetaHeac",)  # one train task each
+    methods: tuple[str, ...] = (RECOMMENDED,)  # one train task each
     shards: int = 2  # adapt tasks per method, each adapting one shard of the test campaigns
     image: str = CPU_IMAGE
     cuda_image: str = CUDA_IMAGE

@@ -8,11 +8,13 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+from metaheac import linear
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.audience import (
     CampaignScorer,
     ScoreConfig,
     UserBase,
+    campaign_scorer,
     merge_audiences,
     prepare_campaign,
     score_shard,
@@ -23,6 +25,7 @@ from metaheac.expand import ExpandConfig, expand
 from metaheac.model.baselines import MLP
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
+from metaheac.transfer import LinearAdapted, TransferHead
 from tests.test_expand import CONFIG, TINY
 from tests.tiny import tiny_features
 
@@ -120,3 +123,29 @@ def test_negatives_given_or_drawn_are_never_seeds() -> None:
     plan = plan_seeds(index, seeds, None, 10, ExpandConfig(negatives_per_seed=5))
     assert len(plan.negatives) == 5 * len(plan.seeds) == len(np.unique(plan.negatives))
     assert not np.isin(plan.negatives, plan.seeds).any() and plan.negatives.max() < len(index)
+
+
+@pytest.mark.parametrize("general_weight", [0.0, 0.7])
+def test_a_linear_head_scores_as_its_model_and_expansion_adapts_through_the_method(tmp_path, general_weight) -> None:
+    """The recommended method's campaigns (`LinearAdapted`): the streaming scorer gives `score`'s scores, and
+    `prepare_campaign` and `expand` adapt through the `adapt` they are given."""
+    net = network()
+    columns = int(linear.column_offsets(FEATURES)[-1])
+    head = TransferHead(np.random.default_rng(0).normal(size=columns), -1.0, general_weight, 0.1)
+
+    def adapt(general, features, seeds, config):  # the method hook's signature
+        return ((campaign, LinearAdapted(general, head)) for campaign in seeds)
+
+    expected = LinearAdapted(net, head).score(FEATURES, 3, torch.arange(len(FEATURES.users)))
+    scorer = campaign_scorer(LinearAdapted(net, head), FEATURES.campaigns.fields[3])
+    assert (scorer.network is None) == (general_weight == 0)
+    assert scorer(FEATURES.users.single, FEATURES.users.lists).numpy() == pytest.approx(expected.numpy(), abs=1e-5)
+    write_users(FEATURES, str(tmp_path / "d"))
+    base = UserBase(str(tmp_path / "d"))
+    seeds = FEATURES.users.uid[[5, 9, 400]]
+    run, _ = prepare_campaign(net, base, pd.Index(base.uids()), FEATURES.campaigns, {"aid": 503}, seeds, 30,
+                              CONFIG, adapt=adapt)
+    ((scores, index),) = score_shard(base, {"c": run}, base.shard_groups(0, 1)).values()
+    audience = expand(net, FEATURES, {"aid": 503}, seeds, top_n=30, config=CONFIG, adapt=adapt)
+    assert base.uids()[index.numpy()].tolist() == audience["uid"].tolist()
+    np.testing.assert_allclose(scores.numpy(), audience["score"], rtol=1e-5)

@@ -40,7 +40,7 @@ def test_compiled_expansion_fans_out_over_groups_and_shards_then_merges(tmp_path
 
 def test_training_pipeline_publishes_last_only_when_asked(tmp_path: Path) -> None:
     tasks = compiled(tmp_path, "--publish")[0]["root"]["dag"]["tasks"]
-    assert set(producers(tasks["publish"]).values()) == {("train-metaheac", "output"), ("preprocess", "output"),
+    assert set(producers(tasks["publish"]).values()) == {("train-metaheac-lr", "output"), ("preprocess", "output"),
                                                          ("evaluate", "output")}
     assert tasks["publish"].get("cachingOptions", {}).get("enableCache", False) is False
     assert "publish" not in compiled(tmp_path)[0]["root"]["dag"]["tasks"]

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from metaheac import linear, transfer
 from metaheac.data.schema import Field
 from metaheac.data.tensors import CampaignTable, Features
+from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model, method
 from metaheac.model.baselines import LogisticRegression
 from metaheac.model.store import save_model
@@ -24,7 +25,8 @@ CONFIG = linear.LinearConfig(cs=(0.01, 0.1, 1.0, 10.0))
 
 
 def with_category(values: list[int]) -> Features:
-    """FEATURES with an adCategoryId campaign field (ids 1..3) holding `values`, one per campaign."""
+    """FEATURES (whose campaigns have an advertiserId: 3, 2, 3, 4, 2, 2, 6, 3) with an adCategoryId campaign
+    field (ids 1..3) holding `values`, one per campaign."""
     schema = FEATURES.schema
     schema = type(schema)(schema.user_single, schema.user_lists, [*schema.campaign_fields, Field("adCategoryId", 4)])
     fields = torch.cat([FEATURES.campaigns.fields, torch.tensor(values).int()[:, None]], 1)
@@ -77,34 +79,82 @@ def test_category_lr_fits_per_category_and_falls_back_to_all() -> None:
     assert set(category_lr.by_category) == {1, 2}
     assert category_lr.model(features, 5) is category_lr.by_category[1]
     assert category_lr.model(features, 4) is category_lr.overall  # category 3: never trained on
+    without = linear.fit_category_lr(FEATURES, rows, CONFIG)  # a dataset without adCategoryId
+    assert not without.by_category and without.model(FEATURES, 5) is without.overall
 
 
-def test_transfer_head_folds_the_category_model_into_one_linear_head() -> None:
+def test_an_offset_is_the_prior_the_penalty_pulls_toward() -> None:
+    rows = tiny_rows(FEATURES, [600])
+    x, y = linear.design(FEATURES, rows.user), rows.label.numpy()
+    offset = x @ np.random.default_rng(2).normal(size=x.shape[1])
+    tight = dataclasses.replace(CONFIG, cs=(0.3,), tol=1e-10)
+    model = linear.fit_cv(x, y, tight, offset=offset)
+    # optimality of sum log-loss(offset + x w + b) + |w|^2 / 2C: the gradient vanishes
+    p = 1 / (1 + np.exp(-(offset + model.logit(x))))
+    assert np.abs(x.T @ (p - y) + model.weight / 0.3).max() < 1e-3 and abs((p - y).sum()) < 1e-3
+    assert not np.allclose(model.weight, linear.fit_cv(x, y, tight).weight, atol=1e-2)  # the offset mattered
+    # a very strong penalty keeps the prior: only the bias moves
+    assert np.abs(linear.fit_cv(x, y, dataclasses.replace(CONFIG, cs=(1e-6,)), offset=offset).weight).max() < 1e-3
+
+
+def test_one_standard_error_rule_prefers_the_stronger_penalty_within_noise() -> None:
+    rng = np.random.default_rng(0)
+    losses = [0.50 + rng.normal(0, 0.5, 200), 0.49 + rng.normal(0, 0.5, 200), 0.48 + rng.normal(0, 0.5, 200)]
+    losses = [v - v.mean() + m for v, m in zip(losses, (0.50, 0.49, 0.48), strict=True)]
+    assert linear._choose_c(losses, [0.01, 0.1, 1.0], one_se=False) == 1.0
+    assert linear._choose_c(losses, [0.01, 0.1, 1.0], one_se=True) == 0.01
+    sharp = [v * 0.01 + (1 - 0.01) * m for v, m in zip(losses, (0.50, 0.49, 0.48), strict=True)]
+    assert linear._choose_c(sharp, [0.01, 0.1, 1.0], one_se=True) == 1.0  # a clear win is kept
+
+
+def test_advertiser_models_are_deviations_from_the_category() -> None:
+    features = with_category([1, 1, 2, 2, 1, 1, 2, 2])
+    rows = tiny_rows(features, [150, 150, 150, 150])
+    category_lr = linear.fit_category_lr(features, rows, CONFIG)
+    deviations = linear.fit_advertiser_lr(features, rows, category_lr, CONFIG)
+    assert set(deviations) == {2, 3, 4}  # the advertisers of campaigns 0..3
+    strong = linear.fit_advertiser_lr(features, rows, category_lr, dataclasses.replace(CONFIG, cs=(1e-6,)))
+    assert max(np.abs(m.weight).max() for m in strong.values()) < 1e-3  # C -> 0: the category model itself
+
+
+def test_transfer_head_folds_the_prior_and_the_bank_into_one_linear_head() -> None:
     features = with_category([1, 1, 2, 2, 1, 1, 2, 2])
     rows = tiny_rows(features, [150, 150, 150, 150, 300])
-    category_lr = linear.fit_category_lr(features, rows.select(rows.campaign < 4), CONFIG)
+    bank = transfer.fit_bank(features, rows.select(rows.campaign < 4), CONFIG)
     network = method("MLP+pre-training").build(features.schema)
     seeds = rows.select(rows.campaign == 4)
-    head = transfer.fit_transfer(network, category_lr, features, 4, seeds, CONFIG)
+    config = transfer.transfer_config(0)
+    head = transfer.fit_transfer(network, bank, features, 4, seeds, config)
+    prior = bank.prior(features, 4)  # category 1 + advertiser 2's deviation
+    assert prior.weight == pytest.approx(bank.category_lr.by_category[1].weight + bank.by_advertiser[2].weight)
+
+    def dense(users: torch.Tensor) -> np.ndarray:
+        x = linear.design(features, users)
+        general = transfer.general_logit(network, features, 4, users)
+        return transfer.TRANSFER_SCALE * np.column_stack([bank.standardised(x), general])
+
+    x_seeds = linear.design(features, seeds.user)
+    stacked = linear.fit_cv(dense(seeds.user), seeds.label.numpy(), config, offset=prior.logit(x_seeds))
     users = torch.arange(100)
-    x, general = linear.design(features, users), transfer.general_logit(network, features, 4, users)
-    category = category_lr.model(features, 4)
-    stacked = linear.fit_cv(transfer._stack(linear.design(features, seeds.user),
-                                            transfer.general_logit(network, features, 4, seeds.user),
-                                            category.logit(linear.design(features, seeds.user))),
-                            seeds.label.numpy(), CONFIG)
-    expected = stacked.logit(transfer._stack(x, general, category.logit(x)))
-    assert head.logit(x, general) == pytest.approx(expected, abs=1e-8)
+    x = linear.design(features, users)
+    expected = prior.logit(x) + stacked.logit(dense(users))
+    assert head.logit(x, transfer.general_logit(network, features, 4, users)) == pytest.approx(expected, abs=1e-8)
+    empty = transfer.fit_transfer(network, bank, features, 4, seeds.select(seeds.campaign < 0), config)
+    assert empty.logit(x, np.zeros(100)) == pytest.approx(prior.logit(x))  # no seeds: the prior
 
 
 def test_recommended_method_trains_adapts_and_scores_through_the_method_contract(tmp_path) -> None:
     features = with_category([1, 1, 2, 2, 1, 3, 2, 2])
     rows = tiny_rows(features, [150, 150, 150, 150, 0, 300])
-    recommended = method(transfer.RECOMMENDED)
+    recommended = method(RECOMMENDED)
     general = recommended.train(features, rows.select(rows.campaign < 4),
                                 meta_config=MetaTrainConfig(max_steps=2, device="cpu"), seed=0, progress=False)
-    save_model(general, str(tmp_path), method=transfer.RECOMMENDED)
-    general, _ = load_model(str(tmp_path))  # the Category LR weights travel with the network
+    bank = general.bank(features)
+    save_model(general, str(tmp_path), method=RECOMMENDED)
+    general, _ = load_model(str(tmp_path))  # the bank travels with the network
+    loaded = general.bank(features)
+    assert loaded.weight == pytest.approx(bank.weight) and loaded.std == pytest.approx(bank.std)
+    assert set(loaded.by_advertiser) == {2, 3, 4}
     seeds = rows.select(rows.campaign == 5)  # category 3: no training campaign, the overall model
     ((_, adapted),) = recommended.adapt_campaigns(general, features, {5: seeds})
     users = torch.arange(200)
@@ -112,7 +162,7 @@ def test_recommended_method_trains_adapts_and_scores_through_the_method_contract
     expected = adapted.head.logit(x, transfer.general_logit(general, features, 5, users))
     assert torch.logit(adapted.score(features, 5, users, batch_size=64).double()).numpy() == pytest.approx(
         expected, abs=1e-3)
-    category = general.categories.models(features)
+    category = loaded.category_lr
     assert set(category.by_category) == {1, 2} and category.model(features, 5) is category.overall
 
 

@@ -28,6 +28,7 @@ from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
 from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_audience
 from metaheac.memory import check_fits, table_bytes
+from metaheac.method_names import RECOMMENDED
 from metaheac.methods import METHODS, load_model, method
 from metaheac.model.config import ModelConfig
 from metaheac.model.store import save_model
@@ -87,7 +88,7 @@ class Train(Step):
         return Resources(cpu=4, memory_gb=cpu_train_memory_gb(arguments.get("dataset")))
     dataset: str = arg(help="canonical dataset URI (from `preprocess`)")
     output: str = arg(help="folder to write the general model into (model.pt + config.json)")
-    method: str = arg("MetaHeac", help=f"one of: {', '.join(METHODS)}")
+    method: str = arg(RECOMMENDED, help=f"one of: {', '.join(METHODS)}")
     epochs: int = arg(_META.epochs, help="passes over the training campaigns' seed rows")
     max_steps: int | None = arg(None, help="stop after this many steps (default: no cap)")
     task_count: int = arg(_META.task_count, help="campaigns per meta-step")
@@ -312,12 +313,13 @@ class Expand(Step):
         model, info = load_model(resolve_model(self.model).uri, device=device)
         features = load_features(self.dataset).to(device)
         campaign = {"aid": self.aid} if self.aid is not None else _ad_fields(self.ad_fields or "")
+        spec = method(info["method"])
         try:
             audience = expand(
                 model, features, campaign, read_uids(self.seeds),
                 read_uids(self.negatives) if self.negatives is not None else None, self.top_n,
-                ExpandConfig(adapt=method(info["method"]).adapt_config(dataclasses.replace(_ADAPT, seed=self.seed))),
-                load_campaign_vocab(self.dataset),
+                ExpandConfig(adapt=spec.adapt_config(dataclasses.replace(_ADAPT, seed=self.seed))),
+                load_campaign_vocab(self.dataset), spec.adapt_campaigns,
             )
         except ValueError as error:  # empty seed set, no known seed, N too large: the user's input
             raise InputError(str(error)) from None

@@ -87,7 +87,8 @@ class ExpandShard(Step):
         base = UserBase(self.dataset)
         campaigns, vocab = load_campaigns(self.dataset, base.schema), load_campaign_vocab(self.dataset)
         uid_index = pd.Index(base.uids())
-        config = ExpandConfig(adapt=method(info["method"]).adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
+        spec = method(info["method"])
+        config = ExpandConfig(adapt=spec.adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
         status: dict[str, dict] = {}
         runs = {}
         for seed_set in sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)[self.group :: self.groups]:
@@ -98,7 +99,7 @@ class ExpandShard(Step):
             try:
                 runs[name], summary = prepare_campaign(
                     model, base, uid_index, campaigns, seed_set.campaign_fields(), seed_set.seed_uids(),
-                    self.top_n, config, ScoreConfig(), vocab, seed_set.negative_uids(),
+                    self.top_n, config, ScoreConfig(), vocab, seed_set.negative_uids(), spec.adapt_campaigns,
                 )
             except (ValueError, OSError) as error:  # this campaign's input: the others go on
                 status[name] = {"status": "failed", "error": " ".join(str(error).split())}
