@@ -8,13 +8,17 @@
   the row's share is a lookup in it; only the large-vocabulary fields (kw*, topic*) go through the matmul.
   Same arithmetic, reassociated. Where the CPU has native bf16 (AVX512-BF16 / AMX), that matmul runs in
   bf16 ("auto"); elsewhere bf16 is emulated and hundreds of times slower, so "auto" keeps float32.
-- `TopN` keeps a campaign's N best users over the batches; shards' tops merge into the global top N.
+  The rest of the network runs through `HybridExpertsCritics.score_head`, one expert at a time.
+- `score_shard` scores independent batches on worker threads (one torch thread each) while the next row
+  group is decoded; `TopN` keeps a campaign's N best users over the batches; shards' tops merge into the
+  global top N.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
@@ -234,7 +238,7 @@ class CampaignScorer:
                 expert_input = expert_input + (flat.to(self.dtype) @ w0).float()
             user_mean = user_mean + large.sum(1) / self.n_user
         heac = cast(HybridExpertsCritics, self.network)  # the split path runs only for it (__init__)
-        return heac.head(self.model.dense, expert_input, user_mean, self.campaign_emb)
+        return heac.score_head(self.model.dense, expert_input, user_mean, self.campaign_emb)
 
 
 @dataclass
@@ -280,25 +284,47 @@ def prepare_campaign(
 
 
 def score_shard(
-    base: UserBase, runs: dict[str, CampaignRun], groups: range, batch_size: int = 4096
+    base: UserBase, runs: dict[str, CampaignRun], groups: range, batch_size: int = 4096, workers: int | None = None
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Every campaign's top (scores, user indexes) among the users of `groups`, best first; seeds never
-    appear. Each row group is read and decoded once for all campaigns."""
-    for start, users in base.batches(groups):
-        for offset in range(0, len(users), batch_size):
-            single = users.single[offset : offset + batch_size]
-            lists = users.lists[offset : offset + batch_size]
-            first = start + offset
-            index = torch.arange(first, first + len(single))
-            for run in runs.values():
-                scores = run.scorer(single, lists).float()
-                seeds = run.seeds[(run.seeds >= first) & (run.seeds < first + len(single))]
-                if len(seeds):
-                    keep = torch.ones(len(scores), dtype=torch.bool)
-                    keep[torch.from_numpy(seeds - first)] = False
-                    run.top.add(scores[keep], index[keep])
-                else:
-                    run.top.add(scores, index)
+    appear. Each row group is read and decoded once for all campaigns, while the previous one is scored.
+
+    Batches are scored by `workers` threads (default: torch's thread count), each running torch on one
+    thread: on 2 cores, one batch's ops split over 2 threads keep them waiting on each other (~1.2x one
+    thread); independent batches keep both busy (~1.9x). The tops are added in batch order."""
+    workers = workers or torch.get_num_threads()
+    threads = torch.get_num_threads()
+
+    def score(single: torch.Tensor, lists: torch.Tensor) -> list[torch.Tensor]:
+        return [run.scorer(single, lists).float() for run in runs.values()]
+
+    def keep(first: int, scores: list[torch.Tensor]) -> None:
+        index = torch.arange(first, first + len(scores[0]))
+        for run, batch in zip(runs.values(), scores, strict=True):
+            seeds = run.seeds[(run.seeds >= first) & (run.seeds < first + len(batch))]
+            if len(seeds):
+                kept = torch.ones(len(batch), dtype=torch.bool)
+                kept[torch.from_numpy(seeds - first)] = False
+                run.top.add(batch[kept], index[kept])
+            else:
+                run.top.add(batch, index)
+
+    torch.set_num_threads(1)  # this thread only adds to the tops
+    try:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            pending: list[tuple[int, Future[list[torch.Tensor]]]] = []
+            for start, users in base.batches(groups):  # decoding this group overlaps scoring the last one
+                for first, scores in pending:
+                    keep(first, scores.result())
+                pending = [
+                    (start + offset, pool.submit(score, users.single[offset : offset + batch_size],
+                                                 users.lists[offset : offset + batch_size]))
+                    for offset in range(0, len(users), batch_size)
+                ]
+            for first, scores in pending:
+                keep(first, scores.result())
+    finally:
+        torch.set_num_threads(threads)
     return {name: run.top.result() for name, run in runs.items()}
 
 

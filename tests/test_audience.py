@@ -10,8 +10,10 @@ from scipy.stats import spearmanr
 
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.audience import (
+    CampaignRun,
     CampaignScorer,
     ScoreConfig,
+    TopN,
     UserBase,
     merge_audiences,
     prepare_campaign,
@@ -63,6 +65,20 @@ def test_the_scorer_gives_the_scores_of_score(kind: type[torch.nn.Module], proje
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("hidden", [(8,), (8, 6), (8, 6, 4)])
+def test_score_head_gives_the_probabilities_of_head(hidden: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    net = HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=8, experts=3, critics=2,
+                                                            expert_hidden=hidden, gate_hidden=5))
+    p = net.dense_parameters()
+    user = torch.randn(50, net.embeddings.n_user_fields, 8)
+    campaign = torch.randn(1, len(FEATURES.schema.campaign_fields), 8)
+    with torch.no_grad():
+        expected = net.head(p, net.expert_input(p, user), user.mean(-2), campaign)
+        got = net.score_head(p, net.expert_input(p, user), user.mean(-2), campaign)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_bf16_ranks_the_top_users_as_float32_does() -> None:
     torch.manual_seed(0)
     model = AdaptedModel.unchanged(HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=16)))
@@ -110,6 +126,21 @@ def test_two_shards_merged_give_the_audience_of_expand(tmp_path) -> None:
     assert merged["uid"].tolist() == expected["uid"].tolist()
     np.testing.assert_allclose(merged["score"], expected["score"], rtol=1e-5)
     assert merged["rank"].tolist() == list(range(1, 51))
+
+
+def test_worker_threads_give_the_top_of_one_and_leave_torch_threads_as_they_were(tmp_path) -> None:
+    write_users(FEATURES, str(tmp_path / "d"))
+    base = UserBase(str(tmp_path / "d"))
+    scorer = CampaignScorer(AdaptedModel.unchanged(network()), FEATURES.campaigns.fields[3])
+    seeds = np.array([0, 127, 128, 500])
+    threads = torch.get_num_threads()
+    tops = [
+        score_shard(base, {"c": CampaignRun(scorer, seeds, TopN(300))}, range(1, 8), 50, workers)["c"]
+        for workers in (1, 3)
+    ]
+    assert torch.get_num_threads() == threads
+    assert torch.equal(tops[0][0], tops[1][0]) and torch.equal(tops[0][1], tops[1][1])
+    assert len(tops[0][1]) == 300 and tops[0][1].min() >= 128 and not set(tops[0][1].tolist()) & {128, 500}
 
 
 def test_negatives_given_or_drawn_are_never_seeds() -> None:
