@@ -224,7 +224,7 @@ class CampaignScorer:
                                      per_sample_weights=weights[:, self.small_columns].contiguous())
         else:
             pooled = torch.zeros((len(ids), self.small_table.shape[1]))
-        expert_input = pooled[:, : self.hidden] + self.b0
+        expert_input = pooled[:, : self.hidden].add_(self.b0)  # views of `pooled`, added to in place
         user_mean = pooled[:, self.hidden :]
         if self.large:
             large = pool_users(self.large_tables(), ids[:, :0], ids[:, self.large_columns],
@@ -233,10 +233,10 @@ class CampaignScorer:
             w0 = self.large_w0
             assert w0 is not None  # set whenever there are large fields
             if self.dtype == torch.float32:
-                expert_input = expert_input.addmm_(flat, w0)
+                expert_input.addmm_(flat, w0)
             else:
-                expert_input = expert_input + (flat.to(self.dtype) @ w0).float()
-            user_mean = user_mean + large.sum(1) / self.n_user
+                expert_input.add_((flat.to(self.dtype) @ w0).float())
+            user_mean.add_(large.sum(1), alpha=1 / self.n_user)
         heac = cast(HybridExpertsCritics, self.network)  # the split path runs only for it (__init__)
         return heac.score_head(self.model.dense, expert_input, user_mean, self.campaign_emb)
 
