@@ -108,6 +108,27 @@ def test_shards_read_their_row_groups_only_and_take_reads_chosen_users(tmp_path)
     assert torch.equal(taken.single, FEATURES.users.single[chosen])
 
 
+def test_kept_row_groups_are_decoded_once_and_give_the_same_users(tmp_path) -> None:
+    write_users(FEATURES, str(tmp_path / "d"))
+    base = UserBase(str(tmp_path / "d"))
+    base.keep(range(1, 3))
+    decoded = []
+    decode = base._decode
+    base._decode = lambda g, rows=None: decoded.append(g) or decode(g, rows)  # type: ignore[method-assign]
+    chosen = np.array([3, 130, 131, 300, 999])
+    taken = base.take(chosen)
+    assert taken.uid.tolist() == FEATURES.users.uid[chosen].tolist()
+    assert torch.equal(taken.lists, FEATURES.users.lists[chosen])
+    batches = list(base.batches(range(0, 4)))
+    assert decoded == [0, 1, 2, 7, 0, 3]  # groups 1 and 2 (kept) were not decoded again
+    assert [first for first, _ in batches] == [0, 128, 256, 384]
+    for first, users in batches:
+        assert torch.equal(users.lists, FEATURES.users.lists[first : first + 128])
+    assert not base._kept  # scored groups are let go
+    next(base.batches(range(1, 2)))
+    assert decoded[-1] == 1
+
+
 def test_two_shards_merged_give_the_audience_of_expand(tmp_path) -> None:
     write_users(FEATURES, str(tmp_path / "d"))
     base = UserBase(str(tmp_path / "d"))

@@ -87,6 +87,8 @@ class ExpandShard(Step):
         base = UserBase(self.dataset)
         campaigns, vocab = load_campaigns(self.dataset, base.schema), load_campaign_vocab(self.dataset)
         uid_index = pd.Index(base.uids())
+        groups = base.shard_groups(self.shard, self.shards)
+        base.keep(groups)  # the first campaign's seed read decodes the shard's users, scored once for all
         config = ExpandConfig(adapt=method(info["method"]).adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
         status: dict[str, dict] = {}
         runs = {}
@@ -105,7 +107,7 @@ class ExpandShard(Step):
                 continue
             status[name] = {"status": "ok", **summary}
         prepared = time.perf_counter()
-        tops = score_shard(base, runs, base.shard_groups(self.shard, self.shards))
+        tops = score_shard(base, runs, groups)
         uids = uid_index.to_numpy()
         with storage.publish_dir(self.output) as folder:
             for name, (scores, index) in tops.items():
