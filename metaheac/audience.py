@@ -36,7 +36,7 @@ from metaheac.data.dataset import SCHEMA_FILE, USERS_FILE, fetch
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
 from metaheac.expand import CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
-from metaheac.model.embedding import mean_weights, pool_users
+from metaheac.model.embedding import mean_weights
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
 
@@ -189,6 +189,13 @@ def _columns(columns: list[int], device: torch.device) -> slice | torch.Tensor:
     return torch.tensor(columns, dtype=torch.long, device=device)
 
 
+def _offsets(tables: list[torch.Tensor], widths: list[int], device: torch.device) -> torch.Tensor:
+    """For tables laid end to end, each id column's table offset (a table's `width` columns share it)."""
+    starts = np.cumsum([0] + [t.shape[0] for t in tables])[:-1]
+    return torch.tensor([int(o) for o, w in zip(starts, widths, strict=True) for _ in range(w)], dtype=torch.int32,
+                        device=device)
+
+
 class CampaignScorer:
     """One adapted campaign, ready to score batches of users (module doc: the split first layer)."""
 
@@ -203,35 +210,33 @@ class CampaignScorer:
         n_user, n_single = embeddings.n_user_fields, len(embeddings.user_single)
         self.lengths = embeddings.list_lengths
         self.campaign_emb = model.campaign(tables, campaign_ids.to(device)[None])  # [1, F_c, d]
-        self.tables = tables[:n_user]
         self.split = isinstance(network, HybridExpertsCritics)
         if not self.split:
             return
         # field f's id columns in [single | lists]; a field is "small" when its table is pre-multiplied
         widths = [1] * n_single + self.lengths
         starts = np.cumsum([0, *widths])
-        small = [f for f, t in enumerate(self.tables) if t.shape[0] <= config.project_rows]
+        tables = tables[:n_user]
+        small = [f for f, t in enumerate(tables) if t.shape[0] <= config.project_rows]
         self.large = [f for f in range(n_user) if f not in small]
         self.small_columns = _columns([c for f in small for c in range(starts[f], starts[f + 1])], device)
         self.large_columns = _columns([c for f in self.large for c in range(starts[f], starts[f + 1])], device)
-        self.large_widths = [widths[f] for f in self.large]
-        d = self.tables[0].shape[1]
+        d = tables[0].shape[1]
         w0, b0 = (model.dense[name] for name in HybridExpertsCritics.FIRST_LAYER)
         blocks = w0.split(d)  # W0_f: field f's rows of the first layer
         # [T_f @ W0_f | T_f / F_u]: one lookup gives the field's share of the first layer and of the user mean
-        projected = [torch.cat([self.tables[f] @ blocks[f], self.tables[f] / n_user], 1) for f in small]
+        projected = [torch.cat([tables[f] @ blocks[f], tables[f] / n_user], 1) for f in small]
         self.small_table = torch.cat(projected) if projected else torch.zeros((1, w0.shape[1] + d), device=device)
-        offsets = np.cumsum([0] + [t.shape[0] for t in projected])[:-1]
-        self.small_offsets = torch.tensor(
-            [int(o) for o, f in zip(offsets, small, strict=True) for _ in range(widths[f])], dtype=torch.int32,
-            device=device,
-        )
+        self.small_offsets = _offsets([tables[f] for f in small], [widths[f] for f in small], device)
+        # the large fields' tables end to end, pooled in one call: a bag per (user, field), [B * fields, d]
+        self.large_table = torch.cat([tables[f] for f in self.large]) if self.large else tables[0][:0]
+        self.large_offsets = _offsets([tables[f] for f in self.large], [widths[f] for f in self.large], device)
+        large_widths = [widths[f] for f in self.large]
+        self.large_bags = torch.tensor(np.cumsum([0, *large_widths])[:-1], dtype=torch.int32, device=device)
+        self.large_width = sum(large_widths)
         self.large_w0 = torch.cat([blocks[f] for f in self.large]).to(self.dtype) if self.large else None
         self.b0, self.hidden = b0, w0.shape[1]
         self.n_user = n_user
-
-    def large_tables(self) -> list[torch.Tensor]:
-        return [self.tables[f] for f in self.large]
 
     @torch.inference_mode()
     def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
@@ -250,16 +255,19 @@ class CampaignScorer:
         expert_input = pooled[:, : self.hidden].add_(self.b0)  # views of `pooled`, added to in place
         user_mean = pooled[:, self.hidden :]
         if self.large:
-            large = pool_users(self.large_tables(), ids[:, :0], ids[:, self.large_columns],
-                               weights[:, self.large_columns], self.large_widths)  # [B, large fields, d]
-            flat = large.flatten(1)
+            n = len(ids)
+            bags = (torch.arange(0, n * self.large_width, self.large_width, dtype=torch.int32)[:, None]
+                    + self.large_bags).flatten()
+            flat = F.embedding_bag((ids[:, self.large_columns] + self.large_offsets).flatten(), self.large_table,
+                                   bags, mode="sum", per_sample_weights=weights[:, self.large_columns].flatten(),
+                                   ).view(n, -1)  # [B, large fields * d]
             w0 = self.large_w0
             assert w0 is not None  # set whenever there are large fields
             if self.dtype == torch.float32:
                 expert_input.addmm_(flat, w0)
             else:
                 expert_input.add_((flat.to(self.dtype) @ w0).float())
-            user_mean.add_(large.sum(1), alpha=1 / self.n_user)
+            user_mean.add_(flat.view(n, len(self.large), -1).sum(1), alpha=1 / self.n_user)
         heac = cast(HybridExpertsCritics, self.network)  # the split path runs only for it (__init__)
         return heac.score_head(self.model.dense, expert_input, user_mean, self.campaign_emb)
 
