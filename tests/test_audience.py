@@ -52,15 +52,20 @@ def network(kind: type[torch.nn.Module] = HybridExpertsCritics) -> torch.nn.Modu
     return kind(FEATURES.schema, TINY)
 
 
-@pytest.mark.parametrize("kind,project_rows", [(HybridExpertsCritics, 0), (HybridExpertsCritics, 4),
-                                               (HybridExpertsCritics, 10), (HybridExpertsCritics, 10**6), (MLP, 0)])
-def test_the_scorer_gives_the_scores_of_score(kind: type[torch.nn.Module], project_rows: int) -> None:
-    """Every split of the fields between lookups and the matmul (none, some: contiguous columns or not, all),
-    and another network."""
+@pytest.mark.parametrize("kind,projected", [(HybridExpertsCritics, 0), (HybridExpertsCritics, 3),
+                                            (HybridExpertsCritics, 8), (HybridExpertsCritics, 100), (MLP, 0)])
+def test_the_scorer_gives_the_scores_of_score(kind: type[torch.nn.Module], projected: int) -> None:
+    """Every split of the fields between lookups and the matmul (none, the `projected` smallest tables:
+    contiguous columns or not, all), and another network."""
     model = AdaptedModel.unchanged(network(kind))
     expected = score(model, FEATURES, 3, torch.arange(len(FEATURES.users)))
-    scorer = CampaignScorer(model, FEATURES.campaigns.fields[3], ScoreConfig(precision="float32",
-                                                                             project_rows=project_rows))
+    tables = model.tables()[: model.network.embeddings.n_user_fields]
+    rows = sorted(t.shape[0] for t in tables)[:projected]
+    row_bytes = 4 * (TINY.experts * TINY.expert_hidden[0] + TINY.embedding_dim)  # a projected row, float32
+    scorer = CampaignScorer(model, FEATURES.campaigns.fields[3],
+                            ScoreConfig(precision="float32", project_mb=sum(rows) * row_bytes / 2**20))
+    if kind is HybridExpertsCritics:
+        assert len(scorer.large) == len(tables) - len(rows)
     got = scorer(FEATURES.users.single, FEATURES.users.lists)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -84,7 +89,7 @@ def test_bf16_ranks_the_top_users_as_float32_does() -> None:
     model = AdaptedModel.unchanged(HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=16)))
     campaign = FEATURES.campaigns.fields[3]
     scores = {
-        precision: CampaignScorer(model, campaign, ScoreConfig(precision=precision, project_rows=0))(
+        precision: CampaignScorer(model, campaign, ScoreConfig(precision=precision, project_mb=0))(
             FEATURES.users.single, FEATURES.users.lists
         )
         for precision in ("float32", "bfloat16")
