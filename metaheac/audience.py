@@ -139,11 +139,16 @@ class UserBase:
             yield int(self.starts[g]), self._decode(g) if kept is None else kept
 
     def take(self, indexes: np.ndarray) -> UserTable:
-        """The users at sorted, distinct `indexes` (at least one), reading only the row groups that hold them."""
+        """The users at sorted, distinct `indexes` (at least one), reading only the row groups that hold them,
+        on torch's thread count of threads (Arrow and NumPy release the GIL: seeds spread over a 10M-user
+        base touch every row group)."""
         group_of = np.searchsorted(self.starts, indexes, side="right") - 1
-        parts = [
-            self.group(int(g), indexes[group_of == g] - self.starts[g]) for g in np.unique(group_of)
-        ]
+
+        def part(g: int) -> UserTable:
+            return self.group(g, indexes[group_of == g] - self.starts[g])
+
+        with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+            parts = list(pool.map(part, np.unique(group_of).tolist()))
         return UserTable(
             np.concatenate([p.uid for p in parts]),
             torch.cat([p.single for p in parts]),

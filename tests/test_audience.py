@@ -125,7 +125,7 @@ def test_kept_row_groups_are_decoded_once_and_give_the_same_users(tmp_path) -> N
     assert taken.uid.tolist() == FEATURES.users.uid[chosen].tolist()
     assert torch.equal(taken.lists, FEATURES.users.lists[chosen])
     batches = list(base.batches(range(0, 4)))
-    assert decoded == [0, 1, 2, 7, 0, 3]  # groups 1 and 2 (kept) were not decoded again
+    assert sorted(decoded[:4]) == [0, 1, 2, 7] and decoded[4:] == [0, 3]  # kept 1 and 2: not decoded again
     assert [first for first, _ in batches] == [0, 128, 256, 384]
     for first, users in batches:
         assert torch.equal(users.lists, FEATURES.users.lists[first : first + 128])
