@@ -1,13 +1,15 @@
 """Scoring a whole user base for a few campaigns, at the scale of a real one (10M users), in bounded memory.
 
 - `UserBase` reads the dataset's users.parquet one row group at a time: a shard is a contiguous block of
-  row groups and never loads the rest; `take` streams the groups holding a few chosen users (the seeds).
+  row groups and never loads the rest; `take` streams the groups holding a few chosen users (the seeds),
+  and keeps the shard's own groups decoded for scoring when asked (`keep`).
 - `CampaignScorer` scores one adapted campaign. For MetaHeac, the first expert layer G(u) @ W0 (80% of a
   row's FLOPs) is split by field: G(u) @ W0 = sum_f E_f(u) @ W0_f, and a field's E_f(u) is a weighted sum
-  of its table's rows, so for a field with a small table, (T_f @ W0_f) is computed once per campaign and
-  the row's share is a lookup in it; only the large-vocabulary fields (kw*, topic*) go through the matmul.
-  Same arithmetic, reassociated. Where the CPU has native bf16 (AVX512-BF16 / AMX), that matmul runs in
-  bf16 ("auto"); elsewhere bf16 is emulated and hundreds of times slower, so "auto" keeps float32.
+  of its table's rows, so for a field whose table fits the memory budget (`ScoreConfig.project_mb`),
+  (T_f @ W0_f) is computed once per campaign and the row's share is a lookup in it; the other fields go
+  through the matmul. Same arithmetic, reassociated. Where the CPU has native bf16 (AVX512-BF16 / AMX),
+  that matmul runs in bf16 ("auto"); elsewhere bf16 is emulated and hundreds of times slower, so "auto"
+  keeps float32.
   The rest of the network runs through `HybridExpertsCritics.score_head`, one expert at a time.
 - `score_shard` scores independent batches on worker threads (one torch thread each) while the next row
   group is decoded; `TopN` keeps a campaign's N best users over the batches; shards' tops merge into the
