@@ -51,8 +51,8 @@ class ScoreConfig:
     precision: Precision = "auto"  # of the large-field matmul; auto: bfloat16 where the CPU has it natively
     # Memory a campaign may spend on pre-multiplied tables: user fields are projected smallest table first
     # while they fit, the rest go through the matmul. Each table row costs (first layer + d) floats: every
-    # field at the Tencent sizes takes 0.73 GB (kw1 alone 0.61) and scores ~1.25x faster than the small
-    # fields only (0.01 GB), as a lookup in a projected row costs less than its share of the matmul.
+    # field at the Tencent sizes takes 0.73 GB (kw1 alone 0.61) and scored 1.03-1.4x faster than the small
+    # fields only (0.01 GB; A/B runs on a shared machine): a projected lookup costs less than its matmul share.
     project_mb: float = 1024.0
 
     def __post_init__(self) -> None:
@@ -274,8 +274,8 @@ class CampaignScorer:
         user_mean = pooled[:, self.hidden :]
         if self.large:
             n = len(ids)
-            bags = (torch.arange(0, n * self.large_width, self.large_width, dtype=torch.int32)[:, None]
-                    + self.large_bags).flatten()
+            starts = torch.arange(0, n * self.large_width, self.large_width, dtype=torch.int32, device=ids.device)
+            bags = (starts[:, None] + self.large_bags).flatten()
             flat = F.embedding_bag((ids[:, self.large_columns] + self.large_offsets).flatten(), self.large_table,
                                    bags, mode="sum", per_sample_weights=weights[:, self.large_columns].flatten(),
                                    ).view(n, -1)  # [B, large fields * d]
