@@ -76,10 +76,11 @@ def one_shard(args: argparse.Namespace) -> dict:
     model = HybridExpertsCritics(schema)
     seeds = uids[np.random.default_rng(2).choice(len(uids), args.seeds, replace=False)]
     score_config = ScoreConfig(precision=args.precision)
+    groups = base.shard_groups(args.shard, args.shards)
+    base.keep(groups)  # as the expansion step does: the seeds' read decodes the shard's users once
     run, summary = prepare_campaign(model, base, index, campaigns, {"aid": 7}, seeds, args.top_n,
                                     score_config=score_config)
     adapted = time.perf_counter()
-    groups = base.shard_groups(args.shard, args.shards)
     ((scores, top),) = score_shard(base, {"c": run}, groups, score_config.batch_size).values()
     scored = time.perf_counter()
     frame = pd.DataFrame({"uid": uids[top.numpy()], "score": scores.numpy()})

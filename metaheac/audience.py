@@ -1,20 +1,28 @@
 """Scoring a whole user base for a few campaigns, at the scale of a real one (10M users), in bounded memory.
 
 - `UserBase` reads the dataset's users.parquet one row group at a time: a shard is a contiguous block of
-  row groups and never loads the rest; `take` streams the groups holding a few chosen users (the seeds).
+  row groups and never loads the rest; `take` streams the groups holding a few chosen users (the seeds),
+  and keeps the shard's own groups decoded for scoring when asked (`keep`).
 - `CampaignScorer` scores one adapted campaign. For MetaHeac, the first expert layer G(u) @ W0 (80% of a
   row's FLOPs) is split by field: G(u) @ W0 = sum_f E_f(u) @ W0_f, and a field's E_f(u) is a weighted sum
-  of its table's rows, so for a field with a small table, (T_f @ W0_f) is computed once per campaign and
-  the row's share is a lookup in it; only the large-vocabulary fields (kw*, topic*) go through the matmul.
-  Same arithmetic, reassociated. Where the CPU has native bf16 (AVX512-BF16 / AMX), that matmul runs in
-  bf16 ("auto"); elsewhere bf16 is emulated and hundreds of times slower, so "auto" keeps float32.
-- `TopN` keeps a campaign's N best users over the batches; shards' tops merge into the global top N.
+  of its table's rows, so for a field whose table fits the memory budget (`ScoreConfig.project_mb`),
+  (T_f @ W0_f) is computed once per campaign and the row's share is a lookup in it; the other fields go
+  through the matmul. Same arithmetic, reassociated. Where the CPU has native bf16 (AVX512-BF16 / AMX),
+  that matmul runs in bf16 ("auto"); elsewhere bf16 is emulated and hundreds of times slower, so "auto"
+  keeps float32.
+  The rest of the network runs through `HybridExpertsCritics.score_head`, one expert at a time.
+- `score_shard` scores independent batches on worker threads (one torch thread each) while the next row
+  group is decoded; `TopN` keeps a campaign's N best users over the batches; shards' tops merge into the
+  global top N.
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
@@ -30,7 +38,7 @@ from metaheac.data.dataset import SCHEMA_FILE, USERS_FILE, fetch
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
 from metaheac.expand import CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
-from metaheac.model.embedding import mean_weights, pool_users
+from metaheac.model.embedding import mean_weights
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
 from metaheac.transfer import LinearAdapted
@@ -42,11 +50,15 @@ Precision = Literal["auto", "float32", "bfloat16"]
 class ScoreConfig:
     batch_size: int = 4096  # users per forward pass (CPU caches; see `adaptation.score`)
     precision: Precision = "auto"  # of the large-field matmul; auto: bfloat16 where the CPU has it natively
-    project_rows: int = 4096  # user fields whose table has at most this many rows are pre-multiplied
+    # Memory a campaign may spend on pre-multiplied tables: user fields are projected smallest table first
+    # while they fit, the rest go through the matmul. Each table row costs (first layer + d) floats: every
+    # field at the Tencent sizes takes 0.73 GB (kw1 alone 0.61) and scored 1.03-1.4x faster than the small
+    # fields only (0.01 GB; A/B runs on a shared machine): a projected lookup costs less than its matmul share.
+    project_mb: float = 1024.0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.project_rows < 0:
-            raise ValueError("batch_size must be >= 1 and project_rows >= 0")
+        if self.batch_size < 1 or self.project_mb < 0:
+            raise ValueError("batch_size must be >= 1 and project_mb >= 0")
 
 
 def native_bf16() -> bool:
@@ -72,6 +84,8 @@ class UserBase:
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # group g: [starts[g], starts[g+1])
         self._single = [f.name for f in self.schema.user_single]
         self._lists = [f.name for f in self.schema.user_lists]
+        self._keep: range = range(0)
+        self._kept: dict[int, UserTable] = {}
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -87,8 +101,25 @@ class UserBase:
         """Every user's raw uid (one int64 column: 80 MB at 10M users)."""
         return pq.read_table(self.path, columns=["uid"]).column("uid").to_numpy()
 
+    def keep(self, groups: range) -> None:
+        """Keep these row groups decoded from their first read (a `take`) until `batches` yields them: a
+        shard's users are then decoded once, by its seeds' take, not again to be scored. Memory: about
+        230 bytes a kept user at the Tencent sizes (2.3 GB for a shard of 10M)."""
+        self._keep = groups
+
     def group(self, g: int, rows: np.ndarray | None = None) -> UserTable:
         """Row group g as tensors (only `rows`, positions within the group, when given)."""
+        kept = self._kept.get(g)
+        if kept is None and g in self._keep:
+            kept = self._kept[g] = self._decode(g)
+        if kept is None:
+            return self._decode(g, rows)
+        if rows is None:
+            return kept
+        picked = torch.from_numpy(rows)
+        return UserTable(kept.uid[rows], kept.single[picked], kept.lists[picked])
+
+    def _decode(self, g: int, rows: np.ndarray | None = None) -> UserTable:
         table = self.file.read_row_group(g, columns=["uid", *self._single, *self._lists])
         if rows is not None:
             table = table.take(rows)
@@ -104,16 +135,23 @@ class UserBase:
         )
 
     def batches(self, groups: range) -> Iterator[tuple[int, UserTable]]:
-        """(index of the first user, its row group's users) for each group, one group in memory at a time."""
+        """(index of the first user, its row group's users) for each group, one group in memory at a time
+        (but those kept)."""
         for g in groups:
-            yield int(self.starts[g]), self.group(g)
+            kept = self._kept.pop(g, None)
+            yield int(self.starts[g]), self._decode(g) if kept is None else kept
 
     def take(self, indexes: np.ndarray) -> UserTable:
-        """The users at sorted, distinct `indexes` (at least one), reading only the row groups that hold them."""
+        """The users at sorted, distinct `indexes` (at least one), reading only the row groups that hold them,
+        on torch's thread count of threads (Arrow and NumPy release the GIL: seeds spread over a 10M-user
+        base touch every row group)."""
         group_of = np.searchsorted(self.starts, indexes, side="right") - 1
-        parts = [
-            self.group(int(g), indexes[group_of == g] - self.starts[g]) for g in np.unique(group_of)
-        ]
+
+        def part(g: int) -> UserTable:
+            return self.group(g, indexes[group_of == g] - self.starts[g])
+
+        with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+            parts = list(pool.map(part, np.unique(group_of).tolist()))
         return UserTable(
             np.concatenate([p.uid for p in parts]),
             torch.cat([p.single for p in parts]),
@@ -163,6 +201,13 @@ def _columns(columns: list[int], device: torch.device) -> slice | torch.Tensor:
     return torch.tensor(columns, dtype=torch.long, device=device)
 
 
+def _offsets(tables: list[torch.Tensor], widths: list[int], device: torch.device) -> torch.Tensor:
+    """For tables laid end to end, each id column's table offset (a table's `width` columns share it)."""
+    starts = np.cumsum([0] + [t.shape[0] for t in tables])[:-1]
+    return torch.tensor([int(o) for o, w in zip(starts, widths, strict=True) for _ in range(w)], dtype=torch.int32,
+                        device=device)
+
+
 class CampaignScorer:
     """One adapted campaign, ready to score batches of users (module doc: the split first layer)."""
 
@@ -177,35 +222,40 @@ class CampaignScorer:
         n_user, n_single = embeddings.n_user_fields, len(embeddings.user_single)
         self.lengths = embeddings.list_lengths
         self.campaign_emb = model.campaign(tables, campaign_ids.to(device)[None])  # [1, F_c, d]
-        self.tables = tables[:n_user]
         self.split = isinstance(network, HybridExpertsCritics)
         if not self.split:
             return
         # field f's id columns in [single | lists]; a field is "small" when its table is pre-multiplied
         widths = [1] * n_single + self.lengths
         starts = np.cumsum([0, *widths])
-        small = [f for f, t in enumerate(self.tables) if t.shape[0] <= config.project_rows]
+        tables = tables[:n_user]
+        d = tables[0].shape[1]
+        w0, b0 = (model.dense[name] for name in HybridExpertsCritics.FIRST_LAYER)
+        row_bytes = (w0.shape[1] + d) * w0.element_size()
+        small, budget = [], config.project_mb * 2**20
+        for f in sorted(range(n_user), key=lambda f: tables[f].shape[0]):
+            budget -= tables[f].shape[0] * row_bytes
+            if budget < 0:
+                break
+            small.append(f)
+        small.sort()
         self.large = [f for f in range(n_user) if f not in small]
         self.small_columns = _columns([c for f in small for c in range(starts[f], starts[f + 1])], device)
         self.large_columns = _columns([c for f in self.large for c in range(starts[f], starts[f + 1])], device)
-        self.large_widths = [widths[f] for f in self.large]
-        d = self.tables[0].shape[1]
-        w0, b0 = (model.dense[name] for name in HybridExpertsCritics.FIRST_LAYER)
         blocks = w0.split(d)  # W0_f: field f's rows of the first layer
         # [T_f @ W0_f | T_f / F_u]: one lookup gives the field's share of the first layer and of the user mean
-        projected = [torch.cat([self.tables[f] @ blocks[f], self.tables[f] / n_user], 1) for f in small]
+        projected = [torch.cat([tables[f] @ blocks[f], tables[f] / n_user], 1) for f in small]
         self.small_table = torch.cat(projected) if projected else torch.zeros((1, w0.shape[1] + d), device=device)
-        offsets = np.cumsum([0] + [t.shape[0] for t in projected])[:-1]
-        self.small_offsets = torch.tensor(
-            [int(o) for o, f in zip(offsets, small, strict=True) for _ in range(widths[f])], dtype=torch.int32,
-            device=device,
-        )
+        self.small_offsets = _offsets([tables[f] for f in small], [widths[f] for f in small], device)
+        # the large fields' tables end to end, pooled in one call: a bag per (user, field), [B * fields, d]
+        self.large_table = torch.cat([tables[f] for f in self.large]) if self.large else tables[0][:0]
+        self.large_offsets = _offsets([tables[f] for f in self.large], [widths[f] for f in self.large], device)
+        large_widths = [widths[f] for f in self.large]
+        self.large_bags = torch.tensor(np.cumsum([0, *large_widths])[:-1], dtype=torch.int32, device=device)
+        self.large_width = sum(large_widths)
         self.large_w0 = torch.cat([blocks[f] for f in self.large]).to(self.dtype) if self.large else None
         self.b0, self.hidden = b0, w0.shape[1]
         self.n_user = n_user
-
-    def large_tables(self) -> list[torch.Tensor]:
-        return [self.tables[f] for f in self.large]
 
     @torch.inference_mode()
     def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
@@ -221,21 +271,24 @@ class CampaignScorer:
                                      per_sample_weights=weights[:, self.small_columns].contiguous())
         else:
             pooled = torch.zeros((len(ids), self.small_table.shape[1]))
-        expert_input = pooled[:, : self.hidden] + self.b0
+        expert_input = pooled[:, : self.hidden].add_(self.b0)  # views of `pooled`, added to in place
         user_mean = pooled[:, self.hidden :]
         if self.large:
-            large = pool_users(self.large_tables(), ids[:, :0], ids[:, self.large_columns],
-                               weights[:, self.large_columns], self.large_widths)  # [B, large fields, d]
-            flat = large.flatten(1)
+            n = len(ids)
+            starts = torch.arange(0, n * self.large_width, self.large_width, dtype=torch.int32, device=ids.device)
+            bags = (starts[:, None] + self.large_bags).flatten()
+            flat = F.embedding_bag((ids[:, self.large_columns] + self.large_offsets).flatten(), self.large_table,
+                                   bags, mode="sum", per_sample_weights=weights[:, self.large_columns].flatten(),
+                                   ).view(n, -1)  # [B, large fields * d]
             w0 = self.large_w0
             assert w0 is not None  # set whenever there are large fields
             if self.dtype == torch.float32:
-                expert_input = expert_input.addmm_(flat, w0)
+                expert_input.addmm_(flat, w0)
             else:
-                expert_input = expert_input + (flat.to(self.dtype) @ w0).float()
-            user_mean = user_mean + large.sum(1) / self.n_user
+                expert_input.add_((flat.to(self.dtype) @ w0).float())
+            user_mean.add_(flat.view(n, len(self.large), -1).sum(1), alpha=1 / self.n_user)
         heac = cast(HybridExpertsCritics, self.network)  # the split path runs only for it (__init__)
-        return heac.head(self.model.dense, expert_input, user_mean, self.campaign_emb)
+        return heac.score_head(self.model.dense, expert_input, user_mean, self.campaign_emb)
 
 
 class LinearHeadScorer:
@@ -304,7 +357,11 @@ def prepare_campaign(
     started = time.perf_counter()
     plan = plan_seeds(uid_index, seed_uids, negative_uids, top_n, config)
     chosen = np.union1d(plan.seeds, plan.negatives)
+    # torch.optim's first use imports torch._dynamo (~2 s of Python): do it while Arrow decodes the users
+    warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
+    warm.start()
     features = Features(base.schema, base.take(chosen), campaigns)
+    warm.join()
     def local(indexes: np.ndarray) -> np.ndarray:  # index in `chosen`
         return np.asarray(np.searchsorted(chosen, indexes))
 
@@ -318,25 +375,49 @@ def prepare_campaign(
 
 
 def score_shard(
-    base: UserBase, runs: dict[str, CampaignRun], groups: range, batch_size: int = 4096
+    base: UserBase, runs: dict[str, CampaignRun], groups: range, batch_size: int = 4096, workers: int | None = None
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Every campaign's top (scores, user indexes) among the users of `groups`, best first; seeds never
-    appear. Each row group is read and decoded once for all campaigns."""
-    for start, users in base.batches(groups):
-        for offset in range(0, len(users), batch_size):
-            single = users.single[offset : offset + batch_size]
-            lists = users.lists[offset : offset + batch_size]
-            first = start + offset
-            index = torch.arange(first, first + len(single))
-            for run in runs.values():
-                scores = run.scorer(single, lists).float()
-                seeds = run.seeds[(run.seeds >= first) & (run.seeds < first + len(single))]
-                if len(seeds):
-                    keep = torch.ones(len(scores), dtype=torch.bool)
-                    keep[torch.from_numpy(seeds - first)] = False
-                    run.top.add(scores[keep], index[keep])
-                else:
-                    run.top.add(scores, index)
+    appear. Each row group is read and decoded once for all campaigns, while the previous one is scored.
+
+    Batches are scored by `workers` threads (default: torch's thread count), each running torch on one
+    thread: on 2 cores, one batch's ops split over 2 threads keep them waiting on each other (~1.2x one
+    thread); independent batches keep both busy (~1.9x). The tops are added in batch order."""
+    if not runs:
+        return {}
+    workers = workers or torch.get_num_threads()
+    threads = torch.get_num_threads()
+
+    def score(single: torch.Tensor, lists: torch.Tensor) -> list[torch.Tensor]:
+        return [run.scorer(single, lists).float() for run in runs.values()]
+
+    def keep(first: int, scores: list[torch.Tensor]) -> None:
+        index = torch.arange(first, first + len(scores[0]))
+        for run, batch in zip(runs.values(), scores, strict=True):
+            seeds = run.seeds[(run.seeds >= first) & (run.seeds < first + len(batch))]
+            if len(seeds):
+                kept = torch.ones(len(batch), dtype=torch.bool)
+                kept[torch.from_numpy(seeds - first)] = False
+                run.top.add(batch[kept], index[kept])
+            else:
+                run.top.add(batch, index)
+
+    torch.set_num_threads(1)  # this thread only adds to the tops
+    try:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            pending: list[tuple[int, Future[list[torch.Tensor]]]] = []
+            for start, users in base.batches(groups):  # decoding this group overlaps scoring the last one
+                for first, scores in pending:
+                    keep(first, scores.result())
+                pending = [
+                    (start + offset, pool.submit(score, users.single[offset : offset + batch_size],
+                                                 users.lists[offset : offset + batch_size]))
+                    for offset in range(0, len(users), batch_size)
+                ]
+            for first, scores in pending:
+                keep(first, scores.result())
+    finally:
+        torch.set_num_threads(threads)
     return {name: run.top.result() for name, run in runs.items()}
 
 

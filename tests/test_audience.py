@@ -11,8 +11,10 @@ from scipy.stats import spearmanr
 from metaheac import linear
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.audience import (
+    CampaignRun,
     CampaignScorer,
     ScoreConfig,
+    TopN,
     UserBase,
     campaign_scorer,
     merge_audiences,
@@ -53,16 +55,35 @@ def network(kind: type[torch.nn.Module] = HybridExpertsCritics) -> torch.nn.Modu
     return kind(FEATURES.schema, TINY)
 
 
-@pytest.mark.parametrize("kind,project_rows", [(HybridExpertsCritics, 0), (HybridExpertsCritics, 4),
-                                               (HybridExpertsCritics, 10), (HybridExpertsCritics, 10**6), (MLP, 0)])
-def test_the_scorer_gives_the_scores_of_score(kind: type[torch.nn.Module], project_rows: int) -> None:
-    """Every split of the fields between lookups and the matmul (none, some: contiguous columns or not, all),
-    and another network."""
+@pytest.mark.parametrize("kind,projected", [(HybridExpertsCritics, 0), (HybridExpertsCritics, 3),
+                                            (HybridExpertsCritics, 8), (HybridExpertsCritics, 100), (MLP, 0)])
+def test_the_scorer_gives_the_scores_of_score(kind: type[torch.nn.Module], projected: int) -> None:
+    """Every split of the fields between lookups and the matmul (none, the `projected` smallest tables:
+    contiguous columns or not, all), and another network."""
     model = AdaptedModel.unchanged(network(kind))
     expected = score(model, FEATURES, 3, torch.arange(len(FEATURES.users)))
-    scorer = CampaignScorer(model, FEATURES.campaigns.fields[3], ScoreConfig(precision="float32",
-                                                                             project_rows=project_rows))
+    tables = model.tables()[: model.network.embeddings.n_user_fields]
+    rows = sorted(t.shape[0] for t in tables)[:projected]
+    row_bytes = 4 * (TINY.experts * TINY.expert_hidden[0] + TINY.embedding_dim)  # a projected row, float32
+    scorer = CampaignScorer(model, FEATURES.campaigns.fields[3],
+                            ScoreConfig(precision="float32", project_mb=sum(rows) * row_bytes / 2**20))
+    if kind is HybridExpertsCritics:
+        assert len(scorer.large) == len(tables) - len(rows)
     got = scorer(FEATURES.users.single, FEATURES.users.lists)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", [(8,), (8, 6), (8, 6, 4)])
+def test_score_head_gives_the_probabilities_of_head(hidden: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    net = HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=8, experts=3, critics=2,
+                                                            expert_hidden=hidden, gate_hidden=5))
+    p = net.dense_parameters()
+    user = torch.randn(50, net.embeddings.n_user_fields, 8)
+    campaign = torch.randn(1, len(FEATURES.schema.campaign_fields), 8)
+    with torch.no_grad():
+        expected = net.head(p, net.expert_input(p, user), user.mean(-2), campaign)
+        got = net.score_head(p, net.expert_input(p, user), user.mean(-2), campaign)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -71,7 +92,7 @@ def test_bf16_ranks_the_top_users_as_float32_does() -> None:
     model = AdaptedModel.unchanged(HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=16)))
     campaign = FEATURES.campaigns.fields[3]
     scores = {
-        precision: CampaignScorer(model, campaign, ScoreConfig(precision=precision, project_rows=0))(
+        precision: CampaignScorer(model, campaign, ScoreConfig(precision=precision, project_mb=0))(
             FEATURES.users.single, FEATURES.users.lists
         )
         for precision in ("float32", "bfloat16")
@@ -95,6 +116,27 @@ def test_shards_read_their_row_groups_only_and_take_reads_chosen_users(tmp_path)
     assert torch.equal(taken.single, FEATURES.users.single[chosen])
 
 
+def test_kept_row_groups_are_decoded_once_and_give_the_same_users(tmp_path) -> None:
+    write_users(FEATURES, str(tmp_path / "d"))
+    base = UserBase(str(tmp_path / "d"))
+    base.keep(range(1, 3))
+    decoded = []
+    decode = base._decode
+    base._decode = lambda g, rows=None: decoded.append(g) or decode(g, rows)  # type: ignore[method-assign]
+    chosen = np.array([3, 130, 131, 300, 999])
+    taken = base.take(chosen)
+    assert taken.uid.tolist() == FEATURES.users.uid[chosen].tolist()
+    assert torch.equal(taken.lists, FEATURES.users.lists[chosen])
+    batches = list(base.batches(range(0, 4)))
+    assert sorted(decoded[:4]) == [0, 1, 2, 7] and decoded[4:] == [0, 3]  # kept 1 and 2: not decoded again
+    assert [first for first, _ in batches] == [0, 128, 256, 384]
+    for first, users in batches:
+        assert torch.equal(users.lists, FEATURES.users.lists[first : first + 128])
+    assert not base._kept  # scored groups are let go
+    next(base.batches(range(1, 2)))
+    assert decoded[-1] == 1
+
+
 def test_two_shards_merged_give_the_audience_of_expand(tmp_path) -> None:
     write_users(FEATURES, str(tmp_path / "d"))
     base = UserBase(str(tmp_path / "d"))
@@ -113,6 +155,21 @@ def test_two_shards_merged_give_the_audience_of_expand(tmp_path) -> None:
     assert merged["uid"].tolist() == expected["uid"].tolist()
     np.testing.assert_allclose(merged["score"], expected["score"], rtol=1e-5)
     assert merged["rank"].tolist() == list(range(1, 51))
+
+
+def test_worker_threads_give_the_top_of_one_and_leave_torch_threads_as_they_were(tmp_path) -> None:
+    write_users(FEATURES, str(tmp_path / "d"))
+    base = UserBase(str(tmp_path / "d"))
+    scorer = CampaignScorer(AdaptedModel.unchanged(network()), FEATURES.campaigns.fields[3])
+    seeds = np.array([0, 127, 128, 500])
+    threads = torch.get_num_threads()
+    tops = [
+        score_shard(base, {"c": CampaignRun(scorer, seeds, TopN(300))}, range(1, 8), 50, workers)["c"]
+        for workers in (1, 3)
+    ]
+    assert torch.get_num_threads() == threads
+    assert torch.equal(tops[0][0], tops[1][0]) and torch.equal(tops[0][1], tops[1][1])
+    assert len(tops[0][1]) == 300 and tops[0][1].min() >= 128 and not set(tops[0][1].tolist()) & {128, 500}
 
 
 def test_negatives_given_or_drawn_are_never_seeds() -> None:

@@ -139,6 +139,24 @@ class HybridExpertsCritics(Network):
         scores = torch.sigmoid(r @ p["critic_w"] + _bias(p["critic_b"]))
         return (critic_w * scores).sum(-1)
 
+    def score_head(
+        self, p: Params, expert_input: torch.Tensor, user_mean: torch.Tensor, campaign: torch.Tensor
+    ) -> torch.Tensor:
+        """`head` for inference on [B, ...] rows (no task axis, no autograd), one expert at a time: an
+        expert's [B, h] activations stay in the cache, and its gate weight is added into r in place.
+        `expert_input` is overwritten."""
+        expert_w, critic_w = self.gates(p, user_mean, campaign)
+        widths = self.config.expert_hidden
+        x = expert_input.relu_()
+        r = torch.zeros((len(x), widths[-1]), dtype=x.dtype, device=x.device)
+        for i in range(self.config.experts):
+            h = x[:, i * widths[0] : (i + 1) * widths[0]]
+            for k in range(1, len(widths)):
+                h = torch.addmm(p[f"expert_b{k}"][i], h, p[f"expert_w{k}"][i]).relu_()
+            r.addcmul_(h, expert_w[:, i : i + 1])
+        scores = torch.addmm(p["critic_b"], r, p["critic_w"]).sigmoid_()
+        return (critic_w * scores).sum(-1)
+
     def flops_per_row(self) -> int:
         """Forward multiply-add FLOPs per row (2 per MAC) of the dense part; lookups and pooling excluded."""
         c, n, m, gh = self.config, self.config.experts, self.config.critics, self.config.gate_hidden

@@ -26,6 +26,9 @@ from metaheac.steps.base import Artifact, Published, Step, arg
 STATUS_FILE = "status.json"  # a shard's: the model version and every campaign's status
 SUMMARY_FILES = ("summary.json", "kfp_metrics.json", "summary.html")
 _ADAPT = AdaptConfig()
+# What a shard task spends on its campaigns' pre-multiplied tables, all together (ScoreConfig.project_mb):
+# every field of one campaign at the Tencent sizes takes 0.73 GB; more campaigns project fewer fields each.
+PROJECT_MB = 2048.0
 
 
 def audience_uri(folder: str, campaign: str, version: str) -> str:
@@ -87,11 +90,15 @@ class ExpandShard(Step):
         base = UserBase(self.dataset)
         campaigns, vocab = load_campaigns(self.dataset, base.schema), load_campaign_vocab(self.dataset)
         uid_index = pd.Index(base.uids())
+        groups = base.shard_groups(self.shard, self.shards)
+        base.keep(groups)  # the first campaign's seed read decodes the shard's users, scored once for all
         spec = method(info["method"])
         config = ExpandConfig(adapt=spec.adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
         status: dict[str, dict] = {}
         runs = {}
-        for seed_set in sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)[self.group :: self.groups]:
+        seed_sets = sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)[self.group :: self.groups]
+        score_config = ScoreConfig(project_mb=PROJECT_MB / max(1, len(seed_sets)))
+        for seed_set in seed_sets:
             name = seed_set.campaign
             if self.audiences and storage.exists(audience_uri(self.audiences, name, resolved.version)):
                 status[name] = {"status": "skipped"}
@@ -99,14 +106,14 @@ class ExpandShard(Step):
             try:
                 runs[name], summary = prepare_campaign(
                     model, base, uid_index, campaigns, seed_set.campaign_fields(), seed_set.seed_uids(),
-                    self.top_n, config, ScoreConfig(), vocab, seed_set.negative_uids(), spec.adapt_campaigns,
+                    self.top_n, config, score_config, vocab, seed_set.negative_uids(), spec.adapt_campaigns,
                 )
             except (ValueError, OSError) as error:  # this campaign's input: the others go on
                 status[name] = {"status": "failed", "error": " ".join(str(error).split())}
                 continue
             status[name] = {"status": "ok", **summary}
         prepared = time.perf_counter()
-        tops = score_shard(base, runs, base.shard_groups(self.shard, self.shards))
+        tops = score_shard(base, runs, groups)
         uids = uid_index.to_numpy()
         with storage.publish_dir(self.output) as folder:
             for name, (scores, index) in tops.items():
