@@ -10,6 +10,7 @@ import pytest
 from metaheac import storage
 from metaheac.cli import main
 from metaheac.data.dataset import load_campaign_frame
+from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model
 from metaheac.registry import POINTER_FILE, ROOT_ENV, publish, read_record, resolve_model
 from metaheac.seedsets import SeedSet, SeedSetError, list_seed_sets
@@ -17,7 +18,7 @@ from metaheac.seedsets import SeedSet, SeedSetError, list_seed_sets
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A small dataset and a MetaHeac model trained on it for a few steps."""
+    """A small dataset and a model of the default method (MetaHeac+LR) trained on it for a few steps."""
     root = tmp_path_factory.mktemp("online")
     raw, dataset, model = root / "raw", root / "dataset", root / "model"
     assert main(["generate", "--output", str(raw), "--users", "1500", "--campaigns", "12", "--seed", "3"]) == 0
@@ -33,7 +34,7 @@ def test_publish_versions_and_resolve_latest(trained, where, tmp_path, request, 
     root = str(tmp_path / "models") if where == "local" else f"gs://{request.getfixturevalue('gcs_bucket')}/models"
     first = publish(str(model), root, dataset=str(dataset), metrics={"auc": 0.7}, run_id="run-1")
     record = read_record(first.uri)
-    assert record["method"] == "MetaHeac" and record["pipeline_run_id"] == "run-1"
+    assert record["method"] == RECOMMENDED and record["pipeline_run_id"] == "run-1"
     assert record["metrics"] == {"auc": 0.7} and len(record["dataset_fingerprint"]) == 64
     assert resolve_model(storage.join(root, "metaheac")) == first
     monkeypatch.setenv(ROOT_ENV, root)
@@ -42,7 +43,7 @@ def test_publish_versions_and_resolve_latest(trained, where, tmp_path, request, 
     assert resolve_model("latest") == resolve_model(storage.join(root, "metaheac", "latest")) == second
     assert resolve_model(first.uri) == first  # a version, as it is
     network, info = load_model(resolve_model("latest").uri)
-    assert info["method"] == "MetaHeac"
+    assert info["method"] == RECOMMENDED
     with pytest.raises(FileExistsError, match="never written over"):
         publish(str(model), root, now=pd.Timestamp("2030-01-01", tz="UTC").to_pydatetime())
 
