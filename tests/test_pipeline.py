@@ -110,8 +110,8 @@ def test_caching_flags(tmp_path: Path) -> None:
         tasks = compiled(tmp_path, *options)[0]["root"]["dag"]["tasks"]
         return {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items()}
 
-    assert caching() == {"generate": True, "preprocess": True, "train-metaheac": True, "adapt-metaheac-1of2": True,
-                         "adapt-metaheac-2of2": True, "evaluate": False}
+    assert caching() == {"generate": True, "preprocess": True, "train-metaheac-lr": True,  # the default method
+                         "adapt-metaheac-lr-1of2": True, "adapt-metaheac-lr-2of2": True, "evaluate": False}
     assert not any(caching("--no-cache").values())
 
 
