@@ -19,6 +19,7 @@ bench/README.md has the variants tried and their measured effect.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -90,11 +91,11 @@ class TransferBank:
     def models(self) -> list[LinearModel]:
         return [*self.category_lr.by_category.values(), self.category_lr.overall, *self.by_advertiser.values()]
 
-    @property
+    @cached_property  # [columns, models]: stacked once, not per campaign
     def weight(self) -> np.ndarray:
         return np.stack([m.weight for m in self.models], 1)
 
-    @property
+    @cached_property
     def bias(self) -> np.ndarray:
         return np.array([m.bias for m in self.models])
 
