@@ -80,6 +80,7 @@ class UserBase:
         self.schema = DatasetSchema.from_json((folder / SCHEMA_FILE).read_text(), source=dataset_uri)
         self.path: Path = folder / USERS_FILE
         self.file = pq.ParquetFile(self.path)
+        self._local = threading.local()  # a ParquetFile per thread: one is not safe to read from two at once
         sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.num_row_groups)]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # group g: [starts[g], starts[g+1])
         self._single = [f.name for f in self.schema.user_single]
@@ -120,7 +121,9 @@ class UserBase:
         return UserTable(kept.uid[rows], kept.single[picked], kept.lists[picked])
 
     def _decode(self, g: int, rows: np.ndarray | None = None) -> UserTable:
-        table = self.file.read_row_group(g, columns=["uid", *self._single, *self._lists])
+        if not hasattr(self._local, "file"):
+            self._local.file = pq.ParquetFile(self.path)
+        table = self._local.file.read_row_group(g, columns=["uid", *self._single, *self._lists])
         if rows is not None:
             table = table.take(rows)
         n = len(table)
