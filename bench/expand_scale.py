@@ -1,7 +1,7 @@
 """Expansion at the scale of a real user base: one campaign over 10M users, whole, then in 4 user shards.
 
     python bench/expand_scale.py [--users 10000000] [--seeds 2000] [--top-n 10000] [--shards 4]
-                                 [--precision auto|float32|bfloat16] [--output runs/expand_scale]
+                                 [--precision auto|float32|float16|bfloat16] [--output runs/expand_scale]
 
 Writes (once, streamed in row groups, reused when present) a canonical user base of random users at the
 Tencent Look-alike sizes (bench/meta_train.py: vocabularies, list lengths, Zipf-like ids) under --output,
@@ -9,6 +9,8 @@ then times the whole path of `metaheac.audience` for one campaign: read the uid 
 MetaHeac network (random weights: the cost does not depend on them) on the seeds and 4 sampled negatives
 each, score every user of the shard by row group, keep the top N; the shards' tops are then merged. Each
 run is its own process, so its peak RSS is its own. Target on 2 cores: 10M users < 60 s, peak RSS < 8 GB.
+With a --precision other than float32, the campaign's first 1M users are then scored in both, and the rank
+agreement printed (Spearman on float32's top 10%, share of float32's top 1% kept).
 The machine may be shared: the load average printed with the table tells how far to trust the wall times;
 "CPU s" is the process's own CPU time (user + system), which neighbours do not inflate as much.
 """
@@ -30,12 +32,22 @@ import torch
 from meta_train import tencent_schema, zipf_ids
 
 from metaheac import storage
-from metaheac.audience import ScoreConfig, UserBase, merge_audiences, prepare_campaign, score_shard
+from metaheac.audience import (
+    CampaignRun,
+    CampaignScorer,
+    Precision,
+    ScoreConfig,
+    UserBase,
+    merge_audiences,
+    prepare_campaign,
+    score_shard,
+)
 from metaheac.data.dataset import ROW_GROUP_ROWS, users_arrow_schema, users_record_batch, write_dataset
 from metaheac.data.tensors import CampaignTable
 from metaheac.model.heac import HybridExpertsCritics
 
 TARGET_S, TARGET_GB = 60.0, 8.0
+AGREEMENT_GROUPS = 16  # row groups (1M users) scored in both precisions for the rank agreement
 
 
 def user_base(uri: str, users: int, seed: int = 0) -> float:
@@ -60,13 +72,8 @@ def user_base(uri: str, users: int, seed: int = 0) -> float:
     return time.perf_counter() - started
 
 
-def one_shard(args: argparse.Namespace) -> dict:
-    """The whole path for one shard, in this process: what the parent prints."""
-    started = time.perf_counter()
-    base = UserBase(args.dataset)
-    uids = base.uids()
-    index = pd.Index(uids)
-    opened = time.perf_counter()
+def adapt(base: UserBase, uids: np.ndarray, args: argparse.Namespace, precision: Precision) -> tuple[CampaignRun, dict]:
+    """The bench's campaign (random MetaHeac weights, seeded), adapted to its seeds."""
     schema = base.schema
     rng = np.random.default_rng(1)
     campaigns = CampaignTable(np.array([7]), torch.from_numpy(np.stack(
@@ -75,17 +82,27 @@ def one_shard(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = HybridExpertsCritics(schema)
     seeds = uids[np.random.default_rng(2).choice(len(uids), args.seeds, replace=False)]
-    score_config = ScoreConfig(precision=args.precision)
+    return prepare_campaign(model, base, pd.Index(uids), campaigns, {"aid": 7}, seeds, args.top_n,
+                            score_config=ScoreConfig(precision=precision))
+
+
+def one_shard(args: argparse.Namespace) -> dict:
+    """The whole path for one shard, in this process: what the parent prints."""
+    started = time.perf_counter()
+    base = UserBase(args.dataset)
+    uids = base.uids()
+    opened = time.perf_counter()
     groups = base.shard_groups(args.shard, args.shards)
     base.keep(groups)  # as the expansion step does: the seeds' read decodes the shard's users once
-    run, summary = prepare_campaign(model, base, index, campaigns, {"aid": 7}, seeds, args.top_n,
-                                    score_config=score_config)
+    run, summary = adapt(base, uids, args, args.precision)
     adapted = time.perf_counter()
-    ((scores, top),) = score_shard(base, {"c": run}, groups, score_config.batch_size).values()
+    ((scores, top),) = score_shard(base, {"c": run}, groups).values()
     scored = time.perf_counter()
     frame = pd.DataFrame({"uid": uids[top.numpy()], "score": scores.numpy()})
     frame.to_parquet(args.part, index=False)
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    scorer = run.scorer
+    assert isinstance(scorer, CampaignScorer)  # the bench adapts the MetaHeac network
     return {
         "users": int(base.starts[groups.stop] - base.starts[groups.start]),
         "open_s": opened - started,
@@ -94,15 +111,42 @@ def one_shard(args: argparse.Namespace) -> dict:
         "total_s": time.perf_counter() - started,
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "rss_gb": usage.ru_maxrss / 2**20,
-        "dtype": str(run.scorer.dtype).removeprefix("torch."),
+        "dtype": f"{short(scorer.table_dtype)} tables, {short(scorer.dtype)} matmul",
         "seeds_used": summary["seeds_used"],
     }
+
+
+def short(dtype: torch.dtype) -> str:
+    return {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
+
+
+def agreement(args: argparse.Namespace) -> dict:
+    """The campaign adapted as in `one_shard`, its first `AGREEMENT_GROUPS` row groups scored in float32 and
+    in --precision: Spearman on float32's top 10% and the share of float32's top 1% kept."""
+    base = UserBase(args.dataset)
+    run, _ = adapt(base, base.uids(), args, "float32")
+    exact = run.scorer
+    assert isinstance(exact, CampaignScorer)
+    reduced = CampaignScorer(exact.model, exact.campaign_ids, ScoreConfig(precision=args.precision))
+    scores: list[list[torch.Tensor]] = [[], []]
+    for _, users in base.batches(range(min(AGREEMENT_GROUPS, base.file.num_row_groups))):
+        for k, scorer in enumerate((exact, reduced)):
+            scores[k] += [scorer(users.single[i : i + 4096], users.lists[i : i + 4096])
+                          for i in range(0, len(users), 4096)]
+    a, b = (torch.cat(s).double() for s in scores)
+    top = torch.topk(a, len(a) // 10).indices
+    rank = lambda x: x.argsort().argsort().double()  # noqa: E731
+    ra, rb = rank(a[top]), rank(b[top])
+    spearman = float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+    k = len(a) // 100
+    kept = len(np.intersect1d(torch.topk(a, k).indices.numpy(), torch.topk(b, k).indices.numpy())) / k
+    return {"users": len(a), "spearman_top10": spearman, "top1_kept": kept}
 
 
 def child(args: argparse.Namespace, shard: int, shards: int, part: Path) -> dict:
     argv = [sys.executable, __file__, "--child", "--dataset", args.dataset, "--shard", str(shard), "--shards",
             str(shards), "--part", str(part), "--seeds", str(args.seeds), "--top-n", str(args.top_n),
-            "--precision", args.precision]
+            "--precision", args.precision, *(["--agreement"] if shard < 0 else [])]
     return json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
 
 
@@ -112,15 +156,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2000, help="seed users of the campaign")
     parser.add_argument("--top-n", type=int, default=10_000)
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
     parser.add_argument("--output", default="runs/expand_scale")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--agreement", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--shard", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--part", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(one_shard(args)))
+        print(json.dumps(agreement(args) if args.agreement else one_shard(args)))
         return
 
     args.dataset = str(Path(args.output) / f"users-{args.users}")
@@ -156,6 +201,10 @@ def main() -> None:
     verdict = "meets" if whole["total_s"] < TARGET_S and whole["rss_gb"] < TARGET_GB else "MISSES"
     print(f"\n1 shard {verdict} the target (< {TARGET_S:.0f} s, < {TARGET_GB:.0f} GB); merged top {args.top_n:,} of "
           f"the shards {'equals' if same else 'DIFFERS FROM'} the 1-shard top; seeds used {whole['seeds_used']:,}")
+    if args.precision != "float32":
+        agree = child(args, -1, 1, Path(args.output) / "unused.parquet")
+        print(f"{args.precision} against float32 on the first {agree['users']:,} users: Spearman on float32's top 10% "
+              f"{agree['spearman_top10']:.5f}, float32's top 1% kept {agree['top1_kept']:.2%}")
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

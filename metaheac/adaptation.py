@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from metaheac.data.tensors import Batch, Features, Rows
-from metaheac.model.embedding import TableLayout, embed_campaigns, mean_weights, pool_users
+from metaheac.model.embedding import TableLayout, embed_campaigns, mean_weights, pool_one_table, pool_users
 from metaheac.model.network import Network
 
 
@@ -167,11 +167,10 @@ def _adapt(network: Network, features: Features, campaign: int, rows: Rows, conf
     dense = {name: w.detach().clone().requires_grad_() for name, w in network.dense_parameters().items()}
     optimizer = torch.optim.Adam([local, *dense.values()], lr=config.lr, fused=True)  # one pass per step
     generator = torch.Generator(device).manual_seed(campaign_seed(config.seed, campaign))
-    local_tables = [local] * embeddings.n_user_fields
 
     def loss_of(index: torch.Tensor) -> torch.Tensor:
         ids = local_user[index]
-        user = pool_users(local_tables, ids[:, :n_single], ids[:, n_single:], weights[index], lengths)
+        user = pool_one_table(local, ids[:, :n_single], ids[:, n_single:], weights[index], lengths)
         probability = network.predict(dense, user, F.embedding(local_campaign, local)[None])  # one campaign
         return F.binary_cross_entropy(probability, rows.label[index].to(probability.dtype))
 

@@ -7,9 +7,11 @@
   row's FLOPs) is split by field: G(u) @ W0 = sum_f E_f(u) @ W0_f, and a field's E_f(u) is a weighted sum
   of its table's rows, so for a field whose table fits the memory budget (`ScoreConfig.project_mb`),
   (T_f @ W0_f) is computed once per campaign and the row's share is a lookup in it; the other fields go
-  through the matmul. Same arithmetic, reassociated. Where the CPU has native bf16 (AVX512-BF16 / AMX),
-  that matmul runs in bf16 ("auto"); elsewhere bf16 is emulated and hundreds of times slower, so "auto"
-  keeps float32.
+  through the matmul. Same arithmetic, reassociated. The lookups are bound by memory traffic: "auto"
+  stores the pre-multiplied tables in float16 (half the bytes: the bag runs 1.9x faster; it sums in
+  float32 and rounds its result to float16, a relative error of ~5e-4 on the first layer). Where the CPU
+  has native bf16 (AVX512-BF16 / AMX), the matmul runs in bf16 ("auto"); elsewhere bf16 is emulated and
+  hundreds of times slower, so "auto" keeps float32 there. "float32" is exact.
   The rest of the network runs through `HybridExpertsCritics.score_head`, one expert at a time.
 - `score_shard` scores independent batches on worker threads (one torch thread each) while the next row
   group is decoded; `TopN` keeps a campaign's N best users over the batches; shards' tops merge into the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 
 from metaheac.adaptation import AdaptedModel, Adapter, adapt_campaigns
 from metaheac.data.dataset import SCHEMA_FILE, USERS_FILE, fetch
+from metaheac.data.loading import user_table
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
 from metaheac.expand import CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
@@ -43,13 +47,15 @@ from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
 from metaheac.transfer import LinearAdapted
 
-Precision = Literal["auto", "float32", "bfloat16"]
+Precision = Literal["auto", "float32", "float16", "bfloat16"]
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
     batch_size: int = 4096  # users per forward pass (CPU caches; see `adaptation.score`)
-    precision: Precision = "auto"  # of the large-field matmul; auto: bfloat16 where the CPU has it natively
+    # float32: exact; float16: pre-multiplied tables in float16; bfloat16: that and the large-field matmul in
+    # bf16; auto: float16 tables, and the bf16 matmul where the CPU has it natively (module doc)
+    precision: Precision = "auto"
     # Memory a campaign may spend on pre-multiplied tables: user fields are projected smallest table first
     # while they fit, the rest go through the matmul. Each table row costs (first layer + d) floats: every
     # field at the Tencent sizes takes 0.73 GB (kw1 alone 0.61) and scored 1.03-1.4x faster than the small
@@ -66,10 +72,39 @@ def native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" or native_bf16() else torch.float32
-    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+def resolve_precision(precision: Precision, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """(dtype of the pre-multiplied tables, dtype of the large-field matmul)."""
+    if precision == "float32":
+        return torch.float32, torch.float32
+    native = precision == "auto" and (device.type == "cuda" or native_bf16())
+    return torch.float16, torch.bfloat16 if precision == "bfloat16" or native else torch.float32
+
+
+# float16 tables keep values below this (a 16th of float16's largest): a campaign whose pre-multiplied rows
+# exceed it keeps float32 tables, so that no sum of a row's lookups can overflow
+_FLOAT16_SAFE = 65504.0 / 16
+_PROJECT_ROWS = 65536  # table rows multiplied at a time: a bounded temporary (~150 MB for kw1's 512 columns)
+
+
+def _project(tables: list[torch.Tensor], blocks: tuple[torch.Tensor, ...], fields: list[int], n_user: int,
+             dtype: torch.dtype) -> torch.Tensor | None:
+    """[T_f @ W0_f | T_f / F_u] for the `fields`, end to end, in `dtype`; None when float16 would overflow.
+    One lookup then gives a field's share of the first layer and of the user mean."""
+    hidden, d = blocks[0].shape[1], tables[0].shape[1]
+    rows = sum(tables[f].shape[0] for f in fields)
+    out = torch.empty((max(rows, 1), hidden + d), dtype=dtype, device=tables[0].device)
+    at = 0
+    for f in fields:
+        for chunk in tables[f].split(_PROJECT_ROWS):
+            product = chunk @ blocks[f]
+            if dtype == torch.float16 and len(product) and max(-product.min(), product.max()) > _FLOAT16_SAFE:
+                return None
+            out[at : at + len(chunk), :hidden] = product
+            out[at : at + len(chunk), hidden:] = chunk / n_user
+            at += len(chunk)
+    if not rows:
+        out.zero_()
+    return out
 
 
 class UserBase:
@@ -122,20 +157,11 @@ class UserBase:
 
     def _decode(self, g: int, rows: np.ndarray | None = None) -> UserTable:
         if not hasattr(self._local, "file"):
-            self._local.file = pq.ParquetFile(self.path)
-        table = self._local.file.read_row_group(g, columns=["uid", *self._single, *self._lists])
-        if rows is not None:
-            table = table.take(rows)
-        n = len(table)
-        single = np.stack([table.column(name).to_numpy() for name in self._single], 1)
-        lists = np.concatenate(
-            [table.column(name).combine_chunks().values.to_numpy().reshape(n, -1) for name in self._lists], 1
-        )
-        return UserTable(
-            table.column("uid").to_numpy(),
-            torch.from_numpy(np.ascontiguousarray(single, dtype=np.int32)),
-            torch.from_numpy(np.ascontiguousarray(lists, dtype=np.int32)),
-        )
+            self._local.file = pq.ParquetFile(self.path, memory_map=True)
+        # one thread per group: groups are decoded in parallel (`take`) or beside scoring's threads, and
+        # Arrow's own pool on top of them spent more time in the kernel than decoding
+        table = self._local.file.read_row_group(g, columns=["uid", *self._single, *self._lists], use_threads=False)
+        return user_table(table if rows is None else table.take(rows), self.schema)
 
     def batches(self, groups: range) -> Iterator[tuple[int, UserTable]]:
         """(index of the first user, its row group's users) for each group, one group in memory at a time
@@ -218,13 +244,14 @@ class CampaignScorer:
         config = config or ScoreConfig()
         network = model.network
         device = next(network.parameters()).device
-        self.model, self.network = model, network
-        self.dtype = resolve_precision(config.precision, device)
+        self.model, self.network, self.campaign_ids = model, network, campaign_ids
+        self.table_dtype, self.dtype = resolve_precision(config.precision, device)
         tables = model.tables()
         embeddings = network.embeddings
         n_user, n_single = embeddings.n_user_fields, len(embeddings.user_single)
         self.lengths = embeddings.list_lengths
         self.campaign_emb = model.campaign(tables, campaign_ids.to(device)[None])  # [1, F_c, d]
+        self._local = threading.local()  # per scoring thread: a conversion buffer
         self.split = isinstance(network, HybridExpertsCritics)
         if not self.split:
             return
@@ -246,9 +273,12 @@ class CampaignScorer:
         self.small_columns = _columns([c for f in small for c in range(starts[f], starts[f + 1])], device)
         self.large_columns = _columns([c for f in self.large for c in range(starts[f], starts[f + 1])], device)
         blocks = w0.split(d)  # W0_f: field f's rows of the first layer
-        # [T_f @ W0_f | T_f / F_u]: one lookup gives the field's share of the first layer and of the user mean
-        projected = [torch.cat([tables[f] @ blocks[f], tables[f] / n_user], 1) for f in small]
-        self.small_table = torch.cat(projected) if projected else torch.zeros((1, w0.shape[1] + d), device=device)
+        projected = _project(tables, blocks, small, n_user, self.table_dtype)
+        if projected is None:  # too large for float16
+            self.table_dtype = torch.float32
+            projected = _project(tables, blocks, small, n_user, self.table_dtype)
+        assert projected is not None  # float32 never declines
+        self.small_table = projected
         self.small_offsets = _offsets([tables[f] for f in small], [widths[f] for f in small], device)
         # the large fields' tables end to end, pooled in one call: a bag per (user, field), [B * fields, d]
         self.large_table = torch.cat([tables[f] for f in self.large]) if self.large else tables[0][:0]
@@ -257,8 +287,15 @@ class CampaignScorer:
         self.large_bags = torch.tensor(np.cumsum([0, *large_widths])[:-1], dtype=torch.int32, device=device)
         self.large_width = sum(large_widths)
         self.large_w0 = torch.cat([blocks[f] for f in self.large]).to(self.dtype) if self.large else None
-        self.b0, self.hidden = b0, w0.shape[1]
-        self.n_user = n_user
+        self.hidden, self.n_user = w0.shape[1], n_user
+        # the first layer's bias, in the rows of a field every user looks up once with weight 1 (a single
+        # field) when one is pre-multiplied: one add fewer per batch
+        folded = next((f for f in small if f < n_single), None)
+        self.b0 = b0 if folded is None else None  # added per batch only when not folded
+        if folded is not None:
+            at = sum(tables[f].shape[0] for f in small[: small.index(folded)])
+            self.small_table[at : at + tables[folded].shape[0], : self.hidden] += b0.to(self.table_dtype)
+        self.gates = cast(HybridExpertsCritics, network).campaign_gates(model.dense, self.campaign_emb)
 
     @torch.inference_mode()
     def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
@@ -271,10 +308,18 @@ class CampaignScorer:
         weights = torch.cat([ones, mean_weights(lists, self.lengths, torch.float32)], 1)
         if len(self.small_offsets):
             pooled = F.embedding_bag(ids[:, self.small_columns] + self.small_offsets, self.small_table, mode="sum",
-                                     per_sample_weights=weights[:, self.small_columns].contiguous())
+                                     per_sample_weights=weights[:, self.small_columns].to(
+                                         self.table_dtype, memory_format=torch.contiguous_format))
+            if pooled.dtype != torch.float32:  # into this thread's buffer: a new one each batch page-faults
+                buffer = getattr(self._local, "pooled", None)
+                if buffer is None or buffer.shape[0] < len(pooled):
+                    buffer = self._local.pooled = torch.empty(pooled.shape, device=pooled.device)
+                pooled = buffer[: len(pooled)].copy_(pooled)
         else:
             pooled = torch.zeros((len(ids), self.small_table.shape[1]))
-        expert_input = pooled[:, : self.hidden].add_(self.b0)  # views of `pooled`, added to in place
+        expert_input = pooled[:, : self.hidden]  # views of `pooled`, added to in place
+        if self.b0 is not None:
+            expert_input.add_(self.b0)
         user_mean = pooled[:, self.hidden :]
         if self.large:
             n = len(ids)
@@ -291,7 +336,7 @@ class CampaignScorer:
                 expert_input.add_((flat.to(self.dtype) @ w0).float())
             user_mean.add_(flat.view(n, len(self.large), -1).sum(1), alpha=1 / self.n_user)
         heac = cast(HybridExpertsCritics, self.network)  # the split path runs only for it (__init__)
-        return heac.score_head(self.model.dense, expert_input, user_mean, self.campaign_emb)
+        return heac.score_head(self.model.dense, expert_input, user_mean, self.gates)
 
 
 class LinearHeadScorer:
@@ -408,16 +453,21 @@ def score_shard(
     torch.set_num_threads(1)  # this thread only adds to the tops
     try:
         with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            pending: list[tuple[int, Future[list[torch.Tensor]]]] = []
-            for start, users in base.batches(groups):  # decoding this group overlaps scoring the last one
-                for first, scores in pending:
-                    keep(first, scores.result())
-                pending = [
+            # a group's batches are queued before the last group's results are collected, so the workers never
+            # wait at a group's end; decoding the next group overlaps scoring this one
+            pending: deque[tuple[int, Future[list[torch.Tensor]]]] = deque()
+            for start, users in base.batches(groups):
+                queued = [
                     (start + offset, pool.submit(score, users.single[offset : offset + batch_size],
                                                  users.lists[offset : offset + batch_size]))
                     for offset in range(0, len(users), batch_size)
                 ]
-            for first, scores in pending:
+                while pending:
+                    first, scores = pending.popleft()
+                    keep(first, scores.result())
+                pending.extend(queued)
+            while pending:
+                first, scores = pending.popleft()
                 keep(first, scores.result())
     finally:
         torch.set_num_threads(threads)

@@ -13,6 +13,7 @@ from metaheac.adaptation import AdaptedModel, score
 from metaheac.audience import (
     CampaignRun,
     CampaignScorer,
+    Precision,
     ScoreConfig,
     TopN,
     UserBase,
@@ -83,23 +84,34 @@ def test_score_head_gives_the_probabilities_of_head(hidden: tuple[int, ...]) -> 
     campaign = torch.randn(1, len(FEATURES.schema.campaign_fields), 8)
     with torch.no_grad():
         expected = net.head(p, net.expert_input(p, user), user.mean(-2), campaign)
-        got = net.score_head(p, net.expert_input(p, user), user.mean(-2), campaign)
+        got = net.score_head(p, net.expert_input(p, user), user.mean(-2), net.campaign_gates(p, campaign))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_bf16_ranks_the_top_users_as_float32_does() -> None:
+@pytest.mark.parametrize("precision,project_mb", [("bfloat16", 0), ("float16", 1024), ("auto", 1024)])
+def test_reduced_precision_ranks_the_top_users_as_float32_does(precision: Precision, project_mb: int) -> None:
+    """bf16: the large-field matmul (no table pre-multiplied); float16 and auto: every table pre-multiplied,
+    in float16."""
     torch.manual_seed(0)
     model = AdaptedModel.unchanged(HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=16)))
     campaign = FEATURES.campaigns.fields[3]
-    scores = {
-        precision: CampaignScorer(model, campaign, ScoreConfig(precision=precision, project_mb=0))(
-            FEATURES.users.single, FEATURES.users.lists
-        )
-        for precision in ("float32", "bfloat16")
-    }
-    assert not torch.equal(scores["float32"], scores["bfloat16"])  # bf16 did run
-    top = torch.topk(scores["float32"], len(FEATURES.users) // 10).indices
-    assert spearmanr(scores["float32"][top], scores["bfloat16"][top]).statistic >= 0.999
+    exact = CampaignScorer(model, campaign, ScoreConfig(precision="float32", project_mb=project_mb))
+    reduced = CampaignScorer(model, campaign, ScoreConfig(precision=precision, project_mb=project_mb))
+    assert reduced.table_dtype == torch.float16 or not project_mb
+    scores = [scorer(FEATURES.users.single, FEATURES.users.lists) for scorer in (exact, reduced)]
+    assert not torch.equal(*scores)  # the reduced precision did run
+    top = torch.topk(scores[0], len(FEATURES.users) // 10).indices
+    assert spearmanr(scores[0][top], scores[1][top]).statistic >= 0.999
+
+
+def test_float16_tables_fall_back_to_float32_where_they_would_overflow() -> None:
+    torch.manual_seed(0)
+    net = HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=16))
+    with torch.no_grad():
+        net.embeddings.tables()[0].weight.mul_(1e5)
+    scorer = CampaignScorer(AdaptedModel.unchanged(net), FEATURES.campaigns.fields[3], ScoreConfig(precision="float16"))
+    assert scorer.table_dtype == torch.float32
+    assert torch.isfinite(scorer(FEATURES.users.single, FEATURES.users.lists)).all()
 
 
 def test_shards_read_their_row_groups_only_and_take_reads_chosen_users(tmp_path) -> None:
@@ -145,7 +157,7 @@ def test_two_shards_merged_give_the_audience_of_expand(tmp_path) -> None:
     parts = []
     for shard in range(2):
         run, summary = prepare_campaign(network(), base, pd.Index(uids), FEATURES.campaigns, {"aid": 503}, seeds,
-                                        50, CONFIG)
+                                        50, CONFIG, ScoreConfig(precision="float32"))  # exact, as expand
         ((scores, index),) = score_shard(base, {"c": run}, base.shard_groups(shard, 2), batch_size=100).values()
         assert len(index) == 50 and not set(index.tolist()) & {5, 9, 400, 401, 990}
         parts.append(pd.DataFrame({"uid": uids[index.numpy()], "score": scores.numpy()}))

@@ -28,19 +28,35 @@ def load_features(uri: str) -> Features:
     users = _read(folder / USERS_FILE, storage.join(uri, USERS_FILE))
     _check_fields(users, ["uid", *(f.name for f in schema.user_single)], schema.user_single + schema.user_lists,
                   storage.join(uri, USERS_FILE))
-    single = np.stack(
-        [users.column(f.name).to_numpy() for f in schema.user_single], axis=1
-    ).astype(np.int32)
+    return Features(schema, user_table(users, schema), load_campaigns(uri, schema))
+
+
+def user_table(users: pa.Table, schema: DatasetSchema) -> UserTable:
+    """A users table (checked against the schema) as tensors."""
+    single = np.stack([users.column(f.name).to_numpy() for f in schema.user_single], axis=1)
     lists = [
         users.column(f.name).combine_chunks().values.to_numpy().reshape(len(users), f.length)
         for f in schema.user_lists
     ]
-    user_table = UserTable(
+    return UserTable(
         uid=users.column("uid").to_numpy(),
-        single=torch.from_numpy(np.ascontiguousarray(single)),
-        lists=torch.from_numpy(np.ascontiguousarray(np.concatenate(lists, axis=1), dtype=np.int32)),
+        single=torch.from_numpy(np.ascontiguousarray(single, dtype=np.int32)),
+        lists=torch.from_numpy(side_by_side(lists, sum(f.length for f in schema.user_lists))),
     )
-    return Features(schema, user_table, load_campaigns(uri, schema))
+
+
+def side_by_side(parts: list[np.ndarray], width: int) -> np.ndarray:
+    """`np.concatenate(parts, axis=1)` as int32 [n, width], about 2x faster: a part's row is copied as one
+    item of its bytes, not element by element (a loop of 5 or 10 per row, whose overhead dominated)."""
+    n = len(parts[0]) if parts else 0
+    out = np.empty((n, width), np.int32)
+    row_bytes, at = out.view(np.uint8), 0
+    for part in parts:
+        item = np.dtype((np.void, 4 * part.shape[1]))
+        row_bytes[:, 4 * at : 4 * (at + part.shape[1])].view(item)[:, 0] = (
+            np.ascontiguousarray(part, dtype=np.int32).view(item)[:, 0])
+        at += part.shape[1]
+    return out
 
 
 def load_campaigns(uri: str, schema: DatasetSchema) -> CampaignTable:

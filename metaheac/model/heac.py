@@ -7,6 +7,7 @@ meta-training passes per-task fast weights [tasks, ...], and the same code runs 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +29,15 @@ def weighted_bce(probability: torch.Tensor, label: torch.Tensor, weight: torch.T
 def _bias(b: torch.Tensor) -> torch.Tensor:
     """A bias [..., out] as [..., 1, out], to broadcast over the rows axis with or without a task axis."""
     return b.unsqueeze(-2)
+
+
+@dataclass(frozen=True)
+class CampaignGates:
+    """The gates' campaign-only part, computed once to score many users (`score_head`)."""
+
+    hidden_bias: torch.Tensor  # [1, 2 * gate_hidden]: the campaign's share of the gates' hidden layer + bias
+    out_w: torch.Tensor  # [2 * gate_hidden, experts + critics]: both gates' output layers, block diagonal
+    out_b: torch.Tensor  # [experts + critics]
 
 
 class _TaskMatmul(torch.autograd.Function):
@@ -139,13 +149,28 @@ class HybridExpertsCritics(Network):
         scores = torch.sigmoid(r @ p["critic_w"] + _bias(p["critic_b"]))
         return (critic_w * scores).sum(-1)
 
+    def campaign_gates(self, p: Params, campaign: torch.Tensor) -> CampaignGates:
+        """What the gates compute once per campaign, for `score_head` (campaign [1, F_c, d])."""
+        n, gh = self.config.experts, self.config.gate_hidden
+        out_w = p["expert_gate_w"].new_zeros((2 * gh, n + self.config.critics))
+        out_w[:gh, :n], out_w[gh:, n:] = p["expert_gate_w"], p["critic_gate_w"]
+        return CampaignGates(
+            hidden_bias=campaign.flatten(-2) @ p["gate_campaign_w"] + p["gate_b"],
+            out_w=out_w,
+            out_b=torch.cat([p["expert_gate_b"], p["critic_gate_b"]]),
+        )
+
     def score_head(
-        self, p: Params, expert_input: torch.Tensor, user_mean: torch.Tensor, campaign: torch.Tensor
+        self, p: Params, expert_input: torch.Tensor, user_mean: torch.Tensor, gates: CampaignGates
     ) -> torch.Tensor:
         """`head` for inference on [B, ...] rows (no task axis, no autograd), one expert at a time: an
-        expert's [B, h] activations stay in the cache, and its gate weight is added into r in place.
-        `expert_input` is overwritten."""
-        expert_w, critic_w = self.gates(p, user_mean, campaign)
+        expert's [B, h] activations stay in the cache, and its gate weight is added into r in place. The
+        gates' campaign part comes precomputed and both gates' outputs in one product (on 2 cores the
+        small ops cost more than the arithmetic). `expert_input` is overwritten."""
+        hidden = torch.addmm(gates.hidden_bias, user_mean, p["gate_user_w"]).relu_()
+        logits = torch.addmm(gates.out_b, hidden, gates.out_w)
+        expert_w = torch.softmax(logits[:, : self.config.experts], -1)
+        critic_w = torch.softmax(logits[:, self.config.experts :], -1)
         widths = self.config.expert_hidden
         x = expert_input.relu_()
         r = torch.zeros((len(x), widths[-1]), dtype=x.dtype, device=x.device)
