@@ -22,6 +22,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,21 @@ DEFAULT_METHODS = "LR,MLP one-stage,Category LR,MLP+pre-training,MetaHeac," + RE
 
 
 def run_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[str]) -> dict[str, pd.DataFrame]:
-    """{method: scored test rows} for one generated dataset."""
+    """{method: scored test rows} for one generated dataset; with --results, those saved by an earlier run
+    of the same sizes are read back and only the missing methods run."""
+    saved = Path(args.results, f"{setting}-{seed}-{args.users}-{args.campaigns}-{args.rows}") if args.results else None
+    files = {m: saved / f"{m.replace(' ', '_')}.parquet" for m in methods} if saved else {}
+    frames = {m: pd.read_parquet(f) for m, f in files.items() if f.exists()}
+    missing = [m for m in methods if m not in frames]
+    if missing:
+        frames |= evaluate_seed(setting, seed, args, missing)
+        for m in missing if saved else []:
+            files[m].parent.mkdir(parents=True, exist_ok=True)
+            frames[m].to_parquet(files[m])
+    return {m: frames[m] for m in methods}
+
+
+def evaluate_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[str]) -> dict[str, pd.DataFrame]:
     with tempfile.TemporaryDirectory() as folder:
         config = setting_config(setting, users=args.users, campaigns=args.campaigns,
                                 mean_rows_per_campaign=args.rows, seed=seed)
@@ -108,6 +123,8 @@ def main() -> None:
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--replicates", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=1, help="(setting, seed) runs at once, one thread each")
+    parser.add_argument("--results", default="", help="folder where each (setting, seed) run's scored rows are "
+                                                      "saved, and read back by a later run of the same sizes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
