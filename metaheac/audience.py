@@ -57,9 +57,10 @@ class ScoreConfig:
     # bf16; auto: float16 tables, and the bf16 matmul where the CPU has it natively (module doc)
     precision: Precision = "auto"
     # Memory a campaign may spend on pre-multiplied tables: user fields are projected smallest table first
-    # while they fit, the rest go through the matmul. Each table row costs (first layer + d) floats: every
-    # field at the Tencent sizes takes 0.73 GB (kw1 alone 0.61) and scored 1.03-1.4x faster than the small
-    # fields only (0.01 GB; A/B runs on a shared machine): a projected lookup costs less than its matmul share.
+    # while they fit, the rest go through the matmul. Each table row costs (first layer + d) values: every
+    # field at the Tencent sizes takes 0.37 GB in float16 (0.73 in float32; kw1 alone 0.61) and scored
+    # 1.03-1.4x faster than the small fields only (float32, A/B runs on a shared machine): a projected lookup
+    # costs less than its share of the matmul.
     project_mb: float = 1024.0
 
     def __post_init__(self) -> None:
@@ -261,7 +262,8 @@ class CampaignScorer:
         tables = tables[:n_user]
         d = tables[0].shape[1]
         w0, b0 = (model.dense[name] for name in HybridExpertsCritics.FIRST_LAYER)
-        row_bytes = (w0.shape[1] + d) * w0.element_size()
+        # a campaign whose float16 rows would overflow keeps float32 ones: twice its budget, rarely
+        row_bytes = (w0.shape[1] + d) * torch.finfo(self.table_dtype).bits // 8
         small, budget = [], config.project_mb * 2**20
         for f in sorted(range(n_user), key=lambda f: tables[f].shape[0]):
             budget -= tables[f].shape[0] * row_bytes
@@ -383,6 +385,71 @@ class CampaignRun:
     top: TopN
 
 
+@dataclass(frozen=True)
+class CampaignRequest:
+    """One campaign to expand: its ad fields (`expand.campaign_field_ids`), seed uids and negative uids (None:
+    sampled from the non-seeds)."""
+
+    campaign_fields: dict[str, int]
+    seed_uids: np.ndarray
+    negative_uids: np.ndarray | None = None
+
+
+def prepare_campaigns(
+    general_model: Network,
+    base: UserBase,
+    uid_index: pd.Index,
+    campaigns: CampaignTable,
+    requests: dict[str, CampaignRequest],
+    top_n: int,
+    config: ExpandConfig | None = None,
+    score_config: ScoreConfig | None = None,
+    vocab: CampaignVocab | None = None,
+    adapt: Adapter = adapt_campaigns,
+) -> tuple[dict[str, CampaignRun], dict[str, dict]]:
+    """Adapt the general model to each campaign's seeds by the method's `adapt`. The seed and negative users
+    of every campaign are read in one pass (`uid_index`: `base.uids()` as a pd.Index): a row group is
+    decoded once for all campaigns, not once for each. Returns the runs to give `score_shard` and, for
+    every request, a summary: status "ok" and what was used, or status "failed" and a one-line error for a
+    request that cannot be served (ValueError), which fails that campaign alone."""
+    config = config or ExpandConfig()
+    summaries: dict[str, dict] = {}
+    plans = {}
+    for name, request in requests.items():
+        try:
+            plans[name] = plan_seeds(uid_index, request.seed_uids, request.negative_uids, top_n, config)
+        except ValueError as error:
+            summaries[name] = {"status": "failed", "error": " ".join(str(error).split())}
+    chosen = {name: np.union1d(plan.seeds, plan.negatives) for name, plan in plans.items()}
+    runs: dict[str, CampaignRun] = {}
+    if chosen:
+        every = np.unique(np.concatenate(list(chosen.values())))
+        # torch.optim's first use imports torch._dynamo (~2 s of Python): do it while Arrow decodes the users
+        warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
+        warm.start()
+        users = base.take(every)
+        warm.join()
+    for name, plan in plans.items():
+        started = time.perf_counter()
+        at = torch.from_numpy(np.searchsorted(every, chosen[name]))
+        features = Features(base.schema, UserTable(users.uid[at.numpy()], users.single[at], users.lists[at]),
+                            campaigns)
+
+        def local(indexes: np.ndarray, name: str = name) -> np.ndarray:  # index in the campaign's users
+            return np.asarray(np.searchsorted(chosen[name], indexes))
+
+        try:
+            model, ids, unknown_fields = adapt_to_seeds(general_model, features, requests[name].campaign_fields,
+                                                        local(plan.seeds), local(plan.negatives), config, vocab, adapt)
+        except ValueError as error:
+            summaries[name] = {"status": "failed", "error": " ".join(str(error).split())}
+            continue
+        runs[name] = CampaignRun(campaign_scorer(model, ids, score_config), plan.seeds, TopN(top_n))
+        summaries[name] = {"status": "ok", **plan.summary, "unknown_campaign_fields": unknown_fields,
+                           "adapt_seconds": round(time.perf_counter() - started, 3)}
+    return runs, {name: summaries[name] for name in requests}
+
+
 def prepare_campaign(
     general_model: Network,
     base: UserBase,
@@ -397,29 +464,14 @@ def prepare_campaign(
     negative_uids: np.ndarray | None = None,
     adapt: Adapter = adapt_campaigns,
 ) -> tuple[CampaignRun, dict]:
-    """Adapt the general model to one campaign's seeds by the method's `adapt`, reading only its seed and
-    negative users from the base (`uid_index`: `base.uids()` as a pd.Index, built once for all campaigns).
-    Returns the run to give `score_shard` and a summary of what was used; ValueError on a request that
-    cannot be served."""
-    config = config or ExpandConfig()
-    started = time.perf_counter()
-    plan = plan_seeds(uid_index, seed_uids, negative_uids, top_n, config)
-    chosen = np.union1d(plan.seeds, plan.negatives)
-    # torch.optim's first use imports torch._dynamo (~2 s of Python): do it while Arrow decodes the users
-    warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
-    warm.start()
-    features = Features(base.schema, base.take(chosen), campaigns)
-    warm.join()
-    def local(indexes: np.ndarray) -> np.ndarray:  # index in `chosen`
-        return np.asarray(np.searchsorted(chosen, indexes))
-
-    model, ids, unknown_fields = adapt_to_seeds(
-        general_model, features, campaign_fields, local(plan.seeds), local(plan.negatives), config, vocab, adapt
-    )
-    run = CampaignRun(campaign_scorer(model, ids, score_config), plan.seeds, TopN(top_n))
-    summary = {**plan.summary, "unknown_campaign_fields": unknown_fields,
-               "adapt_seconds": round(time.perf_counter() - started, 3)}
-    return run, summary
+    """`prepare_campaigns` for one campaign: its run and summary; ValueError on a request that cannot be
+    served."""
+    runs, summaries = prepare_campaigns(general_model, base, uid_index, campaigns,
+                                        {"": CampaignRequest(campaign_fields, seed_uids, negative_uids)}, top_n,
+                                        config, score_config, vocab, adapt)
+    if "" not in runs:
+        raise ValueError(summaries[""]["error"])
+    return runs[""], summaries[""]
 
 
 def score_shard(

@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 from metaheac import linear
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.audience import (
+    CampaignRequest,
     CampaignRun,
     CampaignScorer,
     Precision,
@@ -20,6 +21,7 @@ from metaheac.audience import (
     campaign_scorer,
     merge_audiences,
     prepare_campaign,
+    prepare_campaigns,
     score_shard,
 )
 from metaheac.data.dataset import users_arrow_schema, users_record_batch, write_dataset
@@ -167,6 +169,33 @@ def test_two_shards_merged_give_the_audience_of_expand(tmp_path) -> None:
     assert merged["uid"].tolist() == expected["uid"].tolist()
     np.testing.assert_allclose(merged["score"], expected["score"], rtol=1e-5)
     assert merged["rank"].tolist() == list(range(1, 51))
+
+
+def test_campaigns_share_one_read_of_the_base_and_a_bad_request_fails_alone(tmp_path) -> None:
+    write_users(FEATURES, str(tmp_path / "d"))
+    base = UserBase(str(tmp_path / "d"))
+    uid_index = pd.Index(base.uids())
+    decoded: list[int] = []
+    decode = base._decode
+    base._decode = lambda g, rows=None: decoded.append(g) or decode(g, rows)  # type: ignore[method-assign]
+    uids = FEATURES.users.uid
+    requests = {"a": CampaignRequest({"aid": 503}, uids[[5, 9, 400]]),
+                "b": CampaignRequest({"aid": 503}, uids[[401, 990]], negative_uids=uids[[0, 600, 601]]),
+                "bad": CampaignRequest({"aid": 503}, np.array([-1, -2]))}
+    exact = ScoreConfig(precision="float32")
+    runs, summaries = prepare_campaigns(network(), base, uid_index, FEATURES.campaigns, requests, 50, CONFIG, exact)
+    assert sorted(runs) == ["a", "b"] and list(summaries) == ["a", "b", "bad"]
+    assert summaries["bad"]["status"] == "failed" and "none of the 2 seed uids" in summaries["bad"]["error"]
+    assert summaries["b"]["negatives_used"] == 3 and summaries["a"]["negatives_used"] == 12
+    assert len(decoded) == len(set(decoded))  # a row group decoded once for every campaign
+    for name in ("a", "b"):  # as each campaign prepared alone
+        alone, _ = prepare_campaign(network(), base, uid_index, FEATURES.campaigns, {"aid": 503},
+                                    requests[name].seed_uids, 50, CONFIG, exact,
+                                    negative_uids=requests[name].negative_uids)
+        users = (FEATURES.users.single, FEATURES.users.lists)
+        torch.testing.assert_close(runs[name].scorer(*users), alone.scorer(*users))
+    with pytest.raises(ValueError, match="none of the 2 seed uids"):
+        prepare_campaign(network(), base, uid_index, FEATURES.campaigns, {"aid": 503}, np.array([-1, -2]), 50)
 
 
 def test_worker_threads_give_the_top_of_one_and_leave_torch_threads_as_they_were(tmp_path) -> None:

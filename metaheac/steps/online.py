@@ -14,7 +14,14 @@ import pandas as pd
 
 from metaheac import storage
 from metaheac.adaptation import AdaptConfig
-from metaheac.audience import ScoreConfig, UserBase, merge_audiences, prepare_campaign, score_shard
+from metaheac.audience import (
+    CampaignRequest,
+    ScoreConfig,
+    UserBase,
+    merge_audiences,
+    prepare_campaigns,
+    score_shard,
+)
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_campaigns
 from metaheac.expand import ExpandConfig, load_campaign_vocab
@@ -95,7 +102,7 @@ class ExpandShard(Step):
         spec = method(info["method"])
         config = ExpandConfig(adapt=spec.adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
         status: dict[str, dict] = {}
-        runs = {}
+        requests = {}
         seed_sets = sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)[self.group :: self.groups]
         score_config = ScoreConfig(project_mb=PROJECT_MB / max(1, len(seed_sets)))
         for seed_set in seed_sets:
@@ -104,14 +111,13 @@ class ExpandShard(Step):
                 status[name] = {"status": "skipped"}
                 continue
             try:
-                runs[name], summary = prepare_campaign(
-                    model, base, uid_index, campaigns, seed_set.campaign_fields(), seed_set.seed_uids(),
-                    self.top_n, config, score_config, vocab, seed_set.negative_uids(), spec.adapt_campaigns,
-                )
+                requests[name] = CampaignRequest(seed_set.campaign_fields(), seed_set.seed_uids(),
+                                                 seed_set.negative_uids())
             except (ValueError, OSError) as error:  # this campaign's input: the others go on
                 status[name] = {"status": "failed", "error": " ".join(str(error).split())}
-                continue
-            status[name] = {"status": "ok", **summary}
+        runs, prepared_status = prepare_campaigns(model, base, uid_index, campaigns, requests, self.top_n, config,
+                                                  score_config, vocab, spec.adapt_campaigns)
+        status = {name: (status | prepared_status)[name] for name in sorted(status | prepared_status)}
         prepared = time.perf_counter()
         tops = score_shard(base, runs, groups)
         uids = uid_index.to_numpy()
