@@ -85,6 +85,9 @@ def task(step: str, cluster: Cluster = Cluster(), caching: bool = True, name: st
     made = component(step, image_for(resources, cluster.image, cluster.cuda_image), fan_in, name)(**given)
     made.set_caching_options(cls.cached and caching)
     made.set_cpu_request(str(resources.cpu))
+    # torch sizes its thread pool from the node's cores; a request alone sets no cgroup quota to read
+    # (`metaheac.cpus` reads a limit), so the pod says how many threads it is given
+    made.set_env_variable("OMP_NUM_THREADS", str(resources.cpu))
     made.set_memory_request(f"{resources.memory_gb}G").set_memory_limit(f"{resources.memory_gb}G")
     gpus = cluster.gpu.gpus(resources)
     if gpus:

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from metaheac.cpus import use_cpu_limit
 from metaheac.data.errors import InputError
 from metaheac.steps.base import Argument, Step
 from metaheac.steps.registry import STEPS
@@ -58,6 +59,7 @@ def parse_step(argv: list[str]) -> Step:
 
 def main(argv: list[str] | None = None) -> int:
     step = parse_step(sys.argv[1:] if argv is None else argv)
+    use_cpu_limit()  # a pod's CPU request, not its node's cores
     try:
         result = step.run()
     except (InputError, StorageError) as error:  # bad input or arguments, storage: one line; a bug: traceback

@@ -32,9 +32,11 @@ def test_compiled_expansion_fans_out_over_groups_and_shards_then_merges(tmp_path
         "output": "system.Dataset", "metrics": "system.Metrics", "report": "system.HTML"}
     executors = spec["deploymentSpec"]["executors"]
     for task in [*shards, "merge-audiences"]:  # CPU and memory only: no accelerator, no GPU node pool
-        resources = executors[spec["components"][tasks[task]["componentRef"]["name"]]["executorLabel"]]["container"][
-            "resources"]
+        container = executors[spec["components"][tasks[task]["componentRef"]["name"]]["executorLabel"]]["container"]
+        resources = container["resources"]
         assert "accelerator" not in resources and resources["cpuRequest"] >= 1 and resources["memoryRequest"] > 0
+        # torch's threads: the CPU request, not the node's cores
+        assert {"name": "OMP_NUM_THREADS", "value": str(int(resources["cpuRequest"]))} in container["env"]
     assert not platform  # no node selector, no toleration
 
 
