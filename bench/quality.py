@@ -49,9 +49,10 @@ def run_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[st
     missing = [m for m in methods if m not in frames]
     if missing:
         frames |= evaluate_seed(setting, seed, args, missing)
-        for m in missing if saved else []:
-            files[m].parent.mkdir(parents=True, exist_ok=True)
-            frames[m].to_parquet(files[m])
+        if saved:
+            saved.mkdir(parents=True, exist_ok=True)
+            for m in missing:
+                frames[m].to_parquet(files[m])
     return {m: frames[m] for m in methods}
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -385,6 +384,11 @@ class CampaignRun:
     top: TopN
 
 
+def failed(error: Exception) -> dict:
+    """A campaign's summary when its request cannot be served: the error on one line."""
+    return {"status": "failed", "error": " ".join(str(error).split())}
+
+
 @dataclass(frozen=True)
 class CampaignRequest:
     """One campaign to expand: its ad fields (`expand.campaign_field_ids`), seed uids and negative uids (None:
@@ -419,7 +423,7 @@ def prepare_campaigns(
         try:
             plans[name] = plan_seeds(uid_index, request.seed_uids, request.negative_uids, top_n, config)
         except ValueError as error:
-            summaries[name] = {"status": "failed", "error": " ".join(str(error).split())}
+            summaries[name] = failed(error)
     chosen = {name: np.union1d(plan.seeds, plan.negatives) for name, plan in plans.items()}
     runs: dict[str, CampaignRun] = {}
     if chosen:
@@ -442,7 +446,7 @@ def prepare_campaigns(
             model, ids, unknown_fields = adapt_to_seeds(general_model, features, requests[name].campaign_fields,
                                                         local(plan.seeds), local(plan.negatives), config, vocab, adapt)
         except ValueError as error:
-            summaries[name] = {"status": "failed", "error": " ".join(str(error).split())}
+            summaries[name] = failed(error)
             continue
         runs[name] = CampaignRun(campaign_scorer(model, ids, score_config), plan.seeds, TopN(top_n))
         summaries[name] = {"status": "ok", **plan.summary, "unknown_campaign_fields": unknown_fields,
@@ -507,19 +511,17 @@ def score_shard(
         with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             # a group's batches are queued before the last group's results are collected, so the workers never
             # wait at a group's end; decoding the next group overlaps scoring this one
-            pending: deque[tuple[int, Future[list[torch.Tensor]]]] = deque()
+            pending: list[tuple[int, Future[list[torch.Tensor]]]] = []
             for start, users in base.batches(groups):
                 queued = [
                     (start + offset, pool.submit(score, users.single[offset : offset + batch_size],
                                                  users.lists[offset : offset + batch_size]))
                     for offset in range(0, len(users), batch_size)
                 ]
-                while pending:
-                    first, scores = pending.popleft()
+                for first, scores in pending:
                     keep(first, scores.result())
-                pending.extend(queued)
-            while pending:
-                first, scores = pending.popleft()
+                pending = queued
+            for first, scores in pending:
                 keep(first, scores.result())
     finally:
         torch.set_num_threads(threads)

@@ -18,6 +18,7 @@ from metaheac.audience import (
     CampaignRequest,
     ScoreConfig,
     UserBase,
+    failed,
     merge_audiences,
     prepare_campaigns,
     score_shard,
@@ -114,10 +115,10 @@ class ExpandShard(Step):
                 requests[name] = CampaignRequest(seed_set.campaign_fields(), seed_set.seed_uids(),
                                                  seed_set.negative_uids())
             except (ValueError, OSError) as error:  # this campaign's input: the others go on
-                status[name] = {"status": "failed", "error": " ".join(str(error).split())}
+                status[name] = failed(error)
         runs, prepared_status = prepare_campaigns(model, base, uid_index, campaigns, requests, self.top_n, config,
                                                   score_config, vocab, spec.adapt_campaigns)
-        status = {name: (status | prepared_status)[name] for name in sorted(status | prepared_status)}
+        status = dict(sorted((status | prepared_status).items()))
         prepared = time.perf_counter()
         tops = score_shard(base, runs, groups)
         uids = uid_index.to_numpy()
@@ -156,12 +157,12 @@ class MergeAudiences(Step):
         for name in sorted({c for s in statuses for c in s["campaigns"]}):
             entries = [(p, s["campaigns"][name]) for p, s in zip(parts, statuses, strict=True)
                        if name in s["campaigns"]]
-            failed = [e for _, e in entries if e["status"] == "failed"]
+            failures = [e for _, e in entries if e["status"] == "failed"]
             first = entries[0][1]
             row = {"campaign": name, "status": first["status"], "seeds_used": first.get("seeds_used", 0),
                    "unknown_seed_uids": first.get("unknown_seed_uids", 0), "audience": 0, "error": ""}
-            if failed:
-                row |= {"status": "failed", "error": failed[0]["error"]}
+            if failures:
+                row |= {"status": "failed", "error": failures[0]["error"]}
             elif len(versions) > 1:
                 row |= {"status": "failed", "error": f"the shards used different model versions {versions}: rerun"}
             elif first["status"] == "ok":
