@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,11 @@ import torch
 
 from metaheac.adaptation import AdaptConfig
 from metaheac.data.tensors import Features, Rows
-from metaheac.linear import LinearConfig, campaign_lr, design
+from metaheac.factors import FactorConfig, fit_factors
+from metaheac.linear import CategoryLR, LinearConfig, campaign_lr, design, fit_category_lr
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
+from metaheac.model.config import ModelConfig
 from metaheac.model.network import Network
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig
@@ -56,7 +59,6 @@ def evaluate_methods(
     meta = MetaTrainConfig(seed=seed, device="cpu")
     joint = JointTrainConfig(seed=seed, device="cpu")
     general: dict[str, Network] = {}
-    banks: list[TransferBank] = []
 
     def network(name: str) -> Network:
         if name not in general:
@@ -64,17 +66,21 @@ def evaluate_methods(
                                                progress=False)
         return general[name]
 
-    def bank() -> TransferBank:  # Category LR's models are the bank's first
-        if not banks:
-            banks.append(fit_bank(features, train, linear_config))
-        return banks[0]
+    @cache
+    def category_lr() -> CategoryLR:  # also the bank's first models
+        return fit_category_lr(features, train, linear_config)
+
+    @cache
+    def bank() -> TransferBank:
+        factors = fit_factors(features, train, FactorConfig(dim=ModelConfig().audience_factors, seed=seed))
+        return fit_bank(features, train, category_lr(), factors, seed)
 
     def lr(campaign: int, rows: Rows) -> Scorer:
         model = campaign_lr(features, rows, linear_config)
         return lambda users: model.logit(design(features, users))
 
     def by_category(campaign: int, rows: Rows) -> Scorer:
-        model = bank().category_lr.model(features, campaign)
+        model = category_lr().model(features, campaign)
         return lambda users: model.logit(design(features, users))
 
     def recommended(campaign: int, rows: Rows) -> Scorer:

@@ -230,26 +230,3 @@ def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) 
 def advertiser_column(features: Features) -> int | None:
     names = [f.name for f in features.schema.campaign_fields]
     return names.index("advertiserId") if "advertiserId" in names else None
-
-
-def fit_advertiser_lr(
-    features: Features, train_rows: Rows, category_lr: CategoryLR, config: LinearConfig
-) -> dict[int, LinearModel]:
-    """Per advertiserId of the training campaigns, how its audience departs from its campaigns' categories:
-    an L2 logistic regression with the Category LR logit as offset (so C pulls toward the category), C by
-    cross-validation over its held-out campaigns. {} where the campaigns have no advertiserId."""
-    column = advertiser_column(features)
-    if column is None:
-        return {}
-    campaigns = train_rows.campaign.cpu().numpy()
-    advertiser = features.campaigns.fields[:, column].cpu().numpy()[campaigns]
-    x, y = design(features, train_rows.user), train_rows.label.cpu().numpy()
-    offset = np.zeros(len(y))
-    for campaign in np.unique(campaigns):
-        mine = campaigns == campaign
-        offset[mine] = category_lr.model(features, int(campaign)).logit(x[mine])
-    models = {}
-    for value in np.unique(advertiser):
-        mine = np.flatnonzero(advertiser == value)
-        models[int(value)] = fit_cv(x[mine], y[mine], config, groups=campaigns[mine], offset=offset[mine])
-    return models

@@ -20,6 +20,7 @@ from metaheac import adaptation
 from metaheac.adaptation import AdaptConfig, AdaptedModel
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
+from metaheac.factors import FactorConfig, fit_factors
 from metaheac.linear import LinearConfig, campaign_lr, fit_category_lr
 from metaheac.method_names import RECOMMENDED, check_method
 from metaheac.model import store
@@ -172,12 +173,14 @@ class CategoryLROnly(Method):
 
 @dataclass(frozen=True)
 class TransferLR(Method):
-    """The recommended method (`metaheac.transfer`): the meta-trained network and the bank of linear models
-    as the general model; per campaign, an L2 logistic regression on the seeds over their scores, pulled
-    toward the campaign's category and advertiser prior."""
+    """The recommended method (`metaheac.transfer`): the meta-trained network, the Category LR models and the
+    audience factors as the general model; per campaign, an L2 logistic regression on the seeds over their
+    scores, pulled toward the campaign's category and advertiser prior."""
 
     def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
-        cast(TransferNetwork, model).store_bank(fit_bank(features, train_rows, LinearConfig(seed=seed)))
+        category_lr = fit_category_lr(features, train_rows, LinearConfig(seed=seed))
+        factors = fit_factors(features, train_rows, FactorConfig(dim=model.config.audience_factors, seed=seed))
+        cast(TransferNetwork, model).store_bank(fit_bank(features, train_rows, category_lr, factors, seed))
 
     def adapt_campaigns(
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None

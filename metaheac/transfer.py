@@ -4,16 +4,18 @@ what the training campaigns taught, pulled toward the campaign's prior.
 The general model (fit on the training campaigns only, never on a new campaign's seeds):
 - the meta-trained MetaHeac network;
 - a bank of linear models on the raw features (`TransferBank`): `Category LR`'s (one per adCategoryId and
-  one over all training campaigns) and, per advertiserId, a deviation from its campaigns' categories
-  (`linear.fit_advertiser_lr`), with the mean and std of each model's logit over training rows.
+  one over all training campaigns), with the mean and std of each model's logit over training rows;
+- the shared audience factors (`metaheac.factors`): a user's factors h, linear in the raw features, and a
+  vector per category and advertiser.
 
-Per campaign, the prior is its category's model plus its advertiser's deviation. The campaign's logit is
-prior + a @ (the bank's standardised logits) + g * (the network's logit) + b: a few dense columns, so a
-seed set of ten positives can fit them; C (over a, g) by cross-validation on the seeds with the one-
-standard-error rule, so a noisy seed set stays near the prior. The bank being linear in the raw columns,
-the fitted score folds into one linear head over the raw features plus a weight on the network's logit
-(`TransferHead`). The columns are scaled by `TRANSFER_SCALE` so that the penalty is on standardised units.
-bench/README.md has the variants tried and their measured effect.
+Per campaign, the prior logit is its category's LR plus h . (its category's + its advertiser's vector).
+The campaign's logit is prior + a @ (the bank's standardised logits) + g * (the network's logit)
++ f * (the factor prior, standardised) + e @ (h, standardised) + b: a few dense columns, so a seed set of
+ten positives can fit them; C by cross-validation on the seeds with the one-standard-error rule, so a noisy
+seed set stays near the prior. Everything but the network's term being linear in the raw columns, the
+fitted score folds into one linear head over the raw features plus a weight on the network's logit
+(`TransferHead`). The bank's and the priors' columns are scaled by `TRANSFER_SCALE`, so their penalty is
+lighter than the factors' own. bench/README.md has the variants tried and their measured effect.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch import nn
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
+from metaheac.factors import AudienceFactors
 from metaheac.linear import (
     CategoryLR,
     LinearConfig,
@@ -37,8 +40,6 @@ from metaheac.linear import (
     advertiser_column,
     category_column,
     design,
-    fit_advertiser_lr,
-    fit_category_lr,
     fit_cv,
     user_columns,
 )
@@ -78,18 +79,17 @@ class TransferHead:
 
 @dataclass
 class TransferBank:
-    """The linear models the training campaigns taught (module doc), side by side as `weight` [columns,
-    models] and `bias` [models]: the categories', the overall one, then the advertisers' deviations."""
+    """The linear models the training campaigns taught (module doc): the category models and the overall
+    one side by side as `weight` [columns, models] and `bias` [models], and the audience factors."""
 
     category_lr: CategoryLR
-    by_advertiser: dict[int, LinearModel]
-    advertiser_column: int | None
+    factors: AudienceFactors
     mean: np.ndarray  # [models]: of each model's logit over training rows
     std: np.ndarray
 
     @property
     def models(self) -> list[LinearModel]:
-        return [*self.category_lr.by_category.values(), self.category_lr.overall, *self.by_advertiser.values()]
+        return [*self.category_lr.by_category.values(), self.category_lr.overall]
 
     @cached_property  # [columns, models]: stacked once, not per campaign
     def weight(self) -> np.ndarray:
@@ -99,47 +99,59 @@ class TransferBank:
     def bias(self) -> np.ndarray:
         return np.array([m.bias for m in self.models])
 
-    def prior(self, features: Features, campaign: int) -> LinearModel:
-        """The campaign's category model plus its advertiser's deviation (where it was trained on)."""
-        category = self.category_lr.model(features, campaign)
-        if self.advertiser_column is None:
-            return category
-        advertiser = int(features.campaigns.fields[campaign, self.advertiser_column])
-        deviation = self.by_advertiser.get(advertiser)
-        if deviation is None:
-            return category
-        return LinearModel(category.weight + deviation.weight, category.bias + deviation.bias, 0.0)
-
     def standardised(self, x: sp.spmatrix) -> np.ndarray:
         return (np.asarray(x @ self.weight) + self.bias - self.mean) / self.std
 
 
-def fit_bank(features: Features, train_rows: Rows, config: LinearConfig) -> TransferBank:
-    category_lr = fit_category_lr(features, train_rows, config)
-    by_advertiser = fit_advertiser_lr(features, train_rows, category_lr, config)
-    bank = TransferBank(category_lr, by_advertiser, advertiser_column(features), np.zeros(0), np.ones(0))
-    sample = np.random.default_rng(config.seed).permutation(len(train_rows))[:STATS_ROWS]
+def fit_bank(
+    features: Features, train_rows: Rows, category_lr: CategoryLR, factors: AudienceFactors, seed: int
+) -> TransferBank:
+    """The bank of `category_lr` and `factors`, with its logit statistics over (a sample of) `train_rows`."""
+    bank = TransferBank(category_lr, factors, np.zeros(0), np.ones(0))
+    sample = np.random.default_rng(seed).permutation(len(train_rows))[:STATS_ROWS]
     logits = np.asarray(design(features, train_rows.user[sample]) @ bank.weight) + bank.bias
     bank.mean, bank.std = logits.mean(0), logits.std(0) + 1e-6
     return bank
+
+
+def _factor_stds(factors: AudienceFactors, vector: np.ndarray) -> tuple[float, np.ndarray]:
+    """The std over training rows of the factor prior's logit (h . vector) and of each factor."""
+    return float(np.sqrt(vector @ factors.cov @ vector)) + 1e-6, np.sqrt(np.diag(factors.cov)) + 1e-6
+
+
+def transfer_columns(
+    bank: TransferBank, x: sp.spmatrix, general: np.ndarray, vector: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The dense columns the seeds fit (module doc) and the factor prior's logit, for design rows x."""
+    factors = bank.factors
+    h = factors.users(x)
+    prior = h @ vector
+    prior_std, h_std = _factor_stds(factors, vector)
+    scaled = TRANSFER_SCALE * np.column_stack([bank.standardised(x), general, prior / prior_std])
+    return np.column_stack([scaled, (h - factors.mean) / h_std]), prior
 
 
 def fit_transfer(
     network: Network, bank: TransferBank, features: Features, campaign: int, rows: Rows, config: LinearConfig
 ) -> TransferHead:
     """The campaign's head, fit on its seed rows (module doc); without seed rows, its prior."""
-    prior = bank.prior(features, campaign)
+    category = bank.category_lr.model(features, campaign)
+    factors, vector = bank.factors, bank.factors.prior(features, campaign)
+    prior_weight = category.weight + factors.embedding @ vector
     if not len(rows):
-        return TransferHead(prior.weight, prior.bias, 0.0, 0.0)
+        return TransferHead(prior_weight, category.bias, 0.0, 0.0)
     x = design(features, rows.user)
-    general = general_logit(network, features, campaign, rows.user)
-    dense = TRANSFER_SCALE * np.column_stack([bank.standardised(x), general])
-    fit = fit_cv(dense, rows.label.cpu().numpy(), config, offset=prior.logit(x))
-    a = TRANSFER_SCALE * fit.weight[:-1] / bank.std
+    dense, factor_prior = transfer_columns(bank, x, general_logit(network, features, campaign, rows.user), vector)
+    fit = fit_cv(dense, rows.label.cpu().numpy(), config, offset=category.logit(x) + factor_prior)
+    models = len(bank.bias)
+    a = TRANSFER_SCALE * fit.weight[:models] / bank.std
+    prior_std, h_std = _factor_stds(factors, vector)
+    e = fit.weight[models + 2:] / h_std
+    on_factors = TRANSFER_SCALE * fit.weight[models + 1] * vector / prior_std + e
     return TransferHead(
-        weight=prior.weight + bank.weight @ a,
-        bias=prior.bias + fit.bias + float((bank.bias - bank.mean) @ a),
-        general_weight=float(TRANSFER_SCALE * fit.weight[-1]),
+        weight=prior_weight + bank.weight @ a + factors.embedding @ on_factors,
+        bias=category.bias + fit.bias + float((bank.bias - bank.mean) @ a) - float(factors.mean @ e),
+        general_weight=float(TRANSFER_SCALE * fit.weight[models]),
         c=fit.c,
     )
 
@@ -196,24 +208,55 @@ def load_category_lr(tables: LinearTables, features: Features) -> CategoryLR:
     return CategoryLR(models, overall, category_column(features))
 
 
+class FactorTables(nn.Module):
+    """The audience factors as buffers sized by the schema (`AudienceFactors`' fields)."""
+
+    embedding: torch.Tensor  # float32: the factors train in it
+    category: torch.Tensor
+    advertiser: torch.Tensor
+    mean: torch.Tensor
+    cov: torch.Tensor
+
+    def __init__(self, schema: DatasetSchema, dim: int) -> None:
+        super().__init__()
+        columns = sum(f.vocab_size for f in [*schema.user_single, *schema.user_lists])
+        values = {f.name: f.vocab_size for f in schema.campaign_fields}
+        self.register_buffer("embedding", torch.zeros(columns, dim))
+        self.register_buffer("category", torch.zeros(values.get("adCategoryId", 1), dim, dtype=torch.float64))
+        self.register_buffer("advertiser", torch.zeros(values.get("advertiserId", 1), dim, dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("cov", torch.eye(dim, dtype=torch.float64))
+
+    def store(self, factors: AudienceFactors) -> None:
+        with torch.no_grad():
+            for name in ("embedding", "category", "advertiser", "mean", "cov"):
+                getattr(self, name).copy_(torch.from_numpy(getattr(factors, name)))
+
+    def factors(self, features: Features) -> AudienceFactors:
+        embedding, category, advertiser, mean, cov = (
+            t.double().cpu().numpy() for t in (self.embedding, self.category, self.advertiser, self.mean, self.cov)
+        )
+        return AudienceFactors(embedding, category, advertiser, category_column(features), advertiser_column(features),
+                               mean, cov)
+
+
 class TransferNetwork(HybridExpertsCritics):
     """The recommended method's general model: the meta-trained network plus the bank (module doc)."""
 
     def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
         super().__init__(schema, config)
         self.categories = LinearTables(schema, "adCategoryId")
-        self.advertisers = LinearTables(schema, "advertiserId")
+        self.factors = FactorTables(schema, self.config.audience_factors)
 
     def store_bank(self, bank: TransferBank) -> None:
-        categories = len(bank.category_lr.by_category) + 1
+        count = len(bank.bias)
         self.categories.store({**bank.category_lr.by_category, -1: bank.category_lr.overall},
-                              list(bank.mean[:categories]), list(bank.std[:categories]))
-        self.advertisers.store(bank.by_advertiser, list(bank.mean[categories:]), list(bank.std[categories:]))
+                              list(bank.mean[:count]), list(bank.std[:count]))
+        self.factors.store(bank.factors)
 
     def bank(self, features: Features) -> TransferBank:
-        stats = [self.categories.stats(), self.advertisers.stats()]
-        return TransferBank(load_category_lr(self.categories, features), self.advertisers.models(),
-                            advertiser_column(features), *(np.concatenate(s) for s in zip(*stats, strict=True)))
+        return TransferBank(load_category_lr(self.categories, features), self.factors.factors(features),
+                            *self.categories.stats())
 
 
 class CategoryNetwork(LogisticRegression):

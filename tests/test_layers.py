@@ -17,6 +17,7 @@ FORBIDDEN = {
     "metaheac.training": ("metaheac.adaptation", "metaheac.methods", "metaheac.steps"),
     "metaheac.adaptation": ("metaheac.training", "metaheac.methods", "metaheac.steps"),
     "metaheac.linear": ("metaheac.training", "metaheac.adaptation", "metaheac.methods", "metaheac.steps"),
+    "metaheac.factors": ("metaheac.training", "metaheac.adaptation", "metaheac.methods", "metaheac.steps"),
     "metaheac.transfer": ("metaheac.training", "metaheac.methods", "metaheac.steps"),
     "metaheac.benchmark": ("metaheac.steps",),
     "metaheac.methods": ("metaheac.steps",),

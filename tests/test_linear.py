@@ -7,12 +7,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
 from metaheac import linear, transfer
 from metaheac.data.schema import Field
 from metaheac.data.tensors import CampaignTable, Features
+from metaheac.factors import FactorConfig, fit_factors
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model, method
 from metaheac.model.baselines import LogisticRegression
@@ -22,6 +24,7 @@ from tests.tiny import tiny_features, tiny_rows
 
 FEATURES = tiny_features()
 CONFIG = linear.LinearConfig(cs=(0.01, 0.1, 1.0, 10.0))
+FACTORS = FactorConfig(dim=4, min_users=5, learning_rate=0.03, batch_size=128, seed=0)
 
 
 def with_category(values: list[int]) -> Features:
@@ -107,40 +110,34 @@ def test_one_standard_error_rule_prefers_the_stronger_penalty_within_noise() -> 
     assert linear._choose_c(sharp, [0.01, 0.1, 1.0], one_se=True) == 1.0  # a clear win is kept
 
 
-def test_advertiser_models_are_deviations_from_the_category() -> None:
-    features = with_category([1, 1, 2, 2, 1, 1, 2, 2])
-    rows = tiny_rows(features, [150, 150, 150, 150])
-    category_lr = linear.fit_category_lr(features, rows, CONFIG)
-    deviations = linear.fit_advertiser_lr(features, rows, category_lr, CONFIG)
-    assert set(deviations) == {2, 3, 4}  # the advertisers of campaigns 0..3
-    strong = linear.fit_advertiser_lr(features, rows, category_lr, dataclasses.replace(CONFIG, cs=(1e-6,)))
-    assert max(np.abs(m.weight).max() for m in strong.values()) < 1e-3  # C -> 0: the category model itself
-
-
-def test_transfer_head_folds_the_prior_and_the_bank_into_one_linear_head() -> None:
+def test_transfer_head_folds_the_priors_and_the_bank_into_one_linear_head() -> None:
     features = with_category([1, 1, 2, 2, 1, 1, 2, 2])
     rows = tiny_rows(features, [150, 150, 150, 150, 300])
-    bank = transfer.fit_bank(features, rows.select(rows.campaign < 4), CONFIG)
+    train = rows.select(rows.campaign < 4)
+    factors = fit_factors(features, train, FACTORS)
+    bank = transfer.fit_bank(features, train, linear.fit_category_lr(features, train, CONFIG), factors, 0)
     network = method("MLP+pre-training").build(features.schema)
     seeds = rows.select(rows.campaign == 4)
     config = transfer.transfer_config(0)
     head = transfer.fit_transfer(network, bank, features, 4, seeds, config)
-    prior = bank.prior(features, 4)  # category 1 + advertiser 2's deviation
-    assert prior.weight == pytest.approx(bank.category_lr.by_category[1].weight + bank.by_advertiser[2].weight)
+    vector = bank.factors.prior(features, 4)  # category 1's vector + advertiser 2's
+    assert vector == pytest.approx(bank.factors.category[1] + bank.factors.advertiser[2])
+
+    def prior(x: sp.spmatrix) -> np.ndarray:
+        return bank.category_lr.by_category[1].logit(x) + bank.factors.users(x) @ vector
 
     def dense(users: torch.Tensor) -> np.ndarray:
         x = linear.design(features, users)
-        general = transfer.general_logit(network, features, 4, users)
-        return transfer.TRANSFER_SCALE * np.column_stack([bank.standardised(x), general])
+        return transfer.transfer_columns(bank, x, transfer.general_logit(network, features, 4, users), vector)[0]
 
     x_seeds = linear.design(features, seeds.user)
-    stacked = linear.fit_cv(dense(seeds.user), seeds.label.numpy(), config, offset=prior.logit(x_seeds))
+    stacked = linear.fit_cv(dense(seeds.user), seeds.label.numpy(), config, offset=prior(x_seeds))
     users = torch.arange(100)
     x = linear.design(features, users)
-    expected = prior.logit(x) + stacked.logit(dense(users))
+    expected = prior(x) + stacked.logit(dense(users))
     assert head.logit(x, transfer.general_logit(network, features, 4, users)) == pytest.approx(expected, abs=1e-8)
     empty = transfer.fit_transfer(network, bank, features, 4, seeds.select(seeds.campaign < 0), config)
-    assert empty.logit(x, np.zeros(100)) == pytest.approx(prior.logit(x))  # no seeds: the prior
+    assert empty.logit(x, np.zeros(100)) == pytest.approx(prior(x))  # no seeds: the prior
 
 
 def test_recommended_method_trains_adapts_and_scores_through_the_method_contract(tmp_path) -> None:
@@ -154,7 +151,8 @@ def test_recommended_method_trains_adapts_and_scores_through_the_method_contract
     general, _ = load_model(str(tmp_path))  # the bank travels with the network
     loaded = general.bank(features)
     assert loaded.weight == pytest.approx(bank.weight) and loaded.std == pytest.approx(bank.std)
-    assert set(loaded.by_advertiser) == {2, 3, 4}
+    for name in ("embedding", "category", "advertiser", "mean", "cov"):  # the factors travel too
+        assert getattr(loaded.factors, name) == pytest.approx(getattr(bank.factors, name))
     seeds = rows.select(rows.campaign == 5)  # category 3: no training campaign, the overall model
     ((_, adapted),) = recommended.adapt_campaigns(general, features, {5: seeds})
     users = torch.arange(200)
