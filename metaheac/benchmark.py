@@ -15,7 +15,7 @@ import torch
 
 from metaheac.adaptation import AdaptConfig
 from metaheac.data.tensors import Features, Rows
-from metaheac.factors import FactorConfig, fit_factors
+from metaheac.factors import fit_factors
 from metaheac.linear import CategoryLR, LinearConfig, campaign_lr, design, fit_category_lr
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
@@ -23,7 +23,7 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.network import Network
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig
-from metaheac.transfer import TransferBank, fit_bank, fit_transfer, general_logit, transfer_config
+from metaheac.transfer import TransferBank, factor_config, fit_bank, fit_transfer, general_logit, transfer_config
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def evaluate_methods(
 
     @cache
     def bank() -> TransferBank:
-        factors = fit_factors(features, train, FactorConfig(dim=ModelConfig().audience_factors, seed=seed))
+        factors = fit_factors(features, train, factor_config(ModelConfig(), seed))
         return fit_bank(features, train, category_lr(), factors, seed)
 
     def lr(campaign: int, rows: Rows) -> Scorer:

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FactorConfig:
-    dim: int = 32  # factors per user
+    dim: int = 32  # factors per user, in each fit
+    models: int = 3  # fits averaged: their mean prior ranks better than one fit's (bench/README.md)
     min_users: int = 20  # training users a column needs to get a row
     dropout: float = 0.3  # share of a user's ids dropped per training row
     vector_l2: float = 0.1  # pull of the advertiser and campaign vectors toward the category's
@@ -42,21 +43,23 @@ class FactorConfig:
     seed: int = 2020
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or not 0 <= self.dropout < 1 or not 0 < self.holdout < 1 or self.max_epochs < 1:
-            raise ValueError("FactorConfig: need dim >= 1, 0 <= dropout < 1, 0 < holdout < 1, max_epochs >= 1")
+        sizes = min(self.dim, self.models, self.max_epochs, self.batch_size)
+        if sizes < 1 or not 0 <= self.dropout < 1 or not 0 < self.holdout < 1:
+            raise ValueError("FactorConfig: need dim, models, max_epochs, batch_size >= 1, dropout in [0, 1) "
+                             "and holdout in (0, 1)")
 
 
 @dataclass
 class AudienceFactors:
     """The fitted factors (module doc). `mean` and `cov` are of the users' factors over training rows."""
 
-    embedding: np.ndarray  # [columns, dim]
-    category: np.ndarray  # [category values, dim]; an untrained category holds the mean vector
-    advertiser: np.ndarray  # [advertiser values, dim]; 0 for an advertiser never trained on
+    embedding: np.ndarray  # [columns, dim * models]
+    category: np.ndarray  # [category values, dim * models]; an untrained category holds the mean vector
+    advertiser: np.ndarray  # [advertiser values, dim * models]; 0 for an advertiser never trained on
     category_column: int | None
     advertiser_column: int | None
-    mean: np.ndarray  # [dim]
-    cov: np.ndarray  # [dim, dim]
+    mean: np.ndarray  # [dim * models]
+    cov: np.ndarray  # [dim * models, dim * models]
 
     def users(self, x: sp.spmatrix) -> np.ndarray:
         return np.asarray(x @ self.embedding)
@@ -80,42 +83,71 @@ def _campaign_values(features: Features, column: int | None) -> tuple[torch.Tens
 
 
 def fit_factors(features: Features, train_rows: Rows, config: FactorConfig) -> AudienceFactors:
-    """The factors of `train_rows`' campaigns (module doc)."""
-    generator = torch.Generator().manual_seed(config.seed)
+    """The factors of `train_rows`' campaigns (module doc): `config.models` fits side by side, each vector
+    divided by their number, so a prior logit is the mean of theirs."""
     users, user_of_row = torch.unique(train_rows.user.cpu(), return_inverse=True)
     columns, values = user_columns(features.to("cpu"), users)
-    values = values.float()
     n_columns = int(column_offsets(features)[-1])
     seen = torch.bincount(columns[values > 0], minlength=n_columns)
-    values = values * (seen[columns] >= config.min_users)
+    values = values.float() * (seen[columns] >= config.min_users)
     cat_col, adv_col = category_column(features), advertiser_column(features)
     category, n_categories = _campaign_values(features, cat_col)
     advertiser, n_advertisers = _campaign_values(features, adv_col)
-    n_campaigns, d = len(category), config.dim
+    data = _TrainingData(columns, values, user_of_row, train_rows.campaign.long().cpu(),
+                         train_rows.label.float().cpu(), category, advertiser)
+    fits = [_fit_one(data, (n_columns, n_categories, n_advertisers), config, config.seed + k)
+            for k in range(config.models)]
+    embedding, category_, advertiser_ = (np.concatenate(part, 1) for part in zip(*fits, strict=True))
+    category_, advertiser_ = category_ / config.models, advertiser_ / config.models
+    embedding[(seen < config.min_users).numpy()] = 0.0  # rows no training row reached keep their init
+    trained = category[torch.unique(data.campaign)].numpy()
+    untrained = np.ones(n_categories, dtype=bool)
+    untrained[trained] = False
+    category_[untrained] = category_[trained].mean(0)
+    h = np.asarray(design(features, users) @ embedding)[user_of_row.numpy()]
+    return AudienceFactors(embedding, category_, advertiser_, cat_col, adv_col, h.mean(0), np.cov(h.T, ddof=0))
 
+
+@dataclass
+class _TrainingData:
+    columns: torch.Tensor  # [users, K]: each training user's design columns
+    values: torch.Tensor  # [users, K]: their values, 0 for a column left out
+    user_of_row: torch.Tensor  # [rows]: index into the users
+    campaign: torch.Tensor  # [rows]
+    label: torch.Tensor  # [rows]
+    category: torch.Tensor  # [campaigns]: value index of the campaign's category
+    advertiser: torch.Tensor  # [campaigns]
+
+
+def _fit_one(
+    data: _TrainingData, sizes: tuple[int, int, int], config: FactorConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fit: (embedding, category vectors, advertiser vectors) of the epoch of least held-out loss."""
+    generator = torch.Generator().manual_seed(seed)
+    n_columns, n_categories, n_advertisers = sizes
+    d, label, campaign = config.dim, data.label, data.campaign
     embedding = torch.nn.Parameter(0.01 * torch.randn(n_columns, d, generator=generator))
     by_category = torch.nn.Parameter(0.1 * torch.randn(n_categories, d, generator=generator))
     by_advertiser = torch.nn.Parameter(torch.zeros(n_advertisers, d))
-    own = torch.nn.Parameter(torch.zeros(n_campaigns, d))
-    bias = torch.nn.Parameter(torch.full((n_campaigns,), -3.0))
+    own = torch.nn.Parameter(torch.zeros(len(data.category), d))
+    bias = torch.nn.Parameter(torch.full((len(data.category),), -3.0))
     parameters = [embedding, by_category, by_advertiser, own, bias]
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
-    campaign, label = train_rows.campaign.long().cpu(), train_rows.label.float().cpu()
 
     def logit(rows: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        u, c = user_of_row[rows], campaign[rows]
-        weight = values[u]
+        u, c = data.user_of_row[rows], campaign[rows]
+        weight = data.values[u]
         if train and config.dropout:
             keep = torch.rand(weight.shape, generator=generator) >= config.dropout
             weight = weight * keep / (1 - config.dropout)
-        h = F.embedding_bag(columns[u], embedding, per_sample_weights=weight, mode="sum")
-        deviation = by_advertiser[advertiser[c]] + own[c]
-        return (h * (by_category[category[c]] + deviation)).sum(1) + bias[c], deviation
+        h = F.embedding_bag(data.columns[u], embedding, per_sample_weights=weight, mode="sum")
+        deviation = by_advertiser[data.advertiser[c]] + own[c]
+        return (h * (by_category[data.category[c]] + deviation)).sum(1) + bias[c], deviation
 
     order = torch.randperm(len(label), generator=generator)
     held = order[: max(1, int(len(label) * config.holdout))]
     fit = order[len(held):]
-    best, best_state, stale = float("inf"), [p.detach().clone() for p in parameters], 0
+    best, best_state, stale = float("inf"), [p.detach().clone() for p in parameters[:3]], 0
     for epoch in range(config.max_epochs):
         for batch in fit[torch.randperm(len(fit), generator=generator)].split(config.batch_size):
             z, deviation = logit(batch, train=True)
@@ -126,18 +158,12 @@ def fit_factors(features: Features, train_rows: Rows, config: FactorConfig) -> A
             optimizer.step()
         with torch.no_grad():
             held_loss = float(F.binary_cross_entropy_with_logits(logit(held, train=False)[0], label[held]))
-        log.debug("audience factors: epoch %d, held-out loss %.4f", epoch, held_loss)
+        log.debug("audience factors (seed %d): epoch %d, held-out loss %.4f", seed, epoch, held_loss)
         if held_loss < best - 1e-4:
-            best, best_state, stale = held_loss, [p.detach().clone() for p in parameters], 0
+            best, best_state, stale = held_loss, [p.detach().clone() for p in parameters[:3]], 0
         else:
             stale += 1
             if stale >= config.patience:
                 break
-    embedding_, category_, advertiser_ = (p.double().numpy() for p in best_state[:3])
-    embedding_[(seen < config.min_users).numpy()] = 0.0  # rows no training row reached keep their init
-    trained = category[torch.unique(campaign)].numpy()
-    untrained = np.ones(n_categories, dtype=bool)
-    untrained[trained] = False
-    category_[untrained] = category_[trained].mean(0)
-    h = np.asarray(design(features, users) @ embedding_)[user_of_row.numpy()]
-    return AudienceFactors(embedding_, category_, advertiser_, cat_col, adv_col, h.mean(0), np.cov(h.T, ddof=0))
+    embedding_, category_, advertiser_ = (p.double().numpy() for p in best_state)
+    return embedding_, category_, advertiser_

@@ -20,7 +20,7 @@ from metaheac import adaptation
 from metaheac.adaptation import AdaptConfig, AdaptedModel
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
-from metaheac.factors import FactorConfig, fit_factors
+from metaheac.factors import fit_factors
 from metaheac.linear import LinearConfig, campaign_lr, fit_category_lr
 from metaheac.method_names import RECOMMENDED, check_method
 from metaheac.model import store
@@ -37,6 +37,7 @@ from metaheac.transfer import (
     LinearTables,
     TransferHead,
     TransferNetwork,
+    factor_config,
     fit_bank,
     fit_transfer,
     load_category_lr,
@@ -179,7 +180,7 @@ class TransferLR(Method):
 
     def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
         category_lr = fit_category_lr(features, train_rows, LinearConfig(seed=seed))
-        factors = fit_factors(features, train_rows, FactorConfig(dim=model.config.audience_factors, seed=seed))
+        factors = fit_factors(features, train_rows, factor_config(model.config, seed))
         cast(TransferNetwork, model).store_bank(fit_bank(features, train_rows, category_lr, factors, seed))
 
     def adapt_campaigns(

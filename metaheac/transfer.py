@@ -32,7 +32,7 @@ from torch import nn
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
-from metaheac.factors import AudienceFactors
+from metaheac.factors import AudienceFactors, FactorConfig
 from metaheac.linear import (
     CategoryLR,
     LinearConfig,
@@ -56,6 +56,11 @@ STATS_ROWS = 20_000  # training rows sampled for the bank's logit mean and std
 
 def transfer_config(seed: int) -> LinearConfig:
     return LinearConfig(cs=TRANSFER_CS, one_se=True, seed=seed)
+
+
+def factor_config(config: ModelConfig, seed: int) -> FactorConfig:
+    """How the factors a network of `config` carries are fit."""
+    return FactorConfig(dim=config.audience_factors, models=config.audience_factor_fits, seed=seed)
 
 
 def general_logit(network: Network, features: Features, campaign: int, users: torch.Tensor) -> np.ndarray:
@@ -246,7 +251,7 @@ class TransferNetwork(HybridExpertsCritics):
     def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
         super().__init__(schema, config)
         self.categories = LinearTables(schema, "adCategoryId")
-        self.factors = FactorTables(schema, self.config.audience_factors)
+        self.factors = FactorTables(schema, self.config.audience_factors * self.config.audience_factor_fits)
 
     def store_bank(self, bank: TransferBank) -> None:
         count = len(bank.bias)

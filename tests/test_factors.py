@@ -47,3 +47,15 @@ def test_the_fit_is_reproducible_from_its_seed() -> None:
     rows = tiny_rows(features, [200, 200, 200, 200])
     first, second = (factors.fit_factors(features, rows, CONFIG) for _ in range(2))
     assert np.array_equal(first.embedding, second.embedding) and np.array_equal(first.advertiser, second.advertiser)
+
+
+def test_several_fits_are_averaged_side_by_side() -> None:
+    """models=2 is the fits of seeds s and s + 1 side by side, their vectors halved: the prior is their mean."""
+    features = with_category([1, 1, 2, 2, 1, 1, 2, 2])
+    rows = tiny_rows(features, [200, 200, 200, 200])
+    both = factors.fit_factors(features, rows, dataclasses.replace(CONFIG, models=2))
+    one = [factors.fit_factors(features, rows, dataclasses.replace(CONFIG, models=1, seed=s)) for s in (0, 1)]
+    assert np.array_equal(both.embedding, np.concatenate([f.embedding for f in one], 1))
+    x = linear.design(features, torch.arange(50))
+    means = np.mean([f.users(x) @ f.prior(features, 5) for f in one], 0)
+    assert np.allclose(both.users(x) @ both.prior(features, 5), means)

@@ -24,7 +24,7 @@ from tests.tiny import tiny_features, tiny_rows
 
 FEATURES = tiny_features()
 CONFIG = linear.LinearConfig(cs=(0.01, 0.1, 1.0, 10.0))
-FACTORS = FactorConfig(dim=4, min_users=5, learning_rate=0.03, batch_size=128, seed=0)
+FACTORS = FactorConfig(dim=4, models=2, min_users=5, learning_rate=0.03, batch_size=128, seed=0)
 
 
 def with_category(values: list[int]) -> Features:

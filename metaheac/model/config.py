@@ -20,7 +20,9 @@ class ModelConfig:
     expert_hidden: tuple[int, ...] = (64, 64)  # each layer Linear + ReLU
     gate_hidden: int = 64
     init_std: float = 1.0  # embeddings start as N(0, init_std^2); 1.0 is nn.Embedding's default, as official
-    audience_factors: int = 32  # the recommended method's shared audience factors per user (metaheac/factors.py)
+    # the recommended method's shared audience factors (metaheac/factors.py): per user and fit, and fits
+    audience_factors: int = 32
+    audience_factor_fits: int = 3
 
     def __post_init__(self) -> None:
         if self.experts < 1 or self.critics < 1:
