@@ -15,6 +15,7 @@ Columns fewer than `min_users` training users have stay at 0: a rare id's row on
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,8 +96,9 @@ def fit_factors(features: Features, train_rows: Rows, config: FactorConfig) -> A
     advertiser, n_advertisers = _campaign_values(features, adv_col)
     data = _TrainingData(columns, values, user_of_row, train_rows.campaign.long().cpu(),
                          train_rows.label.float().cpu(), category, advertiser)
-    fits = [_fit_one(data, (n_columns, n_categories, n_advertisers), config, config.seed + k)
-            for k in range(config.models)]
+    sizes = (n_columns, n_categories, n_advertisers)
+    with ThreadPoolExecutor(config.models) as pool:  # torch's small ops leave cores idle: the fits overlap
+        fits = list(pool.map(lambda k: _fit_one(data, sizes, config, config.seed + k), range(config.models)))
     embedding, category_, advertiser_ = (np.concatenate(part, 1) for part in zip(*fits, strict=True))
     category_, advertiser_ = category_ / config.models, advertiser_ / config.models
     embedding[(seen < config.min_users).numpy()] = 0.0  # rows no training row reached keep their init
