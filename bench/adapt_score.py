@@ -27,11 +27,12 @@ from meta_train import random_data
 from metaheac.adaptation import AdaptConfig, adapt, campaign_seed, score
 from metaheac.data.tensors import Features, Rows
 from metaheac.expand import expand
-from metaheac.linear import LinearConfig
+from metaheac.factors import fit_factors
+from metaheac.linear import LinearConfig, fit_category_lr
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.transfer import TransferNetwork, fit_bank
+from metaheac.transfer import TransferNetwork, factor_config, fit_bank
 
 TARGET_S = 20.0
 RATIO = 1.5  # the recommended method's adapt + score against MetaHeac's
@@ -102,7 +103,9 @@ def main() -> None:
     # depend on the weights).
     torch.manual_seed(0)
     network = TransferNetwork(features.schema)
-    network.store_bank(fit_bank(features, seed_rows(features, 0, 3_000, rng), LinearConfig()))
+    bank_rows = seed_rows(features, 0, 3_000, rng)
+    factors = fit_factors(features, bank_rows, factor_config(network.config, 0))
+    network.store_bank(fit_bank(features, bank_rows, fit_category_lr(features, bank_rows, LinearConfig()), factors, 0))
     recommended = method(RECOMMENDED)
     head_s, (((_, head),)) = timed(lambda: list(recommended.adapt_campaigns(network, features, {0: rows}, config)))
     head_score_s, _ = timed(lambda: score(head, features, 0, users, config.score_batch_size))
