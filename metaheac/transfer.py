@@ -161,6 +161,11 @@ def fit_transfer(
     )
 
 
+def design_width(schema: DatasetSchema) -> int:
+    """Columns of a design row (`linear.design`): every user field's vocabulary end to end."""
+    return sum(f.vocab_size for f in [*schema.user_single, *schema.user_lists])
+
+
 class LinearTables(nn.Module):
     """Linear models on the raw features as buffers sized by the schema: one weight column per value of
     the campaign field `field` and a last one (key -1: over all training campaigns); `fitted` marks the
@@ -174,7 +179,7 @@ class LinearTables(nn.Module):
 
     def __init__(self, schema: DatasetSchema, field: str) -> None:
         super().__init__()
-        columns = sum(f.vocab_size for f in [*schema.user_single, *schema.user_lists])
+        columns = design_width(schema)
         values = next((f.vocab_size for f in schema.campaign_fields if f.name == field), 0) + 1
         self.register_buffer("weight", torch.zeros(columns, values, dtype=torch.float64))
         for name in ("bias", "mean"):
@@ -224,7 +229,7 @@ class FactorTables(nn.Module):
 
     def __init__(self, schema: DatasetSchema, dim: int) -> None:
         super().__init__()
-        columns = sum(f.vocab_size for f in [*schema.user_single, *schema.user_lists])
+        columns = design_width(schema)
         values = {f.name: f.vocab_size for f in schema.campaign_fields}
         self.register_buffer("embedding", torch.zeros(columns, dim))
         self.register_buffer("category", torch.zeros(values.get("adCategoryId", 1), dim, dtype=torch.float64))
