@@ -10,6 +10,7 @@ networks embed it). A model is then a 1-dim table per field plus a bias, scored 
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,15 +216,21 @@ def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) 
     campaigns = train_rows.campaign.cpu().numpy()
     x, y = design(features, train_rows.user), train_rows.label.cpu().numpy()
     pooled = dataclasses.replace(config, cs=POOLED_CS)
-    overall = fit_cv(x, y, pooled, groups=campaigns)
     if column is None:  # no categories: every campaign gets the model over all of them
-        return CategoryLR({}, overall, None)
+        return CategoryLR({}, fit_cv(x, y, pooled, groups=campaigns), None)
     category = features.campaigns.fields[:, column].cpu().numpy()[campaigns]
-    by_category = {}
-    for value in np.unique(category):
+    values = np.unique(category)
+
+    def fit(value: int | None) -> LinearModel:
+        if value is None:
+            return fit_cv(x, y, pooled, groups=campaigns)
         mine = np.flatnonzero(category == value)
-        by_category[int(value)] = fit_cv(x[mine], y[mine], pooled, groups=campaigns[mine])
-    return CategoryLR(by_category, overall, column)
+        return fit_cv(x[mine], y[mine], pooled, groups=campaigns[mine])
+
+    # The fits are independent and scipy's sparse products release the GIL: threads use every core.
+    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        overall, *models = pool.map(fit, [None, *values.tolist()])
+    return CategoryLR(dict(zip(values.tolist(), models, strict=True)), overall, column)
 
 
 

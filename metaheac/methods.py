@@ -9,7 +9,9 @@ Every method adapts per campaign with `metaheac.adaptation`'s protocol unless it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
@@ -46,6 +48,25 @@ from metaheac.transfer import (
 )
 
 Training = Literal["none", "joint", "meta"]
+_FITS_AHEAD = 2  # campaign fits queued per thread: enough to keep every core busy, few heads held at once
+
+
+def _fit_each(
+    fit: Callable[[int, Rows], TransferHead], seeds: Mapping[int, Rows]
+) -> Iterator[tuple[int, TransferHead]]:
+    """(campaign, fit(campaign, seed rows)) in `seeds`' order, fit on threads: the per-campaign L-BFGS fits
+    are independent and spend their time in scipy, which releases the GIL."""
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque[tuple[int, Future[TransferHead]]] = deque()
+        for campaign, rows in seeds.items():
+            pending.append((campaign, pool.submit(fit, campaign, rows)))
+            if len(pending) >= _FITS_AHEAD * threads:
+                done, head = pending.popleft()
+                yield done, head.result()
+        while pending:
+            done, head = pending.popleft()
+            yield done, head.result()
 
 
 @dataclass(frozen=True)
@@ -146,9 +167,13 @@ class CampaignLR(Method):
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
     ) -> Iterator[tuple[int, AdaptedModel]]:
         linear_config = LinearConfig(seed=self.adapt_config(config).seed)
-        for campaign, rows in seeds.items():
+
+        def fit(campaign: int, rows: Rows) -> TransferHead:
             model = campaign_lr(features, rows, linear_config)
-            yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, model.c))
+            return TransferHead(model.weight, model.bias, 0.0, model.c)
+
+        for campaign, head in _fit_each(fit, seeds):
+            yield campaign, LinearAdapted(general_model, head)
 
 
 def categories(network: Network) -> LinearTables:
@@ -188,8 +213,11 @@ class TransferLR(Method):
     ) -> Iterator[tuple[int, AdaptedModel]]:
         linear_config = transfer_config(self.adapt_config(config).seed)
         bank = cast(TransferNetwork, general_model).bank(features)
-        for campaign, rows in seeds.items():
-            head = fit_transfer(general_model, bank, features, campaign, rows, linear_config)
+
+        def fit(campaign: int, rows: Rows) -> TransferHead:
+            return fit_transfer(general_model, bank, features, campaign, rows, linear_config)
+
+        for campaign, head in _fit_each(fit, seeds):
             yield campaign, LinearAdapted(general_model, head)
 
 

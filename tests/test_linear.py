@@ -4,6 +4,7 @@ recommended method's transfer head."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
-from metaheac import linear, transfer
+from metaheac import linear, methods, transfer
 from metaheac.data.schema import Field
 from metaheac.data.tensors import CampaignTable, Features
 from metaheac.factors import FactorConfig, fit_factors
@@ -176,3 +177,17 @@ def test_category_lr_scores_the_same_after_a_save_and_load(tmp_path) -> None:
     ((_, before),) = category_lr.adapt_campaigns(general, features, seeds)
     ((_, after),) = category_lr.adapt_campaigns(loaded, features, seeds)
     assert after.score(features, 2, users).numpy() == pytest.approx(before.score(features, 2, users).numpy(), abs=1e-5)
+
+
+def test_campaign_fits_on_threads_keep_the_order_and_stay_a_bounded_window_ahead() -> None:
+    submitted: list[int] = []
+
+    def fit(campaign: int, rows: object) -> transfer.TransferHead:
+        submitted.append(campaign)
+        time.sleep(0.01 * (campaign % 3))  # later campaigns often finish first
+        return transfer.TransferHead(np.full(2, float(campaign)), 0.0, 0.0, 0.0)
+
+    window = methods._FITS_AHEAD * torch.get_num_threads()
+    for k, (campaign, head) in enumerate(methods._fit_each(fit, {c: None for c in range(20)})):
+        assert campaign == k and head.weight[0] == k
+        assert max(submitted) < k + window + 1  # heads held at once stay bounded, whatever the campaigns
