@@ -32,7 +32,7 @@ from metaheac.benchmark import evaluate_methods
 from metaheac.data.config import PreprocessConfig
 from metaheac.data.loading import load_features, load_rows
 from metaheac.data.preprocess import preprocess_raw
-from metaheac.data.synthetic import SETTINGS, generate, setting_config
+from metaheac.data.synthetic import SETTINGS, SyntheticConfig, generate, setting_config
 from metaheac.evaluation.intervals import bootstrap
 from metaheac.evaluation.metrics import TABLE_GROUPS, compare, metric_keys
 from metaheac.method_names import RECOMMENDED
@@ -58,9 +58,7 @@ def run_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[st
 
 def evaluate_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[str]) -> dict[str, pd.DataFrame]:
     with tempfile.TemporaryDirectory() as folder:
-        config = setting_config(setting, users=args.users, campaigns=args.campaigns,
-                                mean_rows_per_campaign=args.rows, seed=seed)
-        info = generate(f"{folder}/raw", config)
+        info = generate(f"{folder}/raw", data_config(setting, seed, args))
         preprocess_raw(f"{folder}/raw", f"{folder}/dataset",
                        dataclasses.replace(PreprocessConfig(), cold_threshold=-1, seed=seed))
         features = load_features(f"{folder}/dataset")
@@ -114,13 +112,23 @@ def _one_thread() -> None:
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generated data's options, shared with `bench/ceiling.py`."""
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--campaigns", type=int, default=440)
     parser.add_argument("--rows", type=int, default=500, help="mean stage-1 rows of a campaign")
+
+
+def data_config(setting: str, seed: int, args: argparse.Namespace) -> SyntheticConfig:
+    return setting_config(setting, users=args.users, campaigns=args.campaigns, mean_rows_per_campaign=args.rows,
+                          seed=seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser)
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--replicates", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=1, help="(setting, seed) runs at once, one thread each")

@@ -334,6 +334,7 @@ class _Campaigns:
     aid: np.ndarray  # raw aid per campaign index
     category: np.ndarray  # category index per campaign
     profile: np.ndarray  # float [campaigns, topics]
+    shared: np.ndarray  # the part of `profile` its category and advertiser give: without its own perturbation
     rate: np.ndarray  # target positive rate
     draws: np.ndarray  # candidate draws (both stages), before de-duplication
     ad_rows: list[str]  # adFeature.csv lines
@@ -343,7 +344,8 @@ class _Campaigns:
 def _campaigns(config: SyntheticConfig, rng: np.random.Generator) -> _Campaigns:
     c, g, k = config.campaigns, config.categories, config.topics
     category = rng.permutation(np.arange(c) % g)
-    profile = rng.normal(size=(g, k))[category] + config.campaign_perturbation * rng.normal(size=(c, k))
+    by_category = rng.normal(size=(g, k))[category]
+    profile = by_category + config.campaign_perturbation * rng.normal(size=(c, k))
     rate = np.clip(config.positive_rate * rng.lognormal(0.0, 0.5, c), 0.01, 0.3)
 
     mu = np.log(config.mean_rows_per_campaign) - config.rows_sigma**2 / 2  # lognormal with that mean
@@ -370,9 +372,10 @@ def _campaigns(config: SyntheticConfig, rng: np.random.Generator) -> _Campaigns:
     # Own stream: the settings' extra structure leaves every default draw as it was.
     extra = _rng(config.seed, 7)
     advertiser = np.searchsorted(np.unique(columns["advertiserId"]), columns["advertiserId"])
-    profile = profile + config.advertiser_effect * extra.normal(size=(advertiser.max() + 1, k))[advertiser]
+    by_advertiser = config.advertiser_effect * extra.normal(size=(advertiser.max() + 1, k))[advertiser]
     regions = extra.random((c, _LBS_SPACE + 1)).argsort(axis=1)[:, :_CAMPAIGN_REGIONS]
-    return _Campaigns(aid, category, profile, rate, draws.astype(np.int64), ad_rows, regions)
+    return _Campaigns(aid, category, profile + by_advertiser, by_category + by_advertiser, rate,
+                      draws.astype(np.int64), ad_rows, regions)
 
 
 @dataclass
@@ -382,6 +385,7 @@ class _Rows:
     stage2: np.ndarray  # bool
     prob: np.ndarray  # true P(label = 1)
     label: np.ndarray  # bool
+    prior: np.ndarray  # the true logit's part a campaign's category and advertiser share (no own profile or regions)
 
 
 def _rows(config: SyntheticConfig, users: _Users, camps: _Campaigns, rng: np.random.Generator) -> _Rows:
@@ -410,12 +414,17 @@ def _rows(config: SyntheticConfig, users: _Users, camps: _Campaigns, rng: np.ran
     campaign, user = key // n, key % n
     stage2 = rng.random(len(key)) < config.stage2_fraction / (1 + config.stage2_fraction)
 
-    affinity = (users.weights[user] * camps.profile[campaign[:, None], users.topics[user]]).sum(axis=1)
-    logit = config.affinity_scale * affinity
+    def affinity(profile: np.ndarray) -> np.ndarray:
+        return (users.weights[user] * profile[campaign[:, None], users.topics[user]]).sum(axis=1)
+
+    logit = config.affinity_scale * affinity(camps.profile)
+    static = np.zeros(len(key))
     category = camps.category[campaign]
     for name in _LABEL_FIELDS:
         effects = config.static_effect * rng.normal(size=(config.categories, _CATEGORICAL[name][0] + 1))
-        logit += effects[category, users.single[name][user]]
+        effect = effects[category, users.single[name][user]]
+        logit += effect  # added one field at a time, as it always was: the same floats, the same labels
+        static += effect
     if config.region_effect:
         mine = np.zeros((config.campaigns, _LBS_SPACE + 1), dtype=bool)
         mine[np.arange(config.campaigns)[:, None], camps.regions] = True
@@ -431,7 +440,8 @@ def _rows(config: SyntheticConfig, users: _Users, camps: _Campaigns, rng: np.ran
         over = mean > camps.rate
         high, low = np.where(over, mid, high), np.where(over, low, mid)
     prob = _sigmoid(logit + ((low + high) / 2)[campaign])
-    return _Rows(campaign, user, stage2, prob, rng.random(len(prob)) < prob)
+    prior = config.affinity_scale * affinity(camps.shared) + static
+    return _Rows(campaign, user, stage2, prob, rng.random(len(prob)) < prob, prior)
 
 
 def _group_auc(score: np.ndarray, label: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
@@ -492,12 +502,36 @@ def _user_lines(users: _Users, part: slice, vocabs: dict[str, _Vocab], rng: np.r
     return pc.binary_join_element_wise(*(fields[name] for name in LINE_ORDER), "|", null_handling="skip")
 
 
+def _draw(config: SyntheticConfig) -> tuple[_Users, _Campaigns, _Rows]:
+    users = _users(config, _rng(config.seed, 0))
+    camps = _campaigns(config, _rng(config.seed, 1))
+    return users, camps, _rows(config, users, camps, _rng(config.seed, 2))
+
+
+def _seed_positives(rows: _Rows, campaigns: int) -> np.ndarray:
+    return np.bincount(rows.campaign[~rows.stage2 & rows.label], minlength=campaigns)
+
+
+def planted_scores(config: SyntheticConfig) -> dict[str, np.ndarray]:
+    """The data's own ceilings, per (campaign, user) row of `generate(config)`, without writing files.
+
+    `oracle` is the true P(label = 1): no model ranks better. `prior` is the true logit's part that the
+    campaign's category and advertiser share, without its own profile and regions: the best a model can do
+    without the campaign's seeds, knowing every user's true topic mix. Also each row's `campaign` and
+    `user` (indexes), `stage2`, `label`, and `cold`: its campaign has at most the suggested threshold's
+    seed positives.
+    """
+    _, _, rows = _draw(config)
+    seeds = _seed_positives(rows, config.campaigns)
+    cold = (seeds <= suggested_cold_threshold(seeds))[rows.campaign]
+    return {"campaign": rows.campaign, "user": rows.user, "stage2": rows.stage2, "label": rows.label,
+            "oracle": rows.prob, "prior": rows.prior, "cold": cold}
+
+
 def generate(out_dir: str, config: SyntheticConfig, progress: bool = False) -> dict[str, Any]:
     """Write the four raw files under `out_dir` (local path or gs:// URI) and return a summary."""
     seed = config.seed
-    users = _users(config, _rng(seed, 0))
-    camps = _campaigns(config, _rng(seed, 1))
-    rows = _rows(config, users, camps, _rng(seed, 2))
+    users, camps, rows = _draw(config)
     vocabs = {
         name: _Vocab.build(spec, config.topics, _rng(seed, 3, i))
         for i, (name, spec) in enumerate(_LIST_FIELDS.items())
@@ -529,7 +563,7 @@ def generate(out_dir: str, config: SyntheticConfig, progress: bool = False) -> d
     _write_pairs(files[TRAIN_FILE], rows, ~rows.stage2, camps, users, _rng(seed, 5), header=True)
     _write_pairs(files[TEST_FILE], rows, rows.stage2, camps, users, _rng(seed, 6), header=False)
 
-    seeds = np.bincount(rows.campaign[~rows.stage2 & rows.label], minlength=config.campaigns)
+    seeds = _seed_positives(rows, config.campaigns)
     threshold = suggested_cold_threshold(seeds)
     held = rows.stage2
     per_campaign = _group_auc(rows.prob[held], rows.label[held], rows.campaign[held], config.campaigns)
