@@ -385,7 +385,7 @@ class _Rows:
     stage2: np.ndarray  # bool
     prob: np.ndarray  # true P(label = 1)
     label: np.ndarray  # bool
-    prior: np.ndarray  # the true logit's part a campaign's category and advertiser share (no own profile or regions)
+    static_effects: dict[str, np.ndarray]  # per label field: its logit effect per (category, value)
 
 
 def _rows(config: SyntheticConfig, users: _Users, camps: _Campaigns, rng: np.random.Generator) -> _Rows:
@@ -414,17 +414,13 @@ def _rows(config: SyntheticConfig, users: _Users, camps: _Campaigns, rng: np.ran
     campaign, user = key // n, key % n
     stage2 = rng.random(len(key)) < config.stage2_fraction / (1 + config.stage2_fraction)
 
-    def affinity(profile: np.ndarray) -> np.ndarray:
-        return (users.weights[user] * profile[campaign[:, None], users.topics[user]]).sum(axis=1)
-
-    logit = config.affinity_scale * affinity(camps.profile)
-    static = np.zeros(len(key))
+    logit = config.affinity_scale * _affinity(users, camps.profile, campaign, user)
     category = camps.category[campaign]
+    static_effects = {}
     for name in _LABEL_FIELDS:
         effects = config.static_effect * rng.normal(size=(config.categories, _CATEGORICAL[name][0] + 1))
-        effect = effects[category, users.single[name][user]]
-        logit += effect  # added one field at a time, as it always was: the same floats, the same labels
-        static += effect
+        logit += effects[category, users.single[name][user]]
+        static_effects[name] = effects
     if config.region_effect:
         mine = np.zeros((config.campaigns, _LBS_SPACE + 1), dtype=bool)
         mine[np.arange(config.campaigns)[:, None], camps.regions] = True
@@ -440,8 +436,12 @@ def _rows(config: SyntheticConfig, users: _Users, camps: _Campaigns, rng: np.ran
         over = mean > camps.rate
         high, low = np.where(over, mid, high), np.where(over, low, mid)
     prob = _sigmoid(logit + ((low + high) / 2)[campaign])
-    prior = config.affinity_scale * affinity(camps.shared) + static
-    return _Rows(campaign, user, stage2, prob, rng.random(len(prob)) < prob, prior)
+    return _Rows(campaign, user, stage2, prob, rng.random(len(prob)) < prob, static_effects)
+
+
+def _affinity(users: _Users, profile: np.ndarray, campaign: np.ndarray, user: np.ndarray) -> np.ndarray:
+    """Each (campaign, user) row's user topic mix . campaign `profile`."""
+    return (users.weights[user] * profile[campaign[:, None], users.topics[user]]).sum(axis=1)
 
 
 def _group_auc(score: np.ndarray, label: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
@@ -521,11 +521,15 @@ def planted_scores(config: SyntheticConfig) -> dict[str, np.ndarray]:
     `user` (indexes), `stage2`, `label`, and `cold`: its campaign has at most the suggested threshold's
     seed positives.
     """
-    _, _, rows = _draw(config)
+    users, camps, rows = _draw(config)
+    prior = config.affinity_scale * _affinity(users, camps.shared, rows.campaign, rows.user)
+    category = camps.category[rows.campaign]
+    for name, effects in rows.static_effects.items():
+        prior += effects[category, users.single[name][rows.user]]
     seeds = _seed_positives(rows, config.campaigns)
     cold = (seeds <= suggested_cold_threshold(seeds))[rows.campaign]
     return {"campaign": rows.campaign, "user": rows.user, "stage2": rows.stage2, "label": rows.label,
-            "oracle": rows.prob, "prior": rows.prior, "cold": cold}
+            "oracle": rows.prob, "prior": prior, "cold": cold}
 
 
 def generate(out_dir: str, config: SyntheticConfig, progress: bool = False) -> dict[str, Any]:
