@@ -340,9 +340,22 @@ class CampaignScorer:
         return heac.score_head(self.model.dense, expert_input, user_mean, self.gates)
 
 
+class _LastMixes(threading.local):
+    """Per scoring thread, the topic mixes of the last batch: every campaign of a shard scores the same batch
+    tensors in turn (`score_shard`), so their mixes are inferred once. The batch is held, so its identity
+    cannot be reused by a later one while it is the key."""
+
+    key: tuple[object, torch.Tensor] | None = None
+    mixes: torch.Tensor | None = None
+
+
+_last_mixes = _LastMixes()
+
+
 class LinearHeadScorer:
     """A campaign of the recommended method (`LinearAdapted`): its linear head, a bag of 1-dim weights over
-    the users' ids, plus its weight on the general network's logit, which a `CampaignScorer` gives."""
+    the users' ids, plus its weights on the users' topic mixes and on the general network's logit, which a
+    `CampaignScorer` gives."""
 
     def __init__(self, model: LinearAdapted, campaign_ids: torch.Tensor, config: ScoreConfig | None = None) -> None:
         self.network = CampaignScorer(model, campaign_ids, config) if model.head.general_weight else None
@@ -355,12 +368,23 @@ class LinearHeadScorer:
         self.offsets = torch.from_numpy(np.repeat(starts, widths)).int()  # each id column's first design column
         self.lengths = list(schema.list_lengths)
         self.weight = torch.from_numpy(model.head.weight).float()[:, None]
+        self.topic_weight = None if model.head.topic_weight is None else torch.from_numpy(model.head.topic_weight)
+
+    def _mixes(self, lists: torch.Tensor, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        key = _last_mixes.key
+        if _last_mixes.mixes is None or key is None or key[0] is not self.head.topics or key[1] is not lists:
+            assert self.head.topics is not None
+            _last_mixes.mixes = self.head.topics.mixes(ids, values > 0)
+            _last_mixes.key = (self.head.topics, lists)
+        return _last_mixes.mixes
 
     @torch.inference_mode()
     def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
         ids = torch.cat([single, lists], 1).int() + self.offsets
         values = torch.cat([torch.ones(single.shape), mean_weights(lists, self.lengths, torch.float32)], 1)
         logit = F.embedding_bag(ids, self.weight, mode="sum", per_sample_weights=values).squeeze(-1) + self.head.bias
+        if self.topic_weight is not None:
+            logit = logit + (self._mixes(lists, ids, values).double() @ self.topic_weight).float()
         if self.network is not None:
             general = self.network(single, lists).double().clamp(1e-7, 1 - 1e-7)
             logit = logit + self.head.general_weight * torch.logit(general).float()

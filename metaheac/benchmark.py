@@ -15,7 +15,6 @@ import torch
 
 from metaheac.adaptation import AdaptConfig
 from metaheac.data.tensors import Features, Rows
-from metaheac.factors import fit_factors
 from metaheac.linear import CategoryLR, LinearConfig, campaign_lr, design, fit_category_lr
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
@@ -23,7 +22,7 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.network import Network
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig
-from metaheac.transfer import TransferBank, factor_config, fit_bank, fit_transfer, general_logit, transfer_config
+from metaheac.transfer import TransferBank, fit_transfer, general_logit, train_bank, transfer_config
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,7 @@ def evaluate_methods(
 
     @cache
     def bank() -> TransferBank:
-        factors = fit_factors(features, train, factor_config(ModelConfig(), seed))
-        return fit_bank(features, train, category_lr(), factors, seed)
+        return train_bank(features, train, category_lr(), ModelConfig(), seed)
 
     def lr(campaign: int, rows: Rows) -> Scorer:
         model = campaign_lr(features, rows, linear_config)
@@ -86,7 +84,9 @@ def evaluate_methods(
     def recommended(campaign: int, rows: Rows) -> Scorer:
         net = network("MetaHeac")
         head = fit_transfer(net, bank(), features, campaign, rows, transfer_config(seed))
-        return lambda users: head.logit(design(features, users), general_logit(net, features, campaign, users))
+        topics = bank().topics
+        return lambda users: head.logit(design(features, users), general_logit(net, features, campaign, users),
+                                        topics.of_users(features, users))
 
     fits = {"LR": lr, "Category LR": by_category, RECOMMENDED: recommended}
     results = {}

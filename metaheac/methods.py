@@ -22,7 +22,6 @@ from metaheac import adaptation
 from metaheac.adaptation import AdaptConfig, AdaptedModel
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
-from metaheac.factors import fit_factors
 from metaheac.linear import LinearConfig, campaign_lr, fit_category_lr
 from metaheac.method_names import RECOMMENDED, check_method
 from metaheac.model import store
@@ -39,11 +38,10 @@ from metaheac.transfer import (
     LinearTables,
     TransferHead,
     TransferNetwork,
-    factor_config,
-    fit_bank,
     fit_transfer,
     load_category_lr,
     store_category_lr,
+    train_bank,
     transfer_config,
 )
 
@@ -205,8 +203,7 @@ class TransferLR(Method):
 
     def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
         category_lr = fit_category_lr(features, train_rows, LinearConfig(seed=seed))
-        factors = fit_factors(features, train_rows, factor_config(model.config, seed))
-        cast(TransferNetwork, model).store_bank(fit_bank(features, train_rows, category_lr, factors, seed))
+        cast(TransferNetwork, model).store_bank(train_bank(features, train_rows, category_lr, model.config, seed))
 
     def adapt_campaigns(
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None

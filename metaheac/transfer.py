@@ -6,18 +6,20 @@ The general model (fit on the training campaigns only, never on a new campaign's
 - a bank of linear models on the raw features (`TransferBank`): `Category LR`'s (one per adCategoryId and
   one over all training campaigns), with the mean and std of each model's logit over training rows;
 - the shared audience factors (`metaheac.factors`): a user's factors h, linear in the raw features, and a
-  vector per category and advertiser.
+  vector per category and advertiser;
+- the user topics (`metaheac.topics`): a topic model of every user's ids (no labels) giving each user a
+  topic mix m, and weights over m per category and advertiser.
 
-Per campaign, the prior logit is its category's LR plus h . (its category's + its advertiser's vector).
-The campaign's logit is prior + a @ (the bank's standardised logits) + g * (the network's logit)
-+ f * (the factor prior, standardised) + e @ (h, standardised) + b: a few dense columns, so a seed set of
-ten positives can fit them; C by cross-validation on the seeds with the one-standard-error rule, so a noisy
-seed set stays near the prior. Everything but the network's term being linear in the raw columns, the
-fitted score folds into one linear head over the raw features plus a weight on the network's logit
-(`TransferHead`). The bank's and the priors' columns are scaled by `TRANSFER_SCALE`, so their penalty is
-lighter than the factors' own. bench/README.md has the variants tried and their measured effect.
+Per campaign, the prior logit is its category's LR plus m . (its category's + its advertiser's topic
+weights) + their biases (the topic prior). The campaign's logit is prior + a @ (the bank's standardised
+logits) + g * (the network's logit) + f * (the factor prior h . (its category's + advertiser's vector))
++ t * (the topic prior) + e @ (h, standardised) + k @ (m, standardised) + b: a few dense columns, so a seed
+set of ten positives can fit them; C by cross-validation on the seeds with the one-standard-error rule, so a
+noisy seed set stays near the prior. The fitted score folds into one linear head over the raw features,
+weights over the topic mix and a weight on the network's logit (`TransferHead`). The bank's and the priors'
+columns are scaled by `TRANSFER_SCALE`, so their penalty is lighter than the factors' and topics' own.
+bench/README.md has the variants tried and their measured effect.
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from torch import nn
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
-from metaheac.factors import AudienceFactors, FactorConfig
+from metaheac.factors import AudienceFactors, FactorConfig, fit_factors
 from metaheac.linear import (
     CategoryLR,
     LinearConfig,
@@ -47,6 +49,7 @@ from metaheac.model.baselines import LogisticRegression
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
+from metaheac.topics import TopicConfig, TopicModels, UserTopics, fit_topic_models, fit_topics
 
 TRANSFER_SCALE = 3.0
 # The per-campaign fit: a wide C grid (the dense columns need small ones) and the one-SE rule.
@@ -71,15 +74,19 @@ def general_logit(network: Network, features: Features, campaign: int, users: to
 
 @dataclass
 class TransferHead:
-    """logit = x @ weight + bias + general_weight * general logit (x: the raw design rows)."""
+    """logit = x @ weight + bias + general_weight * general logit + mix @ topic_weight (x: the raw design
+    rows; mix: the users' topic mixes under `topics`, where the head has a topic weight)."""
 
     weight: np.ndarray
     bias: float
     general_weight: float
     c: float
+    topic_weight: np.ndarray | None = None
+    topics: UserTopics | None = None
 
-    def logit(self, x: sp.spmatrix, general: np.ndarray) -> np.ndarray:
-        return np.asarray(x @ self.weight).ravel() + self.bias + self.general_weight * general
+    def logit(self, x: sp.spmatrix, general: np.ndarray, mixes: np.ndarray | None = None) -> np.ndarray:
+        logit = np.asarray(x @ self.weight).ravel() + self.bias + self.general_weight * general
+        return logit if self.topic_weight is None or mixes is None else logit + mixes @ self.topic_weight
 
 
 @dataclass
@@ -91,6 +98,8 @@ class TransferBank:
     factors: AudienceFactors
     mean: np.ndarray  # [models]: of each model's logit over training rows
     std: np.ndarray
+    topics: UserTopics
+    topic_models: TopicModels
 
     @property
     def models(self) -> list[LinearModel]:
@@ -109,14 +118,36 @@ class TransferBank:
 
 
 def fit_bank(
-    features: Features, train_rows: Rows, category_lr: CategoryLR, factors: AudienceFactors, seed: int
+    features: Features,
+    train_rows: Rows,
+    category_lr: CategoryLR,
+    factors: AudienceFactors,
+    topics: UserTopics,
+    seed: int,
 ) -> TransferBank:
-    """The bank of `category_lr` and `factors`, with its logit statistics over (a sample of) `train_rows`."""
-    bank = TransferBank(category_lr, factors, np.zeros(0), np.ones(0))
+    """The bank of `category_lr`, `factors` and `topics` (with the topic models fit on `train_rows`), with its
+    logit statistics over (a sample of) `train_rows`."""
+    topic_models = fit_topic_models(features, train_rows, topics, seed)
+    bank = TransferBank(category_lr, factors, np.zeros(0), np.ones(0), topics, topic_models)
     sample = np.random.default_rng(seed).permutation(len(train_rows))[:STATS_ROWS]
     logits = np.asarray(design(features, train_rows.user[sample]) @ bank.weight) + bank.bias
     bank.mean, bank.std = logits.mean(0), logits.std(0) + 1e-6
     return bank
+
+
+def train_bank(
+    features: Features,
+    train_rows: Rows,
+    category_lr: CategoryLR,
+    config: ModelConfig,
+    seed: int,
+    topic_config: TopicConfig | None = None,
+) -> TransferBank:
+    """The bank of a general model of `config`: `category_lr`, and the audience factors and user topics fit
+    on `train_rows` and the users table (`topic_config` default: `config`'s topic count, `seed`)."""
+    factors = fit_factors(features, train_rows, factor_config(config, seed))
+    topics = fit_topics(features, topic_config or TopicConfig(topics=config.user_topics, seed=seed))
+    return fit_bank(features, train_rows, category_lr, factors, topics, seed)
 
 
 def _factor_stds(factors: AudienceFactors, vector: np.ndarray) -> tuple[float, np.ndarray]:
@@ -124,16 +155,25 @@ def _factor_stds(factors: AudienceFactors, vector: np.ndarray) -> tuple[float, n
     return float(np.sqrt(vector @ factors.cov @ vector)) + 1e-6, np.sqrt(np.diag(factors.cov)) + 1e-6
 
 
+def _topic_stds(topics: UserTopics, prior: LinearModel) -> tuple[float, np.ndarray]:
+    """The std over training rows of the topic prior's logit and of each topic's share."""
+    return float(np.sqrt(prior.weight @ topics.cov @ prior.weight)) + 1e-6, np.sqrt(np.diag(topics.cov)) + 1e-6
+
+
 def transfer_columns(
-    bank: TransferBank, x: sp.spmatrix, general: np.ndarray, vector: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The dense columns the seeds fit (module doc) and the factor prior's logit, for design rows x."""
-    factors = bank.factors
+    bank: TransferBank, x: sp.spmatrix, general: np.ndarray, vector: np.ndarray, mixes: np.ndarray,
+    topic_prior: LinearModel,
+) -> np.ndarray:
+    """The dense columns the seeds fit (module doc) for design rows x and topic mixes `mixes`: scaled, the
+    bank's standardised logits, the network's logit, the factor and the topic priors; then the factors and
+    the topic shares, standardised."""
+    factors, topics = bank.factors, bank.topics
     h = factors.users(x)
-    prior = h @ vector
-    prior_std, h_std = _factor_stds(factors, vector)
-    scaled = TRANSFER_SCALE * np.column_stack([bank.standardised(x), general, prior / prior_std])
-    return np.column_stack([scaled, (h - factors.mean) / h_std]), prior
+    factor_std, h_std = _factor_stds(factors, vector)
+    topic_std, mix_std = _topic_stds(topics, topic_prior)
+    scaled = TRANSFER_SCALE * np.column_stack(
+        [bank.standardised(x), general, h @ vector / factor_std, topic_prior.logit(mixes) / topic_std])
+    return np.column_stack([scaled, (h - factors.mean) / h_std, (mixes - topics.mean) / mix_std])
 
 
 def fit_transfer(
@@ -141,23 +181,31 @@ def fit_transfer(
 ) -> TransferHead:
     """The campaign's head, fit on its seed rows (module doc); without seed rows, its prior."""
     category = bank.category_lr.model(features, campaign)
-    factors, vector = bank.factors, bank.factors.prior(features, campaign)
-    prior_weight = category.weight + factors.embedding @ vector
+    topics, topic_prior = bank.topics, bank.topic_models.prior(features, campaign)
     if not len(rows):
-        return TransferHead(prior_weight, category.bias, 0.0, 0.0)
+        return TransferHead(category.weight, category.bias + topic_prior.bias, 0.0, 0.0, topic_prior.weight, topics)
     x = design(features, rows.user)
-    dense, factor_prior = transfer_columns(bank, x, general_logit(network, features, campaign, rows.user), vector)
-    fit = fit_cv(dense, rows.label.cpu().numpy(), config, offset=category.logit(x) + factor_prior)
+    mixes = topics.of_users(features, rows.user)
+    factors, vector = bank.factors, bank.factors.prior(features, campaign)
+    general = general_logit(network, features, campaign, rows.user)
+    dense = transfer_columns(bank, x, general, vector, mixes, topic_prior)
+    fit = fit_cv(dense, rows.label.cpu().numpy(), config, offset=category.logit(x) + topic_prior.logit(mixes))
     models = len(bank.bias)
-    a = TRANSFER_SCALE * fit.weight[:models] / bank.std
-    prior_std, h_std = _factor_stds(factors, vector)
-    e = fit.weight[models + 2:] / h_std
-    on_factors = TRANSFER_SCALE * fit.weight[models + 1] * vector / prior_std + e
+    w = TRANSFER_SCALE * fit.weight[:models + 3]  # the scaled columns' weights, then the standardised ones'
+    a = w[:models] / bank.std
+    factor_std, h_std = _factor_stds(factors, vector)
+    topic_std, mix_std = _topic_stds(topics, topic_prior)
+    e = fit.weight[models + 3:models + 3 + len(h_std)] / h_std
+    g = fit.weight[models + 3 + len(h_std):] / mix_std
+    on_topic_prior = w[models + 2] / topic_std
     return TransferHead(
-        weight=prior_weight + bank.weight @ a + factors.embedding @ on_factors,
-        bias=category.bias + fit.bias + float((bank.bias - bank.mean) @ a) - float(factors.mean @ e),
-        general_weight=float(TRANSFER_SCALE * fit.weight[models]),
+        weight=category.weight + bank.weight @ a + factors.embedding @ (w[models + 1] * vector / factor_std + e),
+        bias=float(category.bias + topic_prior.bias * (1 + on_topic_prior) + fit.bias + (bank.bias - bank.mean) @ a
+                   - factors.mean @ e - topics.mean @ g),
+        general_weight=float(w[models]),
         c=fit.c,
+        topic_weight=topic_prior.weight * (1 + on_topic_prior) + g,
+        topics=topics,
     )
 
 
@@ -167,9 +215,9 @@ def design_width(schema: DatasetSchema) -> int:
 
 
 class LinearTables(nn.Module):
-    """Linear models on the raw features as buffers sized by the schema: one weight column per value of
-    the campaign field `field` and a last one (key -1: over all training campaigns); `fitted` marks the
-    columns trained on; `mean` and `std` are each model's logit statistics (`TransferBank`)."""
+    """Linear models on the raw features (or on `columns` others) as buffers sized by the schema: one weight
+    column per value of the campaign field `field` and a last one (key -1: over all training campaigns);
+    `fitted` marks the columns trained on; `mean` and `std` are each model's logit statistics (`TransferBank`)."""
 
     weight: torch.Tensor  # buffers: [user feature columns, values + 1], then [values + 1] each
     bias: torch.Tensor
@@ -177,9 +225,9 @@ class LinearTables(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, schema: DatasetSchema, field: str) -> None:
+    def __init__(self, schema: DatasetSchema, field: str, columns: int | None = None) -> None:
         super().__init__()
-        columns = design_width(schema)
+        columns = design_width(schema) if columns is None else columns
         values = next((f.vocab_size for f in schema.campaign_fields if f.name == field), 0) + 1
         self.register_buffer("weight", torch.zeros(columns, values, dtype=torch.float64))
         for name in ("bias", "mean"):
@@ -250,6 +298,41 @@ class FactorTables(nn.Module):
                                mean, cov)
 
 
+class TopicTables(nn.Module):
+    """The user topics and the topic models (`UserTopics`, `TopicModels`) as buffers sized by the schema."""
+
+    word: torch.Tensor  # float32 [design columns, topics]
+    prior: torch.Tensor  # 0-dim: the E-step's Dirichlet prior
+    steps: torch.Tensor  # 0-dim: its iterations
+    mean: torch.Tensor
+    cov: torch.Tensor
+
+    def __init__(self, schema: DatasetSchema, topics: int) -> None:
+        super().__init__()
+        self.register_buffer("word", torch.zeros(design_width(schema), topics))
+        self.register_buffer("prior", torch.tensor(1.0, dtype=torch.float64))
+        self.register_buffer("steps", torch.tensor(1))
+        self.register_buffer("mean", torch.zeros(topics, dtype=torch.float64))
+        self.register_buffer("cov", torch.eye(topics, dtype=torch.float64))
+        self.categories = LinearTables(schema, "adCategoryId", topics)
+        self.advertisers = LinearTables(schema, "advertiserId", topics)
+
+    def store(self, topics: UserTopics, models: TopicModels) -> None:
+        with torch.no_grad():
+            for name in ("word", "prior", "steps", "mean", "cov"):
+                getattr(self, name).copy_(torch.as_tensor(getattr(topics, name)))
+        for table, fitted in ((self.categories, models.category), (self.advertisers, models.advertiser)):
+            table.store(fitted, [0.0] * len(fitted), [1.0] * len(fitted))
+
+    def topics(self) -> UserTopics:
+        return UserTopics(self.word.float().cpu().numpy(), float(self.prior), int(self.steps),
+                          self.mean.double().cpu().numpy(), self.cov.double().cpu().numpy())
+
+    def models(self, features: Features) -> TopicModels:
+        return TopicModels(self.categories.models(), self.advertisers.models(), category_column(features),
+                           advertiser_column(features), self.word.shape[1])
+
+
 class TransferNetwork(HybridExpertsCritics):
     """The recommended method's general model: the meta-trained network plus the bank (module doc)."""
 
@@ -257,16 +340,18 @@ class TransferNetwork(HybridExpertsCritics):
         super().__init__(schema, config)
         self.categories = LinearTables(schema, "adCategoryId")
         self.factors = FactorTables(schema, self.config.audience_factors * self.config.audience_factor_fits)
+        self.topics = TopicTables(schema, self.config.user_topics)
 
     def store_bank(self, bank: TransferBank) -> None:
         count = len(bank.bias)
         self.categories.store({**bank.category_lr.by_category, -1: bank.category_lr.overall},
                               list(bank.mean[:count]), list(bank.std[:count]))
         self.factors.store(bank.factors)
+        self.topics.store(bank.topics, bank.topic_models)
 
     def bank(self, features: Features) -> TransferBank:
         return TransferBank(load_category_lr(self.categories, features), self.factors.factors(features),
-                            *self.categories.stats())
+                            *self.categories.stats(), self.topics.topics(), self.topics.models(features))
 
 
 class CategoryNetwork(LogisticRegression):
@@ -285,8 +370,8 @@ def _bag(features: Features, users: torch.Tensor, weight: torch.Tensor) -> torch
 
 class LinearAdapted(AdaptedModel):
     """A campaign's `TransferHead` over the unadapted general network: its score is a linear head (a bag
-    of 1-dim weights per user, like the LR network) plus, where its weight is not 0, a weight on the
-    network's logit."""
+    of 1-dim weights per user, like the LR network), plus weights on the users' topic mixes where it has
+    them, plus, where its weight is not 0, a weight on the network's logit."""
 
     def __init__(self, network: Network, head: TransferHead) -> None:
         super().__init__(network, {name: w.detach() for name, w in network.dense_parameters().items()})
@@ -300,6 +385,9 @@ class LinearAdapted(AdaptedModel):
         weight = torch.as_tensor(self.head.weight, device=device)[:, None]
         logit = torch.cat([_bag(features, chunk, weight) for chunk in users.split(batch_size or 65536)])
         logit = logit + self.head.bias
+        if self.head.topic_weight is not None and self.head.topics is not None:
+            mixes = torch.from_numpy(self.head.topics.of_users(features, users)).to(device)
+            logit = logit + mixes @ torch.as_tensor(self.head.topic_weight, device=device)
         if self.head.general_weight:
             general = super().score(features, campaign, users, batch_size).double().clamp(1e-7, 1 - 1e-7)
             logit = logit + self.head.general_weight * torch.logit(general)

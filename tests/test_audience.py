@@ -30,6 +30,7 @@ from metaheac.expand import ExpandConfig, expand
 from metaheac.model.baselines import MLP
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
+from metaheac.topics import TopicConfig, UserTopics, fit_topics
 from metaheac.transfer import LinearAdapted, TransferHead
 from tests.test_expand import CONFIG, TINY
 from tests.tiny import tiny_features
@@ -223,13 +224,25 @@ def test_negatives_given_or_drawn_are_never_seeds() -> None:
     assert not np.isin(plan.negatives, plan.seeds).any() and plan.negatives.max() < len(index)
 
 
-@pytest.mark.parametrize("general_weight", [0.0, 0.7])
-def test_a_linear_head_scores_as_its_model_and_expansion_adapts_through_the_method(tmp_path, general_weight) -> None:
+TOPICS = fit_topics(FEATURES, TopicConfig(topics=4, passes=3, seed=0))
+
+
+def linear_head(seed: int, general_weight: float, topics: UserTopics | None) -> TransferHead:
+    rng = np.random.default_rng(seed)
+    head = TransferHead(rng.normal(size=int(linear.column_offsets(FEATURES)[-1])), -1.0, general_weight, 0.1)
+    if topics is not None:
+        head.topic_weight, head.topics = rng.normal(0, 3, topics.word.shape[1]), topics
+    return head
+
+
+@pytest.mark.parametrize(("general_weight", "topics"), [(0.0, None), (0.7, None), (0.0, TOPICS)])
+def test_a_linear_head_scores_as_its_model_and_expansion_adapts_through_the_method(
+    tmp_path, general_weight, topics
+) -> None:
     """The recommended method's campaigns (`LinearAdapted`): the streaming scorer gives `score`'s scores, and
     `prepare_campaign` and `expand` adapt through the `adapt` they are given."""
     net = network()
-    columns = int(linear.column_offsets(FEATURES)[-1])
-    head = TransferHead(np.random.default_rng(0).normal(size=columns), -1.0, general_weight, 0.1)
+    head = linear_head(0, general_weight, topics)
 
     def adapt(general, features, seeds, config):  # the method hook's signature
         return ((campaign, LinearAdapted(general, head)) for campaign in seeds)
@@ -247,3 +260,21 @@ def test_a_linear_head_scores_as_its_model_and_expansion_adapts_through_the_meth
     audience = expand(net, FEATURES, {"aid": 503}, seeds, top_n=30, config=CONFIG, adapt=adapt)
     assert base.uids()[index.numpy()].tolist() == audience["uid"].tolist()
     np.testing.assert_allclose(scores.numpy(), audience["score"], rtol=1e-5)
+
+
+def test_campaigns_scoring_one_batch_infer_its_topic_mixes_once_and_each_gets_its_own_scores() -> None:
+    net = network()
+    heads = [linear_head(seed, 0.0, TOPICS) for seed in (1, 2)]
+    scorers = [campaign_scorer(LinearAdapted(net, head), FEATURES.campaigns.fields[3]) for head in heads]
+    calls = []
+    infer = TOPICS.mixes
+    TOPICS.mixes = lambda *a, **k: calls.append(1) or infer(*a, **k)  # type: ignore[method-assign]
+    try:
+        for first in (0, 500):  # two batches, each scored by both campaigns in turn, as `score_shard` does
+            single, lists = FEATURES.users.single[first:first + 500], FEATURES.users.lists[first:first + 500]
+            for head, scorer in zip(heads, scorers, strict=True):
+                expected = LinearAdapted(net, head).score(FEATURES, 3, torch.arange(first, first + 500))
+                assert scorer(single, lists).numpy() == pytest.approx(expected.numpy(), abs=1e-5)
+    finally:
+        del TOPICS.mixes
+    assert len(calls) == 2 + 4  # once per batch for the scorers, once per `score` call for the expectations

@@ -20,12 +20,14 @@ from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model, method
 from metaheac.model.baselines import LogisticRegression
 from metaheac.model.store import save_model
+from metaheac.topics import TopicConfig, fit_topics
 from metaheac.training.config import MetaTrainConfig
 from tests.tiny import tiny_features, tiny_rows
 
 FEATURES = tiny_features()
 CONFIG = linear.LinearConfig(cs=(0.01, 0.1, 1.0, 10.0))
 FACTORS = FactorConfig(dim=4, models=2, min_users=5, learning_rate=0.03, batch_size=128, seed=0)
+TOPICS = TopicConfig(topics=4, passes=5, seed=0)
 
 
 def with_category(values: list[int]) -> Features:
@@ -116,29 +118,36 @@ def test_transfer_head_folds_the_priors_and_the_bank_into_one_linear_head() -> N
     rows = tiny_rows(features, [150, 150, 150, 150, 300])
     train = rows.select(rows.campaign < 4)
     factors = fit_factors(features, train, FACTORS)
-    bank = transfer.fit_bank(features, train, linear.fit_category_lr(features, train, CONFIG), factors, 0)
+    topics = fit_topics(features, TOPICS)
+    bank = transfer.fit_bank(features, train, linear.fit_category_lr(features, train, CONFIG), factors, topics, 0)
     network = method("MLP+pre-training").build(features.schema)
     seeds = rows.select(rows.campaign == 4)
     config = transfer.transfer_config(0)
     head = transfer.fit_transfer(network, bank, features, 4, seeds, config)
     vector = bank.factors.prior(features, 4)  # category 1's vector + advertiser 2's
     assert vector == pytest.approx(bank.factors.category[1] + bank.factors.advertiser[2])
+    topic_prior = bank.topic_models.prior(features, 4)  # the same, over the topic mix
+    models = bank.topic_models
+    assert topic_prior.weight == pytest.approx(models.category[1].weight + models.advertiser[2].weight)
 
-    def prior(x: sp.spmatrix) -> np.ndarray:
-        return bank.category_lr.by_category[1].logit(x) + bank.factors.users(x) @ vector
+    def prior(x: sp.spmatrix, mixes: np.ndarray) -> np.ndarray:
+        return bank.category_lr.by_category[1].logit(x) + topic_prior.logit(mixes)
 
     def dense(users: torch.Tensor) -> np.ndarray:
-        x = linear.design(features, users)
-        return transfer.transfer_columns(bank, x, transfer.general_logit(network, features, 4, users), vector)[0]
+        x, mixes = linear.design(features, users), topics.of_users(features, users)
+        general = transfer.general_logit(network, features, 4, users)
+        return transfer.transfer_columns(bank, x, general, vector, mixes, topic_prior)
 
-    x_seeds = linear.design(features, seeds.user)
-    stacked = linear.fit_cv(dense(seeds.user), seeds.label.numpy(), config, offset=prior(x_seeds))
+    seed_mixes = topics.of_users(features, seeds.user)
+    stacked = linear.fit_cv(dense(seeds.user), seeds.label.numpy(), config,
+                            offset=prior(linear.design(features, seeds.user), seed_mixes))
     users = torch.arange(100)
-    x = linear.design(features, users)
-    expected = prior(x) + stacked.logit(dense(users))
-    assert head.logit(x, transfer.general_logit(network, features, 4, users)) == pytest.approx(expected, abs=1e-8)
+    x, mixes = linear.design(features, users), topics.of_users(features, users)
+    expected = prior(x, mixes) + stacked.logit(dense(users))
+    general = transfer.general_logit(network, features, 4, users)
+    assert head.logit(x, general, mixes) == pytest.approx(expected, abs=1e-8)
     empty = transfer.fit_transfer(network, bank, features, 4, seeds.select(seeds.campaign < 0), config)
-    assert empty.logit(x, np.zeros(100)) == pytest.approx(prior(x))  # no seeds: the prior
+    assert empty.logit(x, np.zeros(100), mixes) == pytest.approx(prior(x, mixes))  # no seeds: the prior
 
 
 def test_recommended_method_trains_adapts_and_scores_through_the_method_contract(tmp_path) -> None:
@@ -154,11 +163,16 @@ def test_recommended_method_trains_adapts_and_scores_through_the_method_contract
     assert loaded.weight == pytest.approx(bank.weight) and loaded.std == pytest.approx(bank.std)
     for name in ("embedding", "category", "advertiser", "mean", "cov"):  # the factors travel too
         assert getattr(loaded.factors, name) == pytest.approx(getattr(bank.factors, name))
+    for name in ("word", "prior", "steps", "mean", "cov"):  # and the topics
+        assert getattr(loaded.topics, name) == pytest.approx(getattr(bank.topics, name))
+    for value, model in bank.topic_models.advertiser.items():
+        assert loaded.topic_models.advertiser[value].weight == pytest.approx(model.weight)
     seeds = rows.select(rows.campaign == 5)  # category 3: no training campaign, the overall model
     ((_, adapted),) = recommended.adapt_campaigns(general, features, {5: seeds})
     users = torch.arange(200)
     x = linear.design(features, users)
-    expected = adapted.head.logit(x, transfer.general_logit(general, features, 5, users))
+    expected = adapted.head.logit(x, transfer.general_logit(general, features, 5, users),
+                                  loaded.topics.of_users(features, users))
     assert torch.logit(adapted.score(features, 5, users, batch_size=64).double()).numpy() == pytest.approx(
         expected, abs=1e-3)
     category = loaded.category_lr

@@ -23,6 +23,7 @@ class ModelConfig:
     # the recommended method's shared audience factors (metaheac/factors.py): per user and fit, and fits
     audience_factors: int = 32
     audience_factor_fits: int = 3
+    user_topics: int = 32  # the recommended method's user topics (metaheac/topics.py)
 
     def __post_init__(self) -> None:
         if self.experts < 1 or self.critics < 1:

@@ -1,0 +1,170 @@
+"""User topics: a topic model (LDA) of the users' ids, learnt without labels, and linear models on the users'
+topic mixes per campaign category and advertiser.
+
+Interest ids come in topics: the ids a user has are drawn from a few interests, so which ids co-occur across
+all users (not only the labelled ones) tells which topics a user is in. A linear model on the ids learns each
+id from the training labels alone; LDA learns the ids' topics from every user's ids, and a user's mix is
+inferred from all of them at once (an iterative E-step: an id shared by two topics counts for the one the
+user's other ids point to). That inference is what linear pooling of the ids cannot do (bench/README.md,
+"seventh round").
+
+A campaign's topic logit is mix . (its category's weights + its advertiser's) + their biases: an L2 logistic
+regression per category on its training campaigns' rows, C by cross-validation over held-out campaigns, then
+one per advertiser on top of its category's logit (offset), pulled toward it.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.decomposition import LatentDirichletAllocation
+
+from metaheac.data.tensors import Features, Rows
+from metaheac.linear import (
+    LinearConfig,
+    LinearModel,
+    advertiser_column,
+    category_column,
+    column_offsets,
+    design,
+    fit_cv,
+    user_columns,
+)
+
+# C grid of the topic models: a mix sums to 1, so its weights need a light penalty to reach a logit's range
+TOPIC_CS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    topics: int = 32  # above the few tens of interests a vocabulary of this kind holds: extra topics stay small
+    min_users: int = 5  # users an id needs to be a word of the model; rarer ids are ignored
+    max_users: int = 20_000  # users the topic model is fit on (a random sample of a larger users table)
+    passes: int = 20  # EM passes of the fit over those users
+    doc_topic_prior: float = 0.1  # Dirichlet prior of a user's mix: small = a few topics per user
+    inference_steps: int = 5  # E-step iterations inferring a user's mix: 5, 10 and 30 rank alike
+    seed: int = 2020
+
+    def __post_init__(self) -> None:
+        if min(self.topics, self.max_users, self.passes, self.inference_steps) < 1 or self.doc_topic_prior <= 0:
+            raise ValueError("TopicConfig: need topics, max_users, passes, inference_steps >= 1 and "
+                             "doc_topic_prior > 0")
+
+
+def _binary(features: Features, users: torch.Tensor | np.ndarray) -> sp.csr_matrix:
+    x = design(features, users)
+    x.data[:] = 1.0
+    return x
+
+
+@dataclass
+class UserTopics:
+    """The fitted topic model: `word` [columns, topics] is exp(E[log p(id | topic)]) (0 for an id left out),
+    what the E-step needs."""
+
+    word: np.ndarray
+    prior: float
+    steps: int
+    mean: np.ndarray  # [topics]: of the mixes over training rows
+    cov: np.ndarray  # [topics, topics]
+
+    def mixes(self, columns: torch.Tensor, present: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """The users' topic mixes [n, topics] from their design columns [n, K] and which of them are ids
+        (`present`: 0 for padding), by `steps` E-step iterations from a flat mix (scikit-learn's `transform`
+        with a fixed count)."""
+        word = torch.as_tensor(self.word, dtype=torch.float32)
+        return torch.cat([self._mixes(word, c, p) for c, p in zip(columns.split(batch_size),
+                                                                  present.split(batch_size), strict=True)])
+
+    def _mixes(self, word: torch.Tensor, columns: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        columns, order = columns.long().sort(1)  # a list's repeated id counts once, as in the fit's binary rows
+        present = present.gather(1, order)
+        present[:, 1:] &= columns[:, 1:] != columns[:, :-1]
+        beta = word.index_select(0, columns.flatten()).view(*columns.shape, -1)  # [n, K, topics]; 8x word[columns]
+        count = present.float() * (beta[..., 0] > 0)  # ids the model left out count for nothing
+        gamma = torch.ones(len(columns), word.shape[1])
+        for _ in range(self.steps):
+            theta = torch.exp(torch.digamma(gamma) - torch.digamma(gamma.sum(1, keepdim=True)))
+            norm = torch.bmm(beta, theta[:, :, None])[:, :, 0] + 1e-30  # bmm: 1.5x einsum's speed here
+            gamma = self.prior + theta * torch.bmm((count / norm)[:, None, :], beta)[:, 0]
+        return gamma / gamma.sum(1, keepdim=True)
+
+    def of_users(self, features: Features, users: torch.Tensor | np.ndarray) -> np.ndarray:
+        columns, values = user_columns(features, torch.as_tensor(users))
+        return self.mixes(columns.cpu(), (values > 0).cpu()).double().numpy()
+
+
+def fit_topics(features: Features, config: TopicConfig) -> UserTopics:
+    """The topic model of the users table's ids (module doc); no labels. Its `mean` and `cov` are left for
+    `fit_topic_models`, which infers the training rows' mixes."""
+    users = np.arange(len(features.users.single))
+    if len(users) > config.max_users:
+        users = np.sort(np.random.default_rng(config.seed).choice(users, config.max_users, replace=False))
+    x = _binary(features, users)
+    kept = np.flatnonzero(np.asarray(x.sum(0)).ravel() >= config.min_users)
+    # scikit-learn's E-step loops over users in Python: its processes (n_jobs) are what uses every core
+    lda = LatentDirichletAllocation(config.topics, doc_topic_prior=config.doc_topic_prior, learning_method="batch",
+                                    max_iter=config.passes, random_state=config.seed, n_jobs=torch.get_num_threads())
+    word = np.zeros((int(column_offsets(features)[-1]), config.topics), dtype=np.float32)
+    if len(kept):  # else no id is common enough: every user gets the flat mix
+        word[kept] = lda.fit(x[:, kept]).exp_dirichlet_component_.T
+    return UserTopics(word, config.doc_topic_prior, config.inference_steps, np.zeros(config.topics),
+                      np.eye(config.topics))
+
+
+@dataclass
+class TopicModels:
+    """Per category and per advertiser, weights over the topic mix (module doc)."""
+
+    category: dict[int, LinearModel]
+    advertiser: dict[int, LinearModel]  # fit with the category's logit as offset
+    category_column: int | None
+    advertiser_column: int | None
+    topics: int
+
+    def prior(self, features: Features, campaign: int) -> LinearModel:
+        """The campaign's weights over the topic mix and bias: its category's plus its advertiser's (none for
+        a value never trained on)."""
+        fields = features.campaigns.fields[campaign]
+        weight, bias = np.zeros(self.topics), 0.0
+        for models, column in ((self.category, self.category_column), (self.advertiser, self.advertiser_column)):
+            model = models.get(-1 if column is None else int(fields[column]))
+            if model is not None:
+                weight, bias = weight + model.weight, bias + model.bias
+        return LinearModel(weight, bias, 0.0)
+
+
+def fit_topic_models(features: Features, train_rows: Rows, topics: UserTopics, seed: int) -> TopicModels:
+    """The category and advertiser models on the training rows' topic mixes; sets `topics`' mean and cov
+    of those mixes."""
+    users, row_user = np.unique(train_rows.user.cpu().numpy(), return_inverse=True)
+    mixes = topics.of_users(features, users)[row_user]
+    topics.mean, topics.cov = mixes.mean(0), np.cov(mixes.T, ddof=0)
+    config = LinearConfig(cs=TOPIC_CS, seed=seed)
+    campaigns = train_rows.campaign.cpu().numpy()
+    y = train_rows.label.cpu().numpy()
+    x = sp.csr_matrix(mixes)
+    columns = category_column(features), advertiser_column(features)
+    # without the field, one model over every campaign, keyed -1 as `LinearTables` keeps such a model
+    values = [np.full(len(y), -1) if c is None else features.campaigns.fields[:, c].cpu().numpy()[campaigns]
+              for c in columns]
+    offset = np.zeros(len(y))
+    fitted: list[dict[int, LinearModel]] = []
+    for value in values:
+        keys = np.unique(value).tolist()
+
+        def fit(key: int, value: np.ndarray = value) -> LinearModel:
+            rows = np.flatnonzero(value == key)
+            return fit_cv(x[rows], y[rows], config, groups=campaigns[rows], offset=offset[rows])
+
+        with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+            models = dict(zip(keys, pool.map(fit, keys), strict=True))
+        for key, model in models.items():
+            rows = np.flatnonzero(value == key)
+            offset[rows] += model.logit(x[rows])
+        fitted.append(models)
+    return TopicModels(fitted[0], fitted[1], *columns, mixes.shape[1])
