@@ -77,8 +77,18 @@ class UserTopics:
         (`present`: 0 for padding), by `steps` E-step iterations from a flat mix (scikit-learn's `transform`
         with a fixed count)."""
         word = torch.as_tensor(self.word, dtype=torch.float32)
-        return torch.cat([self._mixes(word, c, p) for c, p in zip(columns.split(batch_size),
-                                                                  present.split(batch_size), strict=True)])
+        chunks = list(zip(columns.split(batch_size), present.split(batch_size), strict=True))
+        torch_threads = torch.get_num_threads()
+        threads = min(torch_threads, len(chunks))
+        if threads <= 1:
+            return torch.cat([self._mixes(word, c, p) for c, p in chunks])
+        # batches on threads, each on one torch thread: these small batched products split poorly over threads
+        # (as `audience.score_shard` does; the caller's thread count is put back)
+        try:
+            with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                return torch.cat(list(pool.map(lambda chunk: self._mixes(word, *chunk), chunks)))
+        finally:
+            torch.set_num_threads(torch_threads)
 
     def _mixes(self, word: torch.Tensor, columns: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         columns, order = columns.long().sort(1)  # a list's repeated id counts once, as in the fit's binary rows
