@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.decomposition import LatentDirichletAllocation
+from threadpoolctl import threadpool_limits
 
 from metaheac.data.tensors import Features, Rows
 from metaheac.linear import (
@@ -116,12 +117,14 @@ def fit_topics(features: Features, config: TopicConfig) -> UserTopics:
         users = np.sort(np.random.default_rng(config.seed).choice(users, config.max_users, replace=False))
     x = _binary(features, users)
     kept = np.flatnonzero(np.asarray(x.sum(0)).ravel() >= config.min_users)
-    # scikit-learn's E-step loops over users in Python: its processes (n_jobs) are what uses every core
+    # scikit-learn's E-step loops over users in Python: its processes (n_jobs) are what uses every core, and
+    # BLAS threads on its tiny products only wait on each other (1.4x faster on one thread each, 2 cores)
     lda = LatentDirichletAllocation(config.topics, doc_topic_prior=config.doc_topic_prior, learning_method="batch",
                                     max_iter=config.passes, random_state=config.seed, n_jobs=torch.get_num_threads())
     word = np.zeros((int(column_offsets(features)[-1]), config.topics), dtype=np.float32)
     if len(kept):  # else no id is common enough: every user gets the flat mix
-        word[kept] = lda.fit(x[:, kept]).exp_dirichlet_component_.T
+        with threadpool_limits(1):
+            word[kept] = lda.fit(x[:, kept]).exp_dirichlet_component_.T
     return UserTopics(word, config.doc_topic_prior, config.inference_steps, np.zeros(config.topics),
                       np.eye(config.topics))
 
