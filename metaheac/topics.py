@@ -56,12 +56,6 @@ class TopicConfig:
                              "doc_topic_prior > 0")
 
 
-def _binary(features: Features, users: torch.Tensor | np.ndarray) -> sp.csr_matrix:
-    x = design(features, users)
-    x.data[:] = 1.0
-    return x
-
-
 @dataclass
 class UserTopics:
     """The fitted topic model: `word` [columns, topics] is exp(E[log p(id | topic)]) (0 for an id left out),
@@ -115,7 +109,8 @@ def fit_topics(features: Features, config: TopicConfig) -> UserTopics:
     users = np.arange(len(features.users.single))
     if len(users) > config.max_users:
         users = np.sort(np.random.default_rng(config.seed).choice(users, config.max_users, replace=False))
-    x = _binary(features, users)
+    x = design(features, users)
+    x.data[:] = 1.0  # an id counts once a user, whatever its list's length
     kept = np.flatnonzero(np.asarray(x.sum(0)).ravel() >= config.min_users)
     # scikit-learn's E-step loops over users in Python: its processes (n_jobs) are what uses every core, and
     # BLAS threads on its tiny products only wait on each other (1.4x faster on one thread each, 2 cores)

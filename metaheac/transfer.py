@@ -20,6 +20,7 @@ weights over the topic mix and a weight on the network's logit (`TransferHead`).
 columns are scaled by `TRANSFER_SCALE`, so their penalty is lighter than the factors' and topics' own.
 bench/README.md has the variants tried and their measured effect.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
