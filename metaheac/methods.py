@@ -52,8 +52,8 @@ _FITS_AHEAD = 2  # campaign fits queued per thread: enough to keep every core bu
 def _fit_each(
     fit: Callable[[int, Rows], TransferHead], seeds: Mapping[int, Rows]
 ) -> Iterator[tuple[int, TransferHead]]:
-    """(campaign, fit(campaign, seed rows)) in `seeds`' order, fit on threads: the per-campaign L-BFGS fits
-    are independent and spend their time in scipy, which releases the GIL."""
+    """(campaign, fit(campaign, seed rows)) in `seeds`' order, fit on threads: the per-campaign fits are
+    independent and spend their time in numpy and scipy, which release the GIL."""
     threads = torch.get_num_threads()
     with ThreadPoolExecutor(threads) as pool:
         pending: deque[tuple[int, Future[TransferHead]]] = deque()

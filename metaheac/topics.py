@@ -15,16 +15,17 @@ one per advertiser on top of its category's logit (offset), pulled toward it.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
-import scipy.sparse as sp
 import torch
-from sklearn.decomposition import LatentDirichletAllocation
-from threadpoolctl import threadpool_limits
 
 from metaheac.data.tensors import Features, Rows
+from metaheac.lda import fit_lda
 from metaheac.linear import (
     LinearConfig,
     LinearModel,
@@ -45,7 +46,7 @@ class TopicConfig:
     topics: int = 32  # above the few tens of interests a vocabulary of this kind holds: extra topics stay small
     min_users: int = 5  # users an id needs to be a word of the model; rarer ids are ignored
     max_users: int = 20_000  # users the topic model is fit on (a random sample of a larger users table)
-    passes: int = 20  # EM passes of the fit over those users
+    passes: int = 20  # EM passes of the fit over those users: 10 ranked worse (bench/README.md, eighth round)
     doc_topic_prior: float = 0.1  # Dirichlet prior of a user's mix: small = a few topics per user
     inference_steps: int = 5  # E-step iterations inferring a user's mix: 5, 10 and 30 rank alike
     seed: int = 2020
@@ -54,6 +55,33 @@ class TopicConfig:
         if min(self.topics, self.max_users, self.passes, self.inference_steps) < 1 or self.doc_topic_prior <= 0:
             raise ValueError("TopicConfig: need topics, max_users, passes, inference_steps >= 1 and "
                              "doc_topic_prior > 0")
+
+
+def _digamma(x: torch.Tensor) -> torch.Tensor:
+    """digamma for x > 0 within 1e-5, 3x faster than torch's: psi(x) = psi(x + 2) - 1/x - 1/(x + 1), and
+    psi's asymptotic series at x + 2 >= 2."""
+    y = x + 2
+    r = 1 / (y * y)
+    return torch.log(y) - 0.5 / y - r * (1 / 12 - r * (1 / 120 - r / 252)) - 1 / x - 1 / (x + 1)
+
+
+class _KnownMixes:
+    """The mixes inferred so far of one users table's rows (`UserTopics.of_users`), and which rows they are.
+    The table is known by its id tensors (`Features.to` makes a new table of the same tensors)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.table: tuple[weakref.ref[torch.Tensor], weakref.ref[torch.Tensor]] | None = None
+        self.mixes = torch.zeros(0, 0)
+        self.done = torch.zeros(0, dtype=torch.bool)
+
+    def of(self, features: Features, topics: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mixes [users, topics] and rows done of `features`' users table: empty for a new table."""
+        single, lists = features.users.single, features.users.lists
+        if self.table is None or self.table[0]() is not single or self.table[1]() is not lists:
+            self.table = weakref.ref(single), weakref.ref(lists)
+            self.mixes, self.done = torch.zeros(len(single), topics), torch.zeros(len(single), dtype=torch.bool)
+        return self.mixes, self.done
 
 
 @dataclass
@@ -66,41 +94,76 @@ class UserTopics:
     steps: int
     mean: np.ndarray  # [topics]: of the mixes over training rows
     cov: np.ndarray  # [topics, topics]
+    _known: _KnownMixes = field(default_factory=_KnownMixes, init=False, repr=False, compare=False)
+
+    @cached_property
+    def vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's words' rows of `word` with a zero row last, and each design column's row in it (the
+        zero row for an id left out): the E-step gathers from a table small enough to stay in cache (8,189 of
+        334,185 rows on bench/adapt_score.py's data; the full table made the gather 3x slower)."""
+        word = torch.as_tensor(self.word, dtype=torch.float32)
+        rows = torch.nonzero(word.sum(1) > 0).flatten()
+        index = torch.full((len(word),), len(rows), dtype=torch.int32)
+        index[rows] = torch.arange(len(rows), dtype=torch.int32)
+        return index, torch.cat([word[rows], torch.zeros(1, word.shape[1])])
 
     def mixes(self, columns: torch.Tensor, present: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """The users' topic mixes [n, topics] from their design columns [n, K] and which of them are ids
         (`present`: 0 for padding), by `steps` E-step iterations from a flat mix (scikit-learn's `transform`
         with a fixed count)."""
-        word = torch.as_tensor(self.word, dtype=torch.float32)
-        chunks = list(zip(columns.split(batch_size), present.split(batch_size), strict=True))
+        index, table = self.vocabulary
+        # users of like id counts batch together: a batch is cut to its longest row (1.3x faster)
+        order = present.sum(1).argsort()
+        batches = order.split(batch_size)
+
+        def batch(users: torch.Tensor) -> torch.Tensor:
+            return self._mixes(index, table, columns[users], present[users])
+
         torch_threads = torch.get_num_threads()
-        threads = min(torch_threads, len(chunks))
+        threads = min(torch_threads, len(batches))
+        mixes = torch.empty(len(order), table.shape[1])
         if threads <= 1:
-            return torch.cat([self._mixes(word, c, p) for c, p in chunks])
+            mixes[order] = torch.cat([batch(users) for users in batches])
+            return mixes
         # batches on threads, each on one torch thread: these small batched products split poorly over threads
         # (as `audience.score_shard` does; the caller's thread count is put back)
         try:
             with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-                return torch.cat(list(pool.map(lambda chunk: self._mixes(word, *chunk), chunks)))
+                mixes[order] = torch.cat(list(pool.map(batch, batches)))
+            return mixes
         finally:
             torch.set_num_threads(torch_threads)
 
-    def _mixes(self, word: torch.Tensor, columns: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        columns, order = columns.long().sort(1)  # a list's repeated id counts once, as in the fit's binary rows
-        present = present.gather(1, order)
-        present[:, 1:] &= columns[:, 1:] != columns[:, :-1]
-        beta = word.index_select(0, columns.flatten()).view(*columns.shape, -1)  # [n, K, topics]; 8x word[columns]
-        count = present.float() * (beta[..., 0] > 0)  # ids the model left out count for nothing
-        gamma = torch.ones(len(columns), word.shape[1])
+    def _mixes(self, index: torch.Tensor, table: torch.Tensor, columns: torch.Tensor,
+               present: torch.Tensor) -> torch.Tensor:
+        blank = len(table) - 1
+        # sorted: the model's words first (padding and ids left out are the blank row, last), and a list's
+        # repeated id side by side, to count once as in the fit's binary rows
+        words = index[columns.long()].masked_fill(~present.bool(), blank).sort(1).values
+        width = int((words < blank).sum(1).max()) if len(words) else 0
+        words = words[:, :width]
+        count = (words < blank).float()
+        count[:, 1:] *= words[:, 1:] != words[:, :-1]
+        beta = table.index_select(0, words.flatten()).view(*words.shape, table.shape[1])  # [n, width, topics]
+        gamma = torch.ones(len(words), table.shape[1])
         for _ in range(self.steps):
-            theta = torch.exp(torch.digamma(gamma) - torch.digamma(gamma.sum(1, keepdim=True)))
-            norm = torch.bmm(beta, theta[:, :, None])[:, :, 0] + 1e-30  # bmm: 1.5x einsum's speed here
+            theta = torch.exp(_digamma(gamma) - _digamma(gamma.sum(1, keepdim=True)))
+            norm = torch.bmm(beta, theta[:, :, None])[:, :, 0] + 1e-30  # bmm: 1.2x vecdot, 1.5x einsum here
             gamma = self.prior + theta * torch.bmm((count / norm)[:, None, :], beta)[:, 0]
         return gamma / gamma.sum(1, keepdim=True)
 
     def of_users(self, features: Features, users: torch.Tensor | np.ndarray) -> np.ndarray:
-        columns, values = user_columns(features, torch.as_tensor(users))
-        return self.mixes(columns.cpu(), (values > 0).cpu()).double().numpy()
+        """The mixes of rows `users` of the users table. Each user's is inferred once per users table and
+        kept: it depends on the user's ids only, so every campaign scored on the table shares it."""
+        users = torch.as_tensor(users).cpu().long()
+        with self._known.lock:  # campaigns fit on threads (`methods._fit_each`)
+            mixes, done = self._known.of(features, self.word.shape[1])
+            missing = users[~done[users]].unique()
+            if len(missing):
+                columns, values = user_columns(features, missing)
+                mixes[missing] = self.mixes(columns.cpu(), (values > 0).cpu())
+                done[missing] = True
+            return mixes[users].double().numpy()
 
 
 def fit_topics(features: Features, config: TopicConfig) -> UserTopics:
@@ -112,14 +175,9 @@ def fit_topics(features: Features, config: TopicConfig) -> UserTopics:
     x = design(features, users)
     x.data[:] = 1.0  # an id counts once a user, whatever its list's length
     kept = np.flatnonzero(np.asarray(x.sum(0)).ravel() >= config.min_users)
-    # scikit-learn's E-step loops over users in Python: its processes (n_jobs) are what uses every core, and
-    # BLAS threads on its tiny products only wait on each other (1.4x faster on one thread each, 2 cores)
-    lda = LatentDirichletAllocation(config.topics, doc_topic_prior=config.doc_topic_prior, learning_method="batch",
-                                    max_iter=config.passes, random_state=config.seed, n_jobs=torch.get_num_threads())
     word = np.zeros((int(column_offsets(features)[-1]), config.topics), dtype=np.float32)
     if len(kept):  # else no id is common enough: every user gets the flat mix
-        with threadpool_limits(1):
-            word[kept] = lda.fit(x[:, kept]).exp_dirichlet_component_.T
+        word[kept] = fit_lda(x[:, kept], config.topics, config.doc_topic_prior, config.passes, config.seed).T
     return UserTopics(word, config.doc_topic_prior, config.inference_steps, np.zeros(config.topics),
                       np.eye(config.topics))
 
@@ -155,7 +213,7 @@ def fit_topic_models(features: Features, train_rows: Rows, topics: UserTopics, s
     config = LinearConfig(cs=TOPIC_CS, seed=seed)
     campaigns = train_rows.campaign.cpu().numpy()
     y = train_rows.label.cpu().numpy()
-    x = sp.csr_matrix(mixes)
+    x = mixes  # dense: `fit_cv` solves its few columns by Newton
     columns = category_column(features), advertiser_column(features)
     # without the field, one model over every campaign, keyed -1 as `LinearTables` keeps such a model
     values = [np.full(len(y), -1) if c is None else features.campaigns.fields[:, c].cpu().numpy()[campaigns]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -264,17 +266,19 @@ def test_a_linear_head_scores_as_its_model_and_expansion_adapts_through_the_meth
 
 def test_campaigns_scoring_one_batch_infer_its_topic_mixes_once_and_each_gets_its_own_scores() -> None:
     net = network()
-    heads = [linear_head(seed, 0.0, TOPICS) for seed in (1, 2)]
+    topics = dataclasses.replace(TOPICS)  # none of its users' mixes known yet
+    heads = [linear_head(seed, 0.0, topics) for seed in (1, 2)]
     scorers = [campaign_scorer(LinearAdapted(net, head), FEATURES.campaigns.fields[3]) for head in heads]
     calls = []
-    infer = TOPICS.mixes
-    TOPICS.mixes = lambda *a, **k: calls.append(1) or infer(*a, **k)  # type: ignore[method-assign]
-    try:
-        for first in (0, 500):  # two batches, each scored by both campaigns in turn, as `score_shard` does
-            single, lists = FEATURES.users.single[first:first + 500], FEATURES.users.lists[first:first + 500]
-            for head, scorer in zip(heads, scorers, strict=True):
-                expected = LinearAdapted(net, head).score(FEATURES, 3, torch.arange(first, first + 500))
-                assert scorer(single, lists).numpy() == pytest.approx(expected.numpy(), abs=1e-5)
-    finally:
-        del TOPICS.mixes
-    assert len(calls) == 2 + 4  # once per batch for the scorers, once per `score` call for the expectations
+    infer = topics.mixes
+    topics.mixes = lambda *a, **k: calls.append(len(a[0])) or infer(*a, **k)  # type: ignore[method-assign]
+    for first in (0, 500):  # two batches, each scored by both campaigns in turn, as `score_shard` does
+        single, lists = FEATURES.users.single[first:first + 500], FEATURES.users.lists[first:first + 500]
+        for head, scorer in zip(heads, scorers, strict=True):
+            expected = LinearAdapted(net, head).score(FEATURES, 3, torch.arange(first, first + 500))
+            assert scorer(single, lists).numpy() == pytest.approx(expected.numpy(), abs=1e-5)
+    # once per batch for the scorers; for the expectations once per 500 users, which the second campaign's
+    # `score` finds known (`UserTopics.of_users`)
+    assert calls == [500] * 4
+    again = LinearAdapted(net, heads[0]).score(FEATURES, 3, torch.arange(250, 750))
+    assert calls == [500] * 4 and len(again) == 500

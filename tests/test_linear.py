@@ -71,6 +71,31 @@ def test_fit_matches_sklearn_and_cross_validation_picks_the_c_of_least_held_out_
     assert linear.fit_cv(x, noise, CONFIG).c == 0.01  # pure noise: the strongest penalty wins
 
 
+def test_dense_columns_are_solved_by_newton_to_the_same_optimum() -> None:
+    """A few dense heavy-tailed columns (as the recommended method's): Newton's optimum is L-BFGS's and
+    scikit-learn's, with an offset and the C grid's warm starts."""
+    rng = np.random.default_rng(3)
+    x = rng.exponential(size=(500, 6)) ** 2  # heavy tails, as standardised topic shares
+    x[:, 5] = x[:, 4] * 2 + 1e-3 * rng.normal(size=500)  # nearly collinear: only the penalty separates them
+    offset = rng.normal(size=500)
+    y = (rng.random(500) < 1 / (1 + np.exp(-(offset + x[:, 0] - x[:, 1] - 1)))).astype(float)
+    tight = dataclasses.replace(CONFIG, tol=1e-9)
+    dense = linear.fit_cv(x, y, tight, offset=offset)
+    lbfgs = linear.fit_cv(sp.csr_matrix(x), y, tight, offset=offset)
+    assert dense.c == lbfgs.c and dense.logit(x) == pytest.approx(lbfgs.logit(x), abs=1e-3)
+
+    def objective(model: linear.LinearModel) -> tuple[float, np.ndarray]:
+        z = offset + model.logit(x)
+        gradient = x.T @ (1 / (1 + np.exp(-z)) - y) + model.weight / model.c
+        return float(np.sum(np.logaddexp(0, z) - y * z) + model.weight @ model.weight / (2 * model.c)), gradient
+
+    # the optimum itself: L-BFGS stops short along the collinear pair, Newton does not
+    assert objective(dense)[0] <= objective(lbfgs)[0] + 1e-9 and np.abs(objective(dense)[1]).max() < 1e-6
+    reference = SkLogisticRegression(C=1.0, max_iter=5000, tol=1e-10).fit(x, y)
+    plain = linear.fit_cv(x, y, dataclasses.replace(tight, cs=(1.0,)))
+    assert plain.weight == pytest.approx(reference.coef_.ravel(), abs=1e-4)
+
+
 def test_one_class_gives_the_base_rate() -> None:
     rows = tiny_rows(FEATURES, [40])
     x = linear.design(FEATURES, rows.user)

@@ -75,3 +75,20 @@ def test_topic_models_carry_a_category_and_an_advertiser_to_campaigns_never_trai
         logit = models.prior(features, campaign).logit(fitted.of_users(features, mine.user))
         assert roc_auc(mine.label.numpy(), logit) > 0.75
     assert models.prior(features, 6).weight == pytest.approx(models.category[2].weight)
+
+
+def test_a_users_table_mixes_are_inferred_once_and_a_new_table_gets_its_own() -> None:
+    features, _ = two_pools()
+    fitted = topics.fit_topics(features, topics.TopicConfig(topics=2, min_users=8, seed=0))
+    columns, values = linear.user_columns(features, torch.arange(400))
+    expected = fitted.mixes(columns, values > 0).double().numpy()
+    calls: list[int] = []
+    infer = fitted.mixes
+    fitted.mixes = lambda c, p: calls.append(len(c)) or infer(c, p)  # type: ignore[method-assign]
+    assert fitted.of_users(features, np.array([5, 3, 5])) == pytest.approx(expected[[5, 3, 5]], abs=1e-6)
+    assert fitted.of_users(features.to("cpu"), np.arange(400)) == pytest.approx(expected, abs=1e-6)
+    assert calls == [2, 398]  # each user once: a repeat in a request and the users known are not inferred
+    shuffled = UserTable(features.users.uid, features.users.single.flip(0), features.users.lists.flip(0))
+    other = Features(features.schema, shuffled, features.campaigns)
+    assert fitted.of_users(other, np.arange(400)) == pytest.approx(expected[::-1], abs=1e-6)
+    assert calls == [2, 398, 400]
