@@ -386,9 +386,12 @@ class LinearAdapted(AdaptedModel):
         weight = torch.as_tensor(self.head.weight, dtype=torch.float32, device=device)[:, None]  # 1.6x float64's speed
         logit = torch.cat([_bag(features, chunk, weight) for chunk in users.split(batch_size or 65536)])
         logit = logit + self.head.bias
-        if self.head.topic_weight is not None and self.head.topics is not None:
-            mixes = torch.from_numpy(self.head.topics.of_users(features, users)).to(device)
-            logit = logit + mixes @ torch.as_tensor(self.head.topic_weight, device=device)
+        topics = self.head.topics
+        if self.head.topic_weight is not None and topics is not None:
+            topic_weight = torch.as_tensor(self.head.topic_weight, device=device)
+            # by chunks of users: a chunk's float64 mixes at a time, not every user's
+            logit = logit + torch.cat([torch.from_numpy(topics.of_users(features, chunk)).to(device) @ topic_weight
+                                       for chunk in users.split(65536)])
         if self.head.general_weight:
             general = super().score(features, campaign, users, batch_size).double().clamp(1e-7, 1 - 1e-7)
             logit = logit + self.head.general_weight * torch.logit(general)
