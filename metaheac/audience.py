@@ -44,6 +44,7 @@ from metaheac.expand import CampaignVocab, ExpandConfig, adapt_to_seeds, plan_se
 from metaheac.model.embedding import mean_weights
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
+from metaheac.threads import one_thread_workers
 from metaheac.transfer import LinearAdapted
 
 Precision = Literal["auto", "float32", "float16", "bfloat16"]
@@ -513,8 +514,6 @@ def score_shard(
     thread); independent batches keep both busy (~1.9x). The tops are added in batch order."""
     if not runs:
         return {}
-    workers = workers or torch.get_num_threads()
-    threads = torch.get_num_threads()
 
     def score(single: torch.Tensor, lists: torch.Tensor) -> list[torch.Tensor]:
         return [run.scorer(single, lists).float() for run in runs.values()]
@@ -530,25 +529,22 @@ def score_shard(
             else:
                 run.top.add(batch, index)
 
-    torch.set_num_threads(1)  # this thread only adds to the tops
-    try:
-        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            # a group's batches are queued before the last group's results are collected, so the workers never
-            # wait at a group's end; decoding the next group overlaps scoring this one
-            pending: list[tuple[int, Future[list[torch.Tensor]]]] = []
-            for start, users in base.batches(groups):
-                queued = [
-                    (start + offset, pool.submit(score, users.single[offset : offset + batch_size],
-                                                 users.lists[offset : offset + batch_size]))
-                    for offset in range(0, len(users), batch_size)
-                ]
-                for first, scores in pending:
-                    keep(first, scores.result())
-                pending = queued
+    with one_thread_workers(workers) as pool:
+        torch.set_num_threads(1)  # this thread only adds to the tops
+        # a group's batches are queued before the last group's results are collected, so the workers never
+        # wait at a group's end; decoding the next group overlaps scoring this one
+        pending: list[tuple[int, Future[list[torch.Tensor]]]] = []
+        for start, users in base.batches(groups):
+            queued = [
+                (start + offset, pool.submit(score, users.single[offset : offset + batch_size],
+                                             users.lists[offset : offset + batch_size]))
+                for offset in range(0, len(users), batch_size)
+            ]
             for first, scores in pending:
                 keep(first, scores.result())
-    finally:
-        torch.set_num_threads(threads)
+            pending = queued
+        for first, scores in pending:
+            keep(first, scores.result())
     return {name: run.top.result() for name, run in runs.items()}
 
 

@@ -12,21 +12,25 @@ result depends on `n_jobs`.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from itertools import repeat
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from metaheac.threads import one_thread_workers
+
 MAX_STEPS = 100  # scikit-learn's max_doc_update_iter
 TOLERANCE = 1e-3  # its mean_change_tol
 BATCH = 1024  # users per batch
 
 
-def dirichlet_expectation(alpha: torch.Tensor) -> torch.Tensor:
+def dirichlet_expectation(
+    alpha: torch.Tensor, digamma: Callable[[torch.Tensor], torch.Tensor] = torch.digamma
+) -> torch.Tensor:
     """exp(E[log x]) for x ~ Dirichlet(alpha), per row."""
-    return torch.exp(torch.digamma(alpha) - torch.digamma(alpha.sum(-1, keepdim=True)))
+    return torch.exp(digamma(alpha) - digamma(alpha.sum(-1, keepdim=True)))
 
 
 def _batch_statistics(
@@ -83,17 +87,12 @@ def fit_lda(x: sp.csr_matrix, topics: int, doc_topic_prior: float, passes: int, 
     n, words = x.shape
     word = dirichlet_expectation(torch.from_numpy(rng.gamma(100.0, 0.01, (topics, words))))
     rows, ids, counts = zip(*_batches(sp.csr_matrix(x, dtype=np.float64)), strict=True)
-    torch_threads = torch.get_num_threads()
-    try:
-        # batches on threads, one torch thread each: small batched products split poorly over threads
-        with ThreadPoolExecutor(torch_threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            for _ in range(passes):
-                gamma = torch.from_numpy(rng.gamma(100.0, 0.01, (n, topics)))
-                padded = torch.cat([word.T, torch.zeros(1, topics, dtype=word.dtype)])
-                shares = pool.map(_batch_statistics, repeat(padded), ids, counts, [gamma[r] for r in rows],
-                                  repeat(doc_topic_prior))
-                statistics = torch.stack(list(shares)).sum(0)[:words].T
-                word = dirichlet_expectation(1.0 / topics + statistics * word)
-    finally:
-        torch.set_num_threads(torch_threads)
+    with one_thread_workers() as pool:
+        for _ in range(passes):
+            gamma = torch.from_numpy(rng.gamma(100.0, 0.01, (n, topics)))
+            padded = torch.cat([word.T, torch.zeros(1, topics, dtype=word.dtype)])
+            shares = pool.map(_batch_statistics, repeat(padded), ids, counts, [gamma[r] for r in rows],
+                              repeat(doc_topic_prior))
+            statistics = torch.stack(list(shares)).sum(0)[:words].T
+            word = dirichlet_expectation(1.0 / topics + statistics * word)
     return word.numpy()
