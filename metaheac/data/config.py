@@ -34,6 +34,8 @@ class FieldConfig:
             "advertiserId", "campaignId", "creativeSize", "adCategoryId", "productId", "productType"
         ]
     )  # fmt: skip
+    # campaign fields that methods transferring between campaigns group by, coarse to fine
+    hierarchy: list[str] = field(default_factory=lambda: ["adCategoryId", "advertiserId"])
     known_user_fields: list[str] = field(default_factory=lambda: list(TENCENT_USER_FIELDS))
 
 

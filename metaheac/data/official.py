@@ -117,6 +117,7 @@ def import_official(input_uri: str, output_uri: str, config: PreprocessConfig, a
             Field(n, int(ids.max()) + 1, k) for (n, k), ids in zip(fields.user_lists.items(), lists, strict=True)
         ],
         campaign_fields=[Field(n, int(ads[n].max()) + 2) for n in fields.campaign_fields],
+        hierarchy=[h for h in fields.hierarchy if h in fields.campaign_fields],
     )
     with write_dataset(output_uri) as writer:
         writer.add_users(

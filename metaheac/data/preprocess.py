@@ -129,6 +129,7 @@ def preprocess_raw(input_uri: str, output_uri: str, config: PreprocessConfig, pr
             user_single=[Field(n, parser.vocabularies[n].size) for n in fields.user_single],
             user_lists=[Field(n, parser.vocabularies[n].size, k) for n, k in fields.user_lists.items()],
             campaign_fields=campaign_fields,
+            hierarchy=[h for h in fields.hierarchy if h in fields.campaign_fields],
         )
         splits = random_splits(len(ads), stages[1], config, ads["aid"].to_numpy(), problems)
         summary = assemble(writer, schema, ads["aid"].to_numpy(), ad_codes, splits, stages)

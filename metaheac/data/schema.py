@@ -14,6 +14,8 @@ from metaheac.data.errors import InputError, quote
 SPLITS = ("train", "test_hot", "test_cold")
 STAGES = (1, 2)
 SCHEMA_VERSION = 1
+# A dataset written before the schema named its campaign hierarchy: the Tencent fields, coarse to fine.
+LEGACY_HIERARCHY = ("adCategoryId", "advertiserId")
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,21 @@ class Field:
 
 @dataclass
 class DatasetSchema:
+    """`hierarchy`: campaign field names, coarse to fine (e.g. category, then advertiser), that methods
+    transferring between campaigns group by; it may be empty."""
+
     user_single: list[Field]
     user_lists: list[Field]
     campaign_fields: list[Field]
     provenance: dict[str, Any] = field(default_factory=dict)
+    hierarchy: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.campaign_fields]
+        unknown = [h for h in self.hierarchy if h not in names]
+        if unknown:
+            raise InputError(f"schema: hierarchy field {quote(unknown[0], 60)} is not a campaign field "
+                             f"(campaign fields: {', '.join(names)})")
 
     @property
     def list_lengths(self) -> list[int]:
@@ -65,9 +78,15 @@ class DatasetSchema:
                                      f"{quote(str(f.vocab_size), 40)} and length {quote(str(f.length), 40)}")
             return parsed
 
+        campaign_fields = fields("campaign_fields", False)
+        names = [f.name for f in campaign_fields]
+        hierarchy = raw.get("hierarchy", [h for h in LEGACY_HIERARCHY if h in names])
+        if not (isinstance(hierarchy, list) and all(isinstance(h, str) for h in hierarchy)):
+            raise InputError(f"{source}: malformed 'hierarchy' (a list of campaign field names)")
         return cls(
             user_single=fields("user_single", False),
             user_lists=fields("user_lists", True),
-            campaign_fields=fields("campaign_fields", False),
+            campaign_fields=campaign_fields,
             provenance=raw.get("provenance", {}),
+            hierarchy=hierarchy,
         )
