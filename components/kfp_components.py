@@ -38,23 +38,25 @@ def preprocess(
     input: Input[Dataset],
     output: Output[Dataset],
     source: str = 'raw',
+    spec: Optional[str] = None,
     cold_threshold: Optional[str] = None,
-    test_fraction: float = 0.5,
-    seed: int = 2020,
+    test_fraction: Optional[str] = None,
+    seed: Optional[str] = None,
     on_error: str = 'fail',
     allow_pickle: bool = False,
     overwrite: bool = False,
 ):
-    """Turn raw Tencent files (or the official processed pickles) into the canonical dataset.
+    """Turn an advertiser's tables (a spec naming users, campaigns and events), the raw Tencent files or the official processed pickles into the canonical dataset.
 
     Args:
-        input: folder (local, gs:// or /gcs/) holding the input files
+        input: folder (local, gs:// or /gcs/) holding the raw Tencent files or the official pickles (not used with --source tables: the spec names its tables)
         output: dataset folder to write (local, gs:// or /gcs/); published atomically
-        source: raw Tencent files, or the official pickles (one of: raw, official)
-        cold_threshold: test campaigns with at most this many seed positives are cold (the paper's T; default: the median seed-positive count of the test campaigns, so both kinds exist; the paper uses 2000 on the real Tencent data)
-        test_fraction: share of campaigns held out for testing
-        seed: seed of the train/test campaign split
-        on_error: on a malformed line: stop with its file and line, or skip it and count it in the provenance (one of: fail, skip)
+        source: raw Tencent files, the official pickles, or the tables a --spec names (one of: raw, official, tables)
+        spec: with --source tables: the spec file (YAML or JSON, local or gs://) naming the users, campaigns and events tables and how to read them
+        cold_threshold: test campaigns with at most this many seed positives are cold (the paper's T; default: the spec's, else the median seed-positive count of the test campaigns, so both kinds exist; the paper uses 2000 on the real Tencent data)
+        test_fraction: share of campaigns held out for testing (default: the spec's, else 0.5)
+        seed: seed of the train/test campaign split (default: the spec's, else 2020)
+        on_error: on a malformed line: stop with its file and line, or skip it and count it in the provenance (with --source tables, a spec's `on_error: skip` skips too) (one of: fail, skip)
         allow_pickle: allow unpickling the official pickles (runs code from the files: only for files you trust)
         overwrite: replace an existing output of another metaheac step
     """

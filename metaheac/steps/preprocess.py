@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from metaheac.data.config import PreprocessConfig
-from metaheac.data.errors import as_input_error
+from metaheac.data.errors import InputError, as_input_error
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
+from metaheac.data.spec import TablesSpec, load_spec
+from metaheac.data.tables import preprocess_tables
 from metaheac.memory import GENERATE_BYTES_PER_ROW, GENERATE_BYTES_PER_USER, check_fits
 from metaheac.outputs import claim
 from metaheac.steps.base import Artifact, Resources, Step, arg
@@ -47,21 +49,30 @@ class Generate(Step):
 
 @dataclass
 class Preprocess(Step):
-    """Turn raw Tencent files (or the official processed pickles) into the canonical dataset."""
+    """Turn an advertiser's tables (a spec naming users, campaigns and events), the raw Tencent files or the
+    official processed pickles into the canonical dataset."""
 
     name: ClassVar[str] = "preprocess"
     artifacts: ClassVar = {"input": Artifact("Dataset"), "output": Artifact("Dataset", output=True)}
     resources: ClassVar = Resources(memory_gb=16)
-    input: str = arg(help="folder (local, gs:// or /gcs/) holding the input files")
     output: str = arg(help="dataset folder to write (local, gs:// or /gcs/); published atomically")
-    source: Literal["raw", "official"] = arg("raw", help="raw Tencent files, or the official pickles")
+    input: str | None = arg(None, help="folder (local, gs:// or /gcs/) holding the raw Tencent files or the "
+                            "official pickles (not used with --source tables: the spec names its tables)")
+    source: Literal["raw", "official", "tables"] = arg("raw", help="raw Tencent files, the official pickles, "
+                                                       "or the tables a --spec names")
+    spec: str | None = arg(None, help="with --source tables: the spec file (YAML or JSON, local or gs://) naming "
+                           "the users, campaigns and events tables and how to read them")
     cold_threshold: int | None = arg(None, help="test campaigns with at most this many seed positives are "
-                                     "cold (the paper's T; default: the median seed-positive count of the test "
-                                     "campaigns, so both kinds exist; the paper uses 2000 on the real Tencent data)")
-    test_fraction: float = arg(_DEFAULTS.test_fraction, help="share of campaigns held out for testing")
-    seed: int = arg(_DEFAULTS.seed, help="seed of the train/test campaign split")
+                                     "cold (the paper's T; default: the spec's, else the median seed-positive count "
+                                     "of the test campaigns, so both kinds exist; the paper uses 2000 on the real "
+                                     "Tencent data)")
+    test_fraction: float | None = arg(None, help="share of campaigns held out for testing (default: the spec's, "
+                                      f"else {_DEFAULTS.test_fraction})")
+    seed: int | None = arg(None, help=f"seed of the train/test campaign split (default: the spec's, else "
+                           f"{_DEFAULTS.seed})")
     on_error: Literal["fail", "skip"] = arg(_DEFAULTS.on_error, help="on a malformed line: stop with its "
-                                            "file and line, or skip it and count it in the provenance")
+                                            "file and line, or skip it and count it in the provenance (with "
+                                            "--source tables, a spec's `on_error: skip` skips too)")
     allow_pickle: bool = arg(False, help="allow unpickling the official pickles (runs code from the files: "
                              "only for files you trust)")
     overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
@@ -70,12 +81,35 @@ class Preprocess(Step):
         return dataclasses.replace(
             _DEFAULTS,
             cold_threshold=MEDIAN if self.cold_threshold is None else self.cold_threshold,
-            test_fraction=self.test_fraction,
-            seed=self.seed,
+            test_fraction=_DEFAULTS.test_fraction if self.test_fraction is None else self.test_fraction,
+            seed=_DEFAULTS.seed if self.seed is None else self.seed,
             on_error=self.on_error,
         )
 
+    def tables_spec(self, uri: str) -> TablesSpec:
+        """The spec at `uri`, with the arguments given here in place of its own."""
+        spec = load_spec(uri)
+        split = dataclasses.replace(
+            spec.split,
+            seed=spec.split.seed if self.seed is None else self.seed,
+            test_fraction=spec.split.test_fraction if self.test_fraction is None else self.test_fraction,
+        )
+        return dataclasses.replace(
+            spec,
+            split=split,
+            cold_threshold=spec.cold_threshold if self.cold_threshold is None else self.cold_threshold,
+            on_error="skip" if self.on_error == "skip" else spec.on_error,
+        )
+
     def run(self) -> dict:
+        if self.source == "tables":
+            if self.spec is None:
+                raise InputError("--source tables needs --spec SPEC: the file naming the tables and how to read them")
+            spec = self.tables_spec(self.spec)
+            with claim(self.output, self.name, [self.spec, *spec.table_uris], self.overwrite) as output:
+                return preprocess_tables(self.spec, output, spec=spec)
+        if self.input is None:
+            raise InputError(f"--source {self.source} needs --input: the folder holding the input files")
         with claim(self.output, self.name, [self.input], self.overwrite) as output:
             if self.source == "official":
                 return import_official(self.input, output, self.config(), allow_pickle=self.allow_pickle)
