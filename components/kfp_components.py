@@ -49,7 +49,7 @@ def preprocess(
     """Turn an advertiser's tables (a spec naming users, campaigns and events), the raw Tencent files or the official processed pickles into the canonical dataset.
 
     Args:
-        input: folder (local, gs:// or /gcs/) holding the raw Tencent files or the official pickles (not used with --source tables: the spec names its tables)
+        input: folder (local, gs:// or /gcs/) holding the raw Tencent files or the official pickles; with --source tables, the folder holding the tables the spec names by relative paths (default: the spec's folder)
         output: dataset folder to write (local, gs:// or /gcs/); published atomically
         source: raw Tencent files, the official pickles, or the tables a --spec names (one of: raw, official, tables)
         spec: with --source tables: the spec file (YAML or JSON, local or gs://) naming the users, campaigns and events tables and how to read them

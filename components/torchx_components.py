@@ -66,7 +66,7 @@ def preprocess(
 
     Args:
         output: dataset folder to write (local, gs:// or /gcs/); published atomically
-        input: folder (local, gs:// or /gcs/) holding the raw Tencent files or the official pickles (not used with --source tables: the spec names its tables)
+        input: folder (local, gs:// or /gcs/) holding the raw Tencent files or the official pickles; with --source tables, the folder holding the tables the spec names by relative paths (default: the spec's folder)
         source: raw Tencent files, the official pickles, or the tables a --spec names (one of: raw, official, tables)
         spec: with --source tables: the spec file (YAML or JSON, local or gs://) naming the users, campaigns and events tables and how to read them
         cold_threshold: test campaigns with at most this many seed positives are cold (the paper's T; default: the spec's, else the median seed-positive count of the test campaigns, so both kinds exist; the paper uses 2000 on the real Tencent data)

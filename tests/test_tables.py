@@ -243,3 +243,36 @@ def test_tables_on_gcs(tmp_path, gcs_bucket):
 
 
 MOVIELENS = Path(__file__).resolve().parents[2] / "shared/data/movielens-100k"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples/movielens"
+
+
+@pytest.mark.skipif(not MOVIELENS.exists(), reason=f"no MovieLens-100k at {MOVIELENS} (research use only)")
+def test_movielens_example_imports(tmp_path):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(EXAMPLE / "make_tables.py"), "--ratings", str(MOVIELENS), "--output",
+                    str(tmp_path / "tables")], check=True, capture_output=True)
+    tables = str(tmp_path / "tables")
+    argv = ["preprocess", "--source", "tables", "--spec", str(EXAMPLE / "spec.yaml"), "--input", tables]
+    assert main([*argv, "--output", str(tmp_path / "ds")]) == 0
+    events = pq.read_table(tmp_path / "tables/events.parquet")
+    campaigns = load_campaign_frame(str(tmp_path / "ds"))
+    schema = load_schema(str(tmp_path / "ds"))
+    assert schema.hierarchy == ["genre", "decade"]
+    users = load_features(str(tmp_path / "ds")).users
+    assert len(users) == pq.read_metadata(tmp_path / "tables/users.parquet").num_rows
+    assert len(campaigns) == pq.read_metadata(tmp_path / "tables/campaigns.parquet").num_rows
+    rows = [load_rows(str(tmp_path / "ds"), s, k) for s in SPLITS for k in (1, 2)]
+    assert sum(len(r) for r in rows) == len(events)  # every (user, movie) event once, in one stage
+    assert sum(int(r.label.sum()) for r in rows) == sum(events.column("label").to_pylist())
+    # by time: the campaigns whose first rating is after the cutoff are the test campaigns
+    spec = yaml.safe_load((EXAMPLE / "spec.yaml").read_text())
+    starts = pq.read_table(tmp_path / "tables/campaigns.parquet").to_pydict()
+    cutoff = sorted(starts["start"])[100]
+    spec["split"] = {"kind": "time", "cutoff": cutoff}
+    (tmp_path / "time.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main([*argv[:4], str(tmp_path / "time.yaml"), *argv[5:], "--output", str(tmp_path / "by-time")]) == 0
+    by_time = load_campaign_frame(str(tmp_path / "by-time"))
+    start = dict(zip(starts["campaign"], starts["start"], strict=True))
+    assert all((s == "train") == (start[a] <= cutoff) for a, s in zip(by_time["aid"], by_time["split"], strict=True))

@@ -312,8 +312,9 @@ def parse_spec(value: Any, source: str, folder: str) -> TablesSpec:
     return spec
 
 
-def load_spec(uri: str) -> TablesSpec:
-    """The spec file at `uri` (local or gs://; YAML, or JSON which is YAML too)."""
+def load_spec(uri: str, tables: str | None = None) -> TablesSpec:
+    """The spec file at `uri` (local or gs://; YAML, or JSON which is YAML too); its relative table paths
+    are inside the folder `tables` (default: the spec's folder)."""
     import yaml
 
     text = storage.read_text(uri)
@@ -325,7 +326,8 @@ def load_spec(uri: str) -> TablesSpec:
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise InputError(f"{name}{where}: not YAML or JSON ({quote(str(getattr(error, 'problem', error)), 80)})"
                          ) from None
-    return parse_spec(value, name, uri.rstrip("/").rsplit("/", 1)[0] if "/" in uri else ".")
+    folder = tables or (uri.rstrip("/").rsplit("/", 1)[0] if "/" in uri else ".")
+    return parse_spec(value, name, folder)
 
 
 def spec_json(spec: TablesSpec) -> dict:

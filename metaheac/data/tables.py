@@ -43,7 +43,8 @@ def _files(table: Table) -> list[str]:
         return [table.uri]
     files = [f for f in storage.list_files(table.uri) if f.endswith(f".{table.format}")]
     if not files:
-        raise InputError(f"missing table {table.uri}: no file, nor a folder of .{table.format} files")
+        raise InputError(f"missing table {table.uri}: no file, nor a folder of .{table.format} files (a relative "
+                         "path is inside the spec's folder, or the --input folder)")
     return files
 
 
@@ -115,7 +116,7 @@ def integers(chunk: Chunk, column: str, what: str = "integers") -> np.ndarray:
         return values.cast(pa.int64()).to_numpy()
     if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
         return values.cast(pa.timestamp("s")).cast(pa.int64()).to_numpy()
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+    if _is_text(values.type):
         ok = pc.match_substring_regex(values, _INTEGER).to_numpy(zero_copy_only=False)
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
@@ -135,7 +136,7 @@ def integers(chunk: Chunk, column: str, what: str = "integers") -> np.ndarray:
 def _numbers(chunk: Chunk, column: str) -> tuple[np.ndarray, np.ndarray]:
     """(rows, float values) of the column's present values."""
     values = chunk.batch.column(column)
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+    if _is_text(values.type):
         values = pc.if_else(pc.equal(pc.utf8_trim_whitespace(values), ""), pa.scalar(None, pa.string()), values)
         try:
             values = pc.cast(values, pa.float64())
@@ -151,6 +152,10 @@ def _numbers(chunk: Chunk, column: str) -> tuple[np.ndarray, np.ndarray]:
     present &= ~np.isnan(numbers)
     rows = np.flatnonzero(present)
     return rows, numbers[rows]
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def _is_number(text: str) -> bool:
@@ -182,11 +187,11 @@ def user_column(chunk: Chunk, column: UserColumn) -> Sparse:
         if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
             raise InputError(f"{chunk.source}: column {column.name!r} holds lists; declare it a list column")
         present = array.is_valid()
-        if pa.types.is_string(array.type):
+        if _is_text(array.type):
             present = pc.and_(present, pc.not_equal(array, ""))
         rows = np.flatnonzero(present.to_numpy(zero_copy_only=False))
         return Sparse(rows, np.zeros(len(rows), np.int64), _values(array.filter(present)))
-    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+    if _is_text(array.type):
         if column.separator is None:
             raise InputError(f"{chunk.source}: list column {column.name!r} holds text; declare its separator "
                              "(users.columns.{column.name}.separator)")
@@ -197,7 +202,7 @@ def user_column(chunk: Chunk, column: UserColumn) -> Sparse:
     flat = pc.list_flatten(array)
     parent = pc.list_parent_indices(array).to_numpy()
     keep = flat.is_valid()
-    if pa.types.is_string(flat.type):
+    if _is_text(flat.type):
         flat = pc.utf8_trim_whitespace(flat)
         keep = pc.and_(keep, pc.not_equal(flat, ""))
     keep_np = keep.to_numpy(zero_copy_only=False)
@@ -279,7 +284,7 @@ class TablesReader:
     @staticmethod
     def _labels(chunk: Chunk, column: str, keep: np.ndarray, problems: Problems) -> np.ndarray:
         array = chunk.batch.column(column)
-        if pa.types.is_string(array.type):
+        if _is_text(array.type):
             text = pc.utf8_trim_whitespace(array)
             ok = pc.is_in(text, pa.array(["0", "1"])).to_numpy(zero_copy_only=False)
             labels = pc.equal(text, "1").to_numpy(zero_copy_only=False).astype(np.int8)
@@ -296,9 +301,10 @@ class TablesReader:
         return labels
 
 
-def preprocess_tables(spec_uri: str, output_uri: str, progress: bool = True, spec: TablesSpec | None = None) -> dict:
-    """Read the tables the spec at `spec_uri` names (or `spec`, that file's spec changed) and publish the
-    canonical dataset at `output_uri`."""
-    spec = spec or load_spec(spec_uri)
+def preprocess_tables(spec_uri: str, output_uri: str, progress: bool = True, spec: TablesSpec | None = None,
+                      tables: str | None = None) -> dict:
+    """Read the tables the spec at `spec_uri` names (relative ones inside the folder `tables`, default the
+    spec's; or `spec`, that file's spec changed) and publish the canonical dataset at `output_uri`."""
+    spec = spec or load_spec(spec_uri, tables)
     return build(spec, TablesReader(spec), output_uri, {"source": "tables", "input": spec_uri, "spec": spec_json(spec)},
                  progress, stage1_source=f" in {spec.events.table.uri.rsplit('/', 1)[-1]}")

@@ -57,7 +57,8 @@ class Preprocess(Step):
     resources: ClassVar = Resources(memory_gb=16)
     output: str = arg(help="dataset folder to write (local, gs:// or /gcs/); published atomically")
     input: str | None = arg(None, help="folder (local, gs:// or /gcs/) holding the raw Tencent files or the "
-                            "official pickles (not used with --source tables: the spec names its tables)")
+                            "official pickles; with --source tables, the folder holding the tables the spec names "
+                            "by relative paths (default: the spec's folder)")
     source: Literal["raw", "official", "tables"] = arg("raw", help="raw Tencent files, the official pickles, "
                                                        "or the tables a --spec names")
     spec: str | None = arg(None, help="with --source tables: the spec file (YAML or JSON, local or gs://) naming "
@@ -88,7 +89,7 @@ class Preprocess(Step):
 
     def tables_spec(self, uri: str) -> TablesSpec:
         """The spec at `uri`, with the arguments given here in place of its own."""
-        spec = load_spec(uri)
+        spec = load_spec(uri, self.input)
         split = dataclasses.replace(
             spec.split,
             seed=spec.split.seed if self.seed is None else self.seed,
@@ -106,7 +107,8 @@ class Preprocess(Step):
             if self.spec is None:
                 raise InputError("--source tables needs --spec SPEC: the file naming the tables and how to read them")
             spec = self.tables_spec(self.spec)
-            with claim(self.output, self.name, [self.spec, *spec.table_uris], self.overwrite) as output:
+            inputs = [self.spec, *spec.table_uris, *([self.input] if self.input else [])]
+            with claim(self.output, self.name, inputs, self.overwrite) as output:
                 return preprocess_tables(self.spec, output, spec=spec)
         if self.input is None:
             raise InputError(f"--source {self.source} needs --input: the folder holding the input files")
