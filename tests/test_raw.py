@@ -3,11 +3,12 @@ import io
 import numpy as np
 import pytest
 
+from metaheac.data.build import Vocabulary
 from metaheac.data.config import TENCENT_USER_FIELDS
 from metaheac.data.errors import InputError, Problems
-from metaheac.data.raw import UserFeatureParser, Vocabulary, line_blocks, parse_ad_features, parse_label_rows
+from metaheac.data.raw import UserFeatureParser, line_blocks, parse_ad_features, parse_label_rows
 
-LISTS = {"interest1": 3, "kw1": 2}
+LISTS = ["interest1", "kw1"]
 
 
 def parse(text: str, on_error: str = "fail", block_bytes: int = 1 << 20):
@@ -26,14 +27,14 @@ def test_line_blocks_keep_line_numbers_across_blocks_and_crlf():
     assert not any(b.truncated_last for b in blocks)
 
 
-def test_parse_maps_ids_truncates_lists_and_pads():
+def test_parse_reads_each_users_raw_ids_with_their_positions():
     chunks, problems, parser = parse("uid 7|age 30|interest1 5 6 7 8|kw1 9\nuid 8|gender 1|interest1 6|age 31\n")
     (chunk,) = chunks
-    assert chunk.uid.tolist() == [7, 8]
-    assert chunk.single.tolist() == [[1, 0], [2, 1]]  # first appearance order, 0 = missing
-    assert chunk.lists[0].tolist() == [[1, 2, 3], [2, 0, 0]]  # truncated to 3, padded with 0
-    assert chunk.lists[1].tolist() == [[1, 0], [0, 0]]
-    assert parser.vocabularies["interest1"].size == 4  # 5, 6, 7 and the reserved 0
+    assert chunk.uid.tolist() == [7, 8] and chunk.line.tolist() == [1, 2]
+    # per kept field (age, gender, interest1, kw1): (user row, position in the list, raw id), in file order
+    fields = [tuple(part.tolist() for part in field) for field in chunk.fields]
+    assert fields == [([0, 1], [0, 0], [30, 31]), ([1], [0], [1]),
+                      ([0, 0, 0, 0, 1], [0, 1, 2, 3, 0], [5, 6, 7, 8, 6]), ([0], [0], [9])]
 
 
 @pytest.mark.parametrize(
@@ -89,8 +90,6 @@ def test_ad_features_missing_column_and_bad_value():
         parse_ad_features("adFeature.csv", "aid,advertiserId\n1,2\n", ["advertiserId", "productType"])
     with pytest.raises(InputError, match="adFeature.csv line 3: a non-integer value"):
         parse_ad_features("adFeature.csv", "aid,productType\n1,2\n2,x\n", ["productType"])
-    with pytest.raises(InputError, match="aid 1 appears more than once"):
-        parse_ad_features("adFeature.csv", "aid,productType\n1,2\n1,3\n", ["productType"])
 
 
 def test_vocabulary_is_first_appearance_order():

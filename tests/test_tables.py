@@ -34,10 +34,10 @@ EVENTS = {
     "time": list(range(24)),
 }
 SPEC = {
-    "users": {"table": "users.parquet", "id": "uid", "columns": {
+    "users": {"table": "users.parquet", "id": "uid", "columns": {  # a list first: the dataset holds single fields first
+        "liked": {"type": "list", "max_length": 2, "keep": "first", "separator": " "},
         "gender": {"type": "categorical"},
         "age": {"type": "numeric", "buckets": 3},
-        "liked": {"type": "list", "max_length": 2, "keep": "first", "separator": " "},
     }},
     "campaigns": {"table": "campaigns.parquet", "id": "campaign", "columns": ["genre", "decade"],
                   "hierarchy": ["genre", "decade"], "start": "start"},

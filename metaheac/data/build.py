@@ -85,14 +85,15 @@ class EventBatch:
 
 
 class Reader(Protocol):
-    """A source's tables as raw values. `user_batches(columns)` may be called twice: once for the
-    columns whose encoding needs every user first (numeric quantiles, most frequent ids), then for all."""
+    """A source's tables as raw values; `*_source` name the tables in messages. `user_batches` may run
+    twice: first over the columns whose encoding needs every user (numeric quantiles, most frequent ids),
+    with a throwaway `problems`, then over all of them (`columns` None: the spec's order)."""
 
     users_source: str
     campaigns_source: str
     events_source: str
 
-    def user_batches(self, columns: list[UserColumn] | None = None) -> Iterator[UserBatch]: ...
+    def user_batches(self, problems: Problems, columns: list[UserColumn] | None = None) -> Iterator[UserBatch]: ...
 
     def campaigns(self) -> Campaigns: ...
 
@@ -144,14 +145,14 @@ class UserEncoder:
 
     def __init__(self, spec: TablesSpec, reader: Reader) -> None:
         self.spec = spec
-        self.columns = list(spec.users.single) + list(spec.users.lists)
+        self.columns = list(spec.users.columns)
         self.vocabularies = {c.name: Vocabulary(spec.ids_are_indexes) for c in self.columns if c.kind != "numeric"}
         self.edges: dict[str, np.ndarray] = {}
         self.rank: dict[str, pd.Index] = {}  # list values by overall frequency, for keep: most_frequent
         needs_all = [c for c in self.columns if c.kind == "numeric" or c.keep == "most_frequent"]
         if needs_all:
             seen: dict[str, list[np.ndarray]] = {c.name: [] for c in needs_all}
-            for batch in reader.user_batches(needs_all):
+            for batch in reader.user_batches(Problems("skip"), needs_all):
                 for c, sparse in zip(needs_all, batch.columns, strict=True):
                     seen[c.name].append(sparse.value)
             for c in needs_all:
@@ -186,7 +187,9 @@ class UserEncoder:
         n = len(batch.uid)
         single = np.zeros((n, len(self.spec.users.single)), dtype=np.int32)
         lists = []
-        for j, (c, sparse) in enumerate(zip(self.columns, batch.columns, strict=True)):
+        at = {c.name: j for j, c in enumerate(self.spec.users.single)}
+        for c, sparse in zip(self.columns, batch.columns, strict=True):
+            j = at.get(c.name, -1)
             if c.kind == "numeric":
                 single[sparse.row, j] = np.searchsorted(self.edges[c.name], sparse.value, side="right") + 1
             elif c.kind == "categorical":
@@ -219,7 +222,7 @@ def write_users(reader: Reader, encoder: UserEncoder, writer: DatasetWriter, pro
                                 {c.name: c.max_length for c in spec.users.lists})
     seen = pd.Index(np.empty(0, dtype=np.int64))
     with tqdm(desc=f"read {reader.users_source}", unit=" users", unit_scale=True, disable=not progress) as bar:
-        for batch in reader.user_batches():
+        for batch in reader.user_batches(problems):
             long = encoder.too_long(batch, problems)
             single, lists = encoder.encode(batch)
             duplicate = pd.Index(batch.uid).duplicated() | (seen.get_indexer(batch.uid) >= 0)
@@ -258,11 +261,15 @@ class StageRows:
         return StageRows(self.campaign[index], self.user[index], self.label[index])
 
 
-def merge_duplicates(rows: StageRows, n_users: int, problems: Problems) -> StageRows:
-    """Each (campaign, user) once, at its first row, positive when any of its rows is; counted."""
+def merge_duplicates(rows: StageRows, n_users: int, problems: Problems, keep: bool = False) -> StageRows:
+    """Each (campaign, user) once, at its first row, positive when any of its rows is; counted (with
+    `keep`, only counted)."""
     key = rows.campaign.astype(np.int64) * max(n_users, 1) + rows.user
     unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     if len(unique) == len(key):
+        return rows
+    if keep:
+        problems.skipped["duplicate_pairs_kept"] += len(key) - len(unique)
         return rows
     high = np.zeros(len(unique), dtype=np.int8)
     low = np.ones(len(unique), dtype=np.int8)
@@ -270,8 +277,8 @@ def merge_duplicates(rows: StageRows, n_users: int, problems: Problems) -> Stage
     np.minimum.at(low, inverse, rows.label)
     problems.skipped["duplicate_pairs"] += len(key) - len(unique)
     problems.skipped["conflicting_labels"] += int((high != low).sum())
-    keep = np.sort(first)
-    return StageRows(rows.campaign[keep], rows.user[keep], high[inverse[keep]])
+    kept = np.sort(first)
+    return StageRows(rows.campaign[kept], rows.user[kept], high[inverse[kept]])
 
 
 @dataclass
@@ -318,13 +325,15 @@ def assign_stages(spec: TablesSpec, events: Events, n_users: int, problems: Prob
     rows = events.rows
     if spec.stages.kind == "column":
         assert events.stage is not None
-        return {s: merge_duplicates(rows.take(np.flatnonzero(events.stage == s)), n_users, problems) for s in (1, 2)}
+        keep = spec.events.duplicates == "keep"
+        return {s: merge_duplicates(rows.take(np.flatnonzero(events.stage == s)), n_users, problems, keep)
+                for s in (1, 2)}
     order = np.arange(len(rows.campaign))
     if events.time is not None:  # a merged (campaign, user) keeps its first row's time
         key = rows.campaign.astype(np.int64) * max(n_users, 1) + rows.user
         _, first = np.unique(key, return_index=True)
         order = np.sort(first)
-    merged = merge_duplicates(rows, n_users, problems)
+    merged = merge_duplicates(rows, n_users, problems, spec.events.duplicates == "keep")
     rng = np.random.default_rng(spec.stages.seed)
     if spec.stages.kind == "time":
         assert events.time is not None

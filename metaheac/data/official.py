@@ -9,22 +9,20 @@ padding whatever value the official code put there.
 
 from __future__ import annotations
 
-import logging
-import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
 from metaheac import storage
+from metaheac.data.build import Campaigns, EventBatch, Sparse, UserBatch, build
 from metaheac.data.config import FieldConfig, PreprocessConfig
-from metaheac.data.dataset import users_arrow_schema, users_record_batch, write_dataset
 from metaheac.data.errors import InputError, Problems
-from metaheac.data.preprocess import StageRows, assemble
-from metaheac.data.schema import SPLITS, STAGES, DatasetSchema, Field
-
-log = logging.getLogger(__name__)
+from metaheac.data.presets import official_spec
+from metaheac.data.schema import SPLITS, STAGES
+from metaheac.data.spec import UserColumn
 
 PICKLE_WARNING = (
     "unpickling {uri}: a pickle runs code from the file; only import pickles you trust"
@@ -75,71 +73,64 @@ def _user_matrix(frame: pd.DataFrame, fields: FieldConfig, uri: str) -> np.ndarr
     return np.concatenate(parts, axis=1)
 
 
+class OfficialReader:
+    """The official frames as the builder reads them: users are the distinct feature rows (their uid is
+    the row's index), ids the frames' own (the spec says they are indexes already)."""
+
+    users_source = campaigns_source = events_source = "the official pickles"
+
+    def __init__(self, input_uri: str, fields: FieldConfig) -> None:
+        self.fields = fields
+        self.files = official_files(input_uri)
+        self.frames = {key: _read_pickle(uri, fields) for key, uri in self.files.items()}
+        matrices = [_user_matrix(frame, fields, self.files[key]) for key, frame in self.frames.items()]
+        self.users, self.inverse = np.unique(np.concatenate(matrices), axis=0, return_inverse=True)
+
+    def user_batches(self, problems: Problems, columns: list[UserColumn] | None = None) -> Iterator[UserBatch]:
+        names = [*self.fields.user_single, *self.fields.user_lists]
+        widths = [1] * len(self.fields.user_single) + list(self.fields.user_lists.values())
+        starts = np.cumsum([0, *widths])
+        wanted = [names.index(c.name) for c in columns] if columns is not None else range(len(names))
+        sparse = []
+        for k in wanted:
+            row, position = np.nonzero(self.users[:, starts[k] : starts[k + 1]])  # 0: padding
+            sparse.append(Sparse(row, position, self.users[row, starts[k] + position] - 1))
+        n = len(self.users)
+        yield UserBatch(self.users_source, "user", np.arange(n), np.arange(n, dtype=np.int64), sparse)
+
+    def campaigns(self) -> Campaigns:
+        fields = self.fields.campaign_fields
+        ads = pd.concat([frame[["aid", *fields]] for frame in self.frames.values()]).drop_duplicates("aid")
+        ads = ads.sort_values("aid", kind="stable").reset_index(drop=True)
+        splits = np.full(len(ads), "", dtype=object)
+        aid_index = pd.Index(ads["aid"])
+        for (split, _), frame in self.frames.items():  # a campaign is in the split of its (last) file
+            splits[aid_index.get_indexer(frame["aid"])] = split
+        return Campaigns(self.campaigns_source, "campaign", np.arange(len(ads)), "aid", ads["aid"].to_numpy(),
+                         {name: ads[name].to_numpy(np.int64) for name in fields}, split=splits)
+
+    def event_batches(self, problems: Problems) -> Iterator[EventBatch]:
+        offset = 0
+        for (split, stage), frame in self.frames.items():
+            n = len(frame)
+            yield EventBatch(self.files[split, stage], "row", np.arange(1, n + 1), self.inverse[offset : offset + n],
+                             frame["aid"].to_numpy(np.int64), (frame["label"].to_numpy() == 1).astype(np.int8),
+                             stage=np.full(n, stage, np.int8))
+            offset += n
+
+
 def import_official(input_uri: str, output_uri: str, config: PreprocessConfig, allow_pickle: bool = False) -> dict:
     if not allow_pickle:
         raise InputError(
             f"importing {input_uri} means unpickling files, which runs code from them: "
             "pass --allow-pickle only for files you trust"
         )
-    started = time.perf_counter()
-    fields = config.fields
-    files = official_files(input_uri)
-    frames = {key: _read_pickle(uri, fields) for key, uri in files.items()}
-    keys = list(frames)
-    matrices = [_user_matrix(frames[k], fields, files[k]) for k in keys]
-    users, inverse = np.unique(np.concatenate(matrices), axis=0, return_inverse=True)
-    ads = pd.concat([frames[k][["aid", *fields.campaign_fields]] for k in keys]).drop_duplicates("aid")
-    ads = ads.sort_values("aid", kind="stable").reset_index(drop=True)
-    aid_index = pd.Index(ads["aid"])
-    splits = np.full(len(ads), "", dtype=object)
-    stages: dict[int, list[StageRows]] = {1: [], 2: []}
-    offset = 0
-    for (split, stage), frame in frames.items():
-        campaign = aid_index.get_indexer(frame["aid"])
-        splits[campaign] = split
-        label = (frame["label"].to_numpy() == 1).astype(np.int8)
-        stages[stage].append(StageRows(campaign, inverse[offset : offset + len(frame)], label))
-        offset += len(frame)
-    merged = {s: StageRows.concat(parts) for s, parts in stages.items()}
-    problems = Problems(config.on_error)
-    if stages[1]:  # with seed rows imported, a campaign without a positive seed cannot be adapted
-        has_positive = np.bincount(merged[1].campaign[merged[1].label == 1], minlength=len(ads)) > 0
-        has_rows = np.bincount(merged[1].campaign, minlength=len(ads)) > 0
-        for c in np.flatnonzero(has_rows & ~has_positive):
-            problems.report("campaigns_without_positives", f"campaign aid {ads['aid'][c]}: no positive seed rows")
-            splits[c] = ""
-    n_single = len(fields.user_single)
-    lengths = list(fields.user_lists.values())
-    lists = np.split(users[:, n_single:], np.cumsum(lengths)[:-1], axis=1)
-    schema = DatasetSchema(
-        user_single=[Field(n, int(users[:, j].max()) + 1) for j, n in enumerate(fields.user_single)],
-        user_lists=[
-            Field(n, int(ids.max()) + 1, k) for (n, k), ids in zip(fields.user_lists.items(), lists, strict=True)
-        ],
-        campaign_fields=[Field(n, int(ads[n].max()) + 2) for n in fields.campaign_fields],
-        hierarchy=[h for h in fields.hierarchy if h in fields.campaign_fields],
-    )
-    with write_dataset(output_uri) as writer:
-        writer.add_users(
-            users_record_batch(
-                users_arrow_schema(fields.user_single, fields.user_lists),
-                np.arange(len(users), dtype=np.int64),
-                users[:, :n_single].astype(np.int32),
-                [ids.astype(np.int32) for ids in lists],
-            )
-        )
-        ad_codes = (ads[fields.campaign_fields].to_numpy(np.int64) + 1).astype(np.int32)
-        summary = assemble(writer, schema, ads["aid"].to_numpy(), ad_codes, splits, merged)
-        writer.write_campaign_vocab(fields.campaign_fields, ads[fields.campaign_fields].to_numpy(), ad_codes)
-        schema.provenance = {
-            "source": "official-pickles",
-            "input": input_uri,
-            "files": [f"{s}_stage{k}.pkl" for s, k in keys],
-            "config": asdict(config),
-            "counts": {**summary, "users": len(users)},
-            "problems": problems.summary(),
-            "note": "uids are synthetic: the official processed data carries none; users are distinct feature rows",
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        writer.write_schema(schema)
-    return schema.provenance
+    reader = OfficialReader(input_uri, config.fields)
+    provenance = {
+        "source": "official-pickles",
+        "input": input_uri,
+        "files": [f"{s}_stage{k}.pkl" for s, k in reader.frames],
+        "config": asdict(config),
+        "note": "uids are synthetic: the official processed data carries none; users are distinct feature rows",
+    }
+    return build(official_spec(input_uri, config), reader, output_uri, provenance, progress=False)

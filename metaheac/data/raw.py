@@ -80,29 +80,6 @@ def _split_lines(body: bytes, ends_with_newline: bool) -> pa.StringArray:
     return array
 
 
-class Vocabulary:
-    """Raw id -> contiguous index from 1 in order of first appearance; 0 stays padding/unknown."""
-
-    def __init__(self) -> None:
-        self._index = pd.Index(np.empty(0, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    @property
-    def size(self) -> int:
-        """Vocabulary size counting the reserved index 0."""
-        return len(self._index) + 1
-
-    def encode(self, ids: np.ndarray) -> np.ndarray:
-        codes = self._index.get_indexer(ids)
-        missing = codes < 0
-        if missing.any():
-            self._index = self._index.append(pd.Index(pd.unique(ids[missing])))
-            codes[missing] = self._index.get_indexer(ids[missing])
-        return (codes + 1).astype(np.int32)
-
-
 # ---- userFeature.data ---------------------------------------------------------------------
 
 
@@ -117,26 +94,18 @@ class ParsedBlock:
     blank: int
 
 
-@dataclass
-class UserChunk:
-    line: np.ndarray  # int64 [n]: the file line of each user
-    uid: np.ndarray  # int64 [n]
-    single: np.ndarray  # int32 [n, n_single], vocabulary indexes
-    lists: list[np.ndarray]  # int32 [n, L] per list field, 0-padded
-
-
 class UserFeatureParser:
-    """Parses `userFeature.data` blocks into vocabulary-indexed arrays, growing the vocabularies.
+    """Parses `userFeature.data` blocks into each user's raw ids per kept field.
 
-    `parse` is pure (threads may run it on several blocks at once); `encode` grows the vocabularies
-    and applies the error policy, so it runs on blocks in file order.
+    `parse` is pure (threads may run it on several blocks at once); `chunks` applies the error policy to
+    the parsed blocks in file order.
     """
 
     def __init__(
         self,
         path: str,
         single: list[str],
-        lists: dict[str, int],
+        lists: list[str],
         known_fields: set[str],
         problems: Problems,
     ) -> None:
@@ -145,11 +114,10 @@ class UserFeatureParser:
         self.lists = lists
         self.known = known_fields | {"uid"} | set(single) | set(lists)
         self.problems = problems
-        self.vocabularies = {name: Vocabulary() for name in [*single, *lists]}
         used = ["uid", *single, *lists]
         # uid first, then the fields we keep, then known fields we ignore
         self._names = pa.array(used + sorted(self.known - set(used)))
-        self._max_len = np.array([1] * (1 + len(single)) + list(lists.values()))
+        self._kept = 1 + len(single) + len(lists)  # names 0 .. _kept - 1: uid, then the kept fields
 
     def parse(self, block: LineBlock) -> ParsedBlock:
         lines = block.lines
@@ -178,8 +146,7 @@ class UserFeatureParser:
         value_field = field_of[is_value]
         code = codes[value_field]
         position = np.flatnonzero(is_value) - np.flatnonzero(is_name)[value_field] - 1
-        keep = (code >= 0) & (code < len(self._max_len))
-        keep[keep] = position[keep] < self._max_len[code[keep]]
+        keep = (code >= 0) & (code < self._kept)
         row = token_line[is_value]
         keep &= ~field_bad[row]
         values = pc.cast(text.filter(pa.array(is_value)).filter(pa.array(keep)), pa.int64()).to_numpy()
@@ -187,7 +154,7 @@ class UserFeatureParser:
         # renumber good lines into user rows
         user_row = np.cumsum(~field_bad) - 1
         row = user_row[row[keep]]
-        fields = [(row[code == k], position[code == k], values[code == k]) for k in range(len(self._max_len))]
+        fields = [(row[code == k], position[code == k], values[code == k]) for k in range(self._kept)]
         uid = np.zeros(int((~field_bad).sum()), dtype=np.int64)
         uid[fields[0][0]] = fields[0][2]
         return ParsedBlock(numbers[shaped][~field_bad], uid, fields[1:], reasons, int(blank.sum()))
@@ -201,40 +168,28 @@ class UserFeatureParser:
         k = len(self._names)
         counts = np.bincount(name_lines[used] * k + codes[used], minlength=n * k).reshape(n, k)
         bad |= counts[:, 0] != 1  # uid is name 0
-        bad |= (counts[:, 1 : len(self._max_len)] > 1).any(1)
+        bad |= (counts[:, 1 : self._kept] > 1).any(1)
         single = (codes >= 0) & (codes <= len(self.single))  # uid and the single fields
         bad[name_lines[single & (values_per_field != 1)]] = True
         return bad
 
-    def encode(self, parsed: ParsedBlock) -> UserChunk:
-        """Apply the error policy and map raw ids to vocabulary indexes; call on blocks in file order."""
+    def report(self, parsed: ParsedBlock) -> ParsedBlock:
+        """Apply the error policy to a block's bad lines; call on blocks in file order."""
         for line, reason in parsed.bad:
             self.problems.report("malformed_lines", f"{self.path} line {line}: {reason}")
         self.problems.skipped["blank_lines"] += parsed.blank
-        n = len(parsed.uid)
-        single = np.zeros((n, len(self.single)), dtype=np.int32)
-        for j, name in enumerate(self.single):
-            row, _, ids = parsed.fields[j]
-            single[row, j] = self.vocabularies[name].encode(ids)
-        lists = []
-        for (name, length), (row, position, ids) in zip(
-            self.lists.items(), parsed.fields[len(self.single) :], strict=True
-        ):
-            padded = np.zeros((n, length), dtype=np.int32)
-            padded[row, position] = self.vocabularies[name].encode(ids)
-            lists.append(padded)
-        return UserChunk(parsed.line, parsed.uid, single, lists)
+        return parsed
 
-    def chunks(self, blocks: Iterator[LineBlock], threads: int = 2) -> Iterator[UserChunk]:
-        """Parse blocks on `threads` threads (Arrow and numpy release the GIL), encode them in order."""
+    def chunks(self, blocks: Iterator[LineBlock], threads: int = 2) -> Iterator[ParsedBlock]:
+        """Parse blocks on `threads` threads (Arrow and numpy release the GIL), report them in order."""
         with ThreadPoolExecutor(threads) as pool:
             pending: deque[Future[ParsedBlock]] = deque()
             for block in blocks:
                 pending.append(pool.submit(self.parse, block))
                 if len(pending) > threads:  # bounded read-ahead: memory stays a few blocks
-                    yield self.encode(pending.popleft().result())
+                    yield self.report(pending.popleft().result())
             while pending:
-                yield self.encode(pending.popleft().result())
+                yield self.report(pending.popleft().result())
 
     def explain(self, line: str, maybe_truncated: bool) -> str:
         """Why one line is bad, in words (only ever run on lines already flagged)."""
@@ -251,7 +206,7 @@ class UserFeatureParser:
             bad_id = next((v for v in ids if not re.fullmatch(r"[0-9]{1,18}", v)), None)
             if bad_id is not None:
                 return f"field {name!r} has a non-integer id {quote(bad_id, 20)}"
-            if name in seen and (name == "uid" or name in self.vocabularies):
+            if name in seen and (name == "uid" or name in self.single or name in self.lists):
                 return f"field {name!r} appears twice"
             if (name == "uid" or name in self.single) and len(ids) > 1:
                 return f"single-valued field {name!r} has {len(ids)} values"
@@ -326,8 +281,4 @@ def parse_ad_features(path: str, text: str, fields: list[str]) -> pd.DataFrame:
             rows.append([int(cells[c]) for c in columns])
         except ValueError:
             raise InputError(f"{path} line {number}: a non-integer value in {quote(line, 80)}") from None
-    frame = pd.DataFrame(rows, columns=["aid", *fields], dtype=np.int64)
-    duplicated = frame["aid"].duplicated()
-    if duplicated.any():
-        raise InputError(f"{path}: aid {frame['aid'][duplicated].iloc[0]} appears more than once")
-    return frame
+    return pd.DataFrame(rows, columns=["aid", *fields], dtype=np.int64)

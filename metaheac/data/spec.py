@@ -21,10 +21,11 @@ MEDIAN = -1  # cold_threshold: the test campaigns' median seed positives
 
 @dataclass(frozen=True)
 class Table:
-    """One table: a Parquet file or folder of files, or a CSV file (`format` from the name by default)."""
+    """One table: a Parquet file or folder of files, or a CSV file (`format` from the name by default);
+    the presets' formats (`tencent`, `pickle`) have their own readers."""
 
     uri: str
-    format: Literal["parquet", "csv"]
+    format: Literal["parquet", "csv", "tencent", "pickle"]
     separator: str = ","  # between CSV cells
 
 
@@ -83,11 +84,16 @@ class Labels:
 
 @dataclass(frozen=True)
 class Events:
+    """`duplicates`: a (campaign, user) listed twice in a stage is kept once, positive when any of its
+    rows is (`merge`), or every row is kept (`keep`: the official pickles, whose distinct users may share
+    every feature and so become one user)."""
+
     table: Table
     user: str
     campaign: str
     labels: Labels
     time: str | None = None
+    duplicates: Literal["merge", "keep"] = "merge"
 
 
 @dataclass(frozen=True)
@@ -276,7 +282,7 @@ def parse_spec(value: Any, source: str, folder: str) -> TablesSpec:
         label_spec = Labels(label_kind, column=labels.string("column"))
     labels.done()
     event_spec = Events(events_table, events.string("user"), events.string("campaign"), label_spec,
-                        events.string("time", None))
+                        events.string("time", None), events.choice("duplicates", ("merge", "keep"), "merge"))
     events.done()
     stages_node = top.node("stages", {})
     stage_kind = stages_node.choice("kind", ("random", "time", "column"), "random")

@@ -194,7 +194,7 @@ def user_column(chunk: Chunk, column: UserColumn) -> Sparse:
     if _is_text(array.type):
         if column.separator is None:
             raise InputError(f"{chunk.source}: list column {column.name!r} holds text; declare its separator "
-                             "(users.columns.{column.name}.separator)")
+                             f"(users.columns.{column.name}.separator)")
         array = pc.split_pattern(array.fill_null(""), column.separator)
     elif not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)
               or pa.types.is_fixed_size_list(array.type)):
@@ -224,7 +224,7 @@ class TablesReader:
         self.campaigns_source = spec.campaigns.table.uri.rsplit("/", 1)[-1]
         self.events_source = spec.events.table.uri.rsplit("/", 1)[-1]
 
-    def user_batches(self, columns: list[UserColumn] | None = None) -> Iterator[UserBatch]:
+    def user_batches(self, problems: Problems, columns: list[UserColumn] | None = None) -> Iterator[UserBatch]:
         users = self.spec.users
         wanted = list(users.columns) if columns is None else columns
         for chunk in chunks(users.table, [users.id, *(c.name for c in wanted)], csv_strings=True):
