@@ -170,6 +170,7 @@ def _changed(table: dict, **columns) -> dict:
     ("change", "message"),
     [
         ({"users": {k: v for k, v in USERS.items() if k != "gender"}}, "users.parquet: no column 'gender'"),
+        ({"events": {k: v for k, v in EVENTS.items() if k != "time"}}, "events.csv: no column 'time'"),
         ({"users": _changed(USERS, age=[18, 25, "old", 47, 60, 25])},
          "users.csv row 3: column 'age' holds 'old', expected a number"),
         ({"events": _changed(EVENTS, uid=["1", "2", "x", *map(str, EVENTS["uid"][3:])])},
@@ -276,3 +277,19 @@ def test_movielens_example_imports(tmp_path):
     by_time = load_campaign_frame(str(tmp_path / "by-time"))
     start = dict(zip(starts["campaign"], starts["start"], strict=True))
     assert all((s == "train") == (start[a] <= cutoff) for a, s in zip(by_time["aid"], by_time["split"], strict=True))
+
+
+def test_gzip_csv_and_missing_campaign_attributes(tmp_path):
+    import gzip
+
+    campaigns = _changed(CAMPAIGNS, decade=["1990", None, "1980", "1970"])
+    spec_path = write_tables(tmp_path / "t", "csv", campaigns=campaigns)
+    events = tmp_path / "t/events.csv"
+    (tmp_path / "t/events.csv.gz").write_bytes(gzip.compress(events.read_bytes()))
+    events.unlink()
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["events"]["table"] = "events.csv.gz"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    preprocess_tables(str(spec_path), str(tmp_path / "ds"), progress=False)
+    decade = load_campaign_frame(str(tmp_path / "ds"))["decade"].tolist()
+    assert decade == [3, 0, 2, 1]  # sorted values from 1, a missing one 0

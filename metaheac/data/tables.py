@@ -3,6 +3,7 @@ into the builder's arrays with errors that name the table, the column and the ro
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -70,19 +71,16 @@ def _batches(stream, name: str, table: Table, columns: list[str], csv_strings: b
         return
     try:
         reader = pcsv.open_csv(
-            pa.input_stream(stream, compression="detect") if name.endswith(".gz") else stream,
+            pa.CompressedInputStream(stream, "gzip") if name.endswith(".gz") else stream,
             read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
             parse_options=pcsv.ParseOptions(delimiter=table.separator),
             convert_options=pcsv.ConvertOptions(
                 include_columns=columns, column_types=dict.fromkeys(columns, pa.string()) if csv_strings else None,
                 strings_can_be_null=False),
         )
-    except pa.ArrowInvalid as error:
-        text = str(error)
-        if "No column named" in text or "not found" in text:
-            header = _csv_header(table, name)
-            _check_columns(name, header, columns)
-        raise InputError(f"{name}: not a readable CSV file ({quote(text, 160)})") from None
+    except (pa.ArrowInvalid, pa.ArrowKeyError) as error:
+        _check_columns(name, _csv_header(table, name), columns)
+        raise InputError(f"{name}: not a readable CSV file ({quote(str(error), 160)})") from None
     try:
         yield from reader
     except pa.ArrowInvalid as error:
@@ -90,11 +88,11 @@ def _batches(stream, name: str, table: Table, columns: list[str], csv_strings: b
 
 
 def _csv_header(table: Table, name: str) -> list[str]:
-    for uri in _files(table):
-        if uri.rsplit("/", 1)[-1] == name:
-            with storage.open_read(uri) as stream:
-                return stream.readline().decode("utf-8-sig").rstrip("\r\n").split(table.separator)
-    return []
+    """The column names on the first line of the table's file `name` (to say which one is missing)."""
+    uri = next(u for u in _files(table) if u.rsplit("/", 1)[-1] == name)
+    with storage.open_read(uri) as stream:
+        first = (gzip.GzipFile(fileobj=stream) if name.endswith(".gz") else stream).readline()
+    return first.decode("utf-8-sig", "replace").rstrip("\r\n").split(table.separator)
 
 
 def _check_columns(name: str, present: list[str], needed: list[str]) -> None:
@@ -167,12 +165,15 @@ def _is_number(text: str) -> bool:
 
 
 def _values(array: pa.Array) -> np.ndarray:
-    """Categorical values as numpy: int64 for integers, else objects (strings)."""
-    if pa.types.is_integer(array.type):
+    """Categorical values as numpy: int64 for integers, else objects (strings; None where missing, as an
+    empty CSV cell is)."""
+    if pa.types.is_integer(array.type) and not array.null_count:
         return array.cast(pa.int64()).to_numpy()
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
-    return np.asarray(array.cast(pa.string()).to_pylist(), dtype=object)
+    text = array.cast(pa.string())
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    return np.asarray(text.to_pylist(), dtype=object)
 
 
 def user_column(chunk: Chunk, column: UserColumn) -> Sparse:
