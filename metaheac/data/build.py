@@ -328,12 +328,11 @@ def assign_stages(spec: TablesSpec, events: Events, n_users: int, problems: Prob
         keep = spec.events.duplicates == "keep"
         return {s: merge_duplicates(rows.take(np.flatnonzero(events.stage == s)), n_users, problems, keep)
                 for s in (1, 2)}
-    order = np.arange(len(rows.campaign))
-    if events.time is not None:  # a merged (campaign, user) keeps its first row's time
-        key = rows.campaign.astype(np.int64) * max(n_users, 1) + rows.user
-        _, first = np.unique(key, return_index=True)
-        order = np.sort(first)
     merged = merge_duplicates(rows, n_users, problems, spec.events.duplicates == "keep")
+    order = np.arange(len(rows.campaign))  # each merged row's first row, for its time
+    if len(merged.campaign) < len(order):
+        _, first = np.unique(rows.campaign.astype(np.int64) * max(n_users, 1) + rows.user, return_index=True)
+        order = np.sort(first)
     rng = np.random.default_rng(spec.stages.seed)
     if spec.stages.kind == "time":
         assert events.time is not None

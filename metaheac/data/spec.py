@@ -8,7 +8,7 @@ official pickles are two presets of it (metaheac/data/presets.py).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from metaheac import storage
@@ -338,6 +338,4 @@ def load_spec(uri: str, tables: str | None = None) -> TablesSpec:
 
 def spec_json(spec: TablesSpec) -> dict:
     """The spec as plain JSON values, for the provenance."""
-    from dataclasses import asdict
-
     return json.loads(json.dumps(asdict(spec)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -49,18 +50,19 @@ def _files(table: Table) -> list[str]:
     return files
 
 
-def chunks(table: Table, columns: list[str], csv_strings: bool = True) -> Iterator[Chunk]:
-    """The named columns of every file of `table`, in batches; a CSV is read as text (typed below)."""
+def chunks(table: Table, columns: list[str]) -> Iterator[Chunk]:
+    """The named columns of every file of `table`, in batches; a CSV is read as text (typed below, where a
+    bad value can be named by its row)."""
     for uri in _files(table):
         name = uri.rsplit("/", 1)[-1]
         row = 1
         with storage.open_read(uri) as stream:
-            for batch in _batches(stream, name, table, columns, csv_strings):
+            for batch in _batches(stream, name, table, columns):
                 yield Chunk(name, row, batch)
                 row += batch.num_rows
 
 
-def _batches(stream, name: str, table: Table, columns: list[str], csv_strings: bool) -> Iterator[pa.RecordBatch]:
+def _batches(stream: BinaryIO, name: str, table: Table, columns: list[str]) -> Iterator[pa.RecordBatch]:
     if table.format == "parquet":
         try:
             parquet = pq.ParquetFile(stream)
@@ -75,7 +77,7 @@ def _batches(stream, name: str, table: Table, columns: list[str], csv_strings: b
             read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
             parse_options=pcsv.ParseOptions(delimiter=table.separator),
             convert_options=pcsv.ConvertOptions(
-                include_columns=columns, column_types=dict.fromkeys(columns, pa.string()) if csv_strings else None,
+                include_columns=columns, column_types=dict.fromkeys(columns, pa.string()),
                 strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, pa.ArrowKeyError) as error:
@@ -167,7 +169,9 @@ def _is_number(text: str) -> bool:
 def _values(array: pa.Array) -> np.ndarray:
     """Categorical values as numpy: int64 for integers, else objects (strings; None where missing, as an
     empty CSV cell is)."""
-    if pa.types.is_integer(array.type) and not array.null_count:
+    if pa.types.is_integer(array.type):
+        if array.null_count:
+            return np.asarray(array.to_pylist(), dtype=object)
         return array.cast(pa.int64()).to_numpy()
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
@@ -228,7 +232,7 @@ class TablesReader:
     def user_batches(self, problems: Problems, columns: list[UserColumn] | None = None) -> Iterator[UserBatch]:
         users = self.spec.users
         wanted = list(users.columns) if columns is None else columns
-        for chunk in chunks(users.table, [users.id, *(c.name for c in wanted)], csv_strings=True):
+        for chunk in chunks(users.table, [users.id, *(c.name for c in wanted)]):
             yield UserBatch(
                 chunk.source, "row", chunk.rows,
                 integers(chunk, users.id, "an integer user id"),
@@ -244,11 +248,7 @@ class TablesReader:
         if not parts or not sum(p.batch.num_rows for p in parts):
             raise InputError(f"{self.campaigns_source}: no campaigns")
         ids = np.concatenate([integers(p, spec.id, "an integer campaign id") for p in parts])
-        attributes = {}
-        for name in spec.columns:
-            values = [_values(p.batch.column(name)) for p in parts]
-            attributes[name] = np.concatenate(values) if values[0].dtype != object else np.concatenate(
-                values).astype(object)
+        attributes = {name: np.concatenate([_values(p.batch.column(name)) for p in parts]) for name in spec.columns}
         start = np.concatenate([integers(p, spec.start, "an integer or timestamp start time") for p in parts]
                                ) if spec.start else None
         split = np.concatenate([_values(p.batch.column(split_column)) for p in parts]) if split_column else None
