@@ -206,10 +206,11 @@ class UserEncoder:
         if c.keep == "last":
             lengths = np.bincount(row, minlength=n)
             position = position - np.maximum(lengths[row] - c.max_length, 0)
-        elif c.keep == "most_frequent":
-            order = np.lexsort((position, self.rank[c.name].get_indexer(value), row))
+        elif c.keep == "most_frequent":  # by user, then overall frequency, then position (np.lexsort: 10x slower)
+            rank = self.rank[c.name].get_indexer(value)
+            order = np.argsort(row.astype(np.int64) * (len(self.rank[c.name]) + 1) + rank, kind="stable")
             row, value = row[order], value[order]
-            position = np.arange(len(row)) - np.searchsorted(row, row)
+            position = np.arange(len(row)) - np.concatenate([[0], np.cumsum(np.bincount(row, minlength=n))])[row]
         keep = (position >= 0) & (position < c.max_length)
         return row[keep], position[keep], value[keep]
 
@@ -334,17 +335,17 @@ def assign_stages(spec: TablesSpec, events: Events, n_users: int, problems: Prob
         _, first = np.unique(rows.campaign.astype(np.int64) * max(n_users, 1) + rows.user, return_index=True)
         order = np.sort(first)
     rng = np.random.default_rng(spec.stages.seed)
-    if spec.stages.kind == "time":
+    if spec.stages.kind == "time":  # by campaign, then time, then row (stable sorts: np.lexsort is slower)
         assert events.time is not None
-        rank = np.lexsort((order, events.time[order], merged.campaign))
-        group = merged.campaign[rank]
+        rank = np.argsort(events.time[order], kind="stable")
+        group = merged.campaign.astype(np.int64)
     else:  # random, within each campaign and label
-        rank = np.lexsort((rng.random(len(merged.campaign)), merged.label, merged.campaign))
-        group = merged.campaign[rank].astype(np.int64) * 2 + merged.label[rank]
-    starts = np.searchsorted(group, group)
-    _, inverse, counts = np.unique(group, return_inverse=True, return_counts=True)
-    sizes = counts[inverse]
-    seeds = (np.arange(len(group)) - starts) < np.floor(spec.stages.fraction * sizes + 0.5)
+        rank = np.argsort(rng.random(len(merged.campaign)))
+        group = merged.campaign.astype(np.int64) * 2 + merged.label
+    rank = rank[np.argsort(group[rank], kind="stable")]
+    group = group[rank]
+    _, starts, inverse, counts = np.unique(group, return_index=True, return_inverse=True, return_counts=True)
+    seeds = (np.arange(len(group)) - starts[inverse]) < np.floor(spec.stages.fraction * counts[inverse] + 0.5)
     stage1 = np.zeros(len(group), bool)
     stage1[rank] = seeds
     stages = {1: merged.take(np.flatnonzero(stage1)), 2: merged.take(np.flatnonzero(~stage1))}

@@ -175,9 +175,10 @@ def _values(array: pa.Array) -> np.ndarray:
         return array.cast(pa.int64()).to_numpy()
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
-    text = array.cast(pa.string())
-    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
-    return np.asarray(text.to_pylist(), dtype=object)
+    # through a dictionary: one Python string per distinct value, not per row
+    encoded = pc.dictionary_encode(array.cast(pa.string()))
+    words = np.asarray([*(w or None for w in encoded.dictionary.to_pylist()), None], dtype=object)
+    return words[encoded.indices.fill_null(len(words) - 1).to_numpy()]
 
 
 def user_column(chunk: Chunk, column: UserColumn) -> Sparse:
