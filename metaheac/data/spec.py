@@ -144,6 +144,9 @@ class TablesSpec:
 # ---- parsing ------------------------------------------------------------------------------
 
 
+_REQUIRED = object()  # a key without a default
+
+
 class _Node:
     """A mapping of the spec at `path`, read key by key; unknown keys are an error."""
 
@@ -161,24 +164,24 @@ class _Node:
         where = self.key(name) if name else self.path or "top level"
         raise InputError(f"{self.source}: {where}: {message}")
 
-    def get(self, name: str, default: Any = dataclass) -> Any:
+    def get(self, name: str, default: Any = _REQUIRED) -> Any:
         self.read.add(name)
         if name not in self.value:
-            if default is dataclass:
+            if default is _REQUIRED:
                 self.fail(name, "missing")
             return default
         return self.value[name]
 
-    def node(self, name: str, default: Any = dataclass) -> _Node:
+    def node(self, name: str, default: Any = _REQUIRED) -> _Node:
         return _Node(self.source, self.key(name), self.get(name, default))
 
-    def string(self, name: str, default: Any = dataclass) -> Any:
+    def string(self, name: str, default: Any = _REQUIRED) -> Any:
         value = self.get(name, default)
         if value is not default and not (isinstance(value, str) and value):
             self.fail(name, f"expected a non-empty string, got {quote(str(value), 60)}")
         return value
 
-    def integer(self, name: str, default: Any = dataclass, low: int | None = None) -> Any:
+    def integer(self, name: str, default: Any = _REQUIRED, low: int | None = None) -> Any:
         value = self.get(name, default)
         if value is default:
             return value
@@ -196,13 +199,13 @@ class _Node:
                       f"got {quote(str(value), 60)}")
         return float(value)
 
-    def choice(self, name: str, options: tuple[str, ...], default: Any = dataclass) -> Any:
+    def choice(self, name: str, options: tuple[str, ...], default: Any = _REQUIRED) -> Any:
         value = self.get(name, default)
         if value not in options:
             self.fail(name, f"expected one of {', '.join(options)}, got {quote(str(value), 60)}")
         return value
 
-    def names(self, name: str, default: Any = dataclass) -> tuple[str, ...]:
+    def names(self, name: str, default: Any = _REQUIRED) -> tuple[str, ...]:
         value = self.get(name, default)
         if not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
             self.fail(name, f"expected a list of column names, got {quote(str(value), 60)}")
