@@ -254,6 +254,8 @@ def parse_spec(value: Any, source: str, folder: str) -> TablesSpec:
     users = top.node("users")
     users_table = _table(users, folder)
     columns_node = users.node("columns")
+    if not columns_node.value or not all(isinstance(name, str) and name for name in columns_node.value):
+        users.fail("columns", "expected a mapping of column names to their types, with at least one column")
     columns = tuple(
         _user_column(columns_node.node(name), name, users_table.format == "csv") for name in columns_node.value
     )
