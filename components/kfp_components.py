@@ -236,7 +236,7 @@ def expand(
         output: Parquet file to write the audience into (uid, score), best first
         seeds: seed users (positives): a text file with one uid a line, or Parquet with a `uid` column
         aid: an existing campaign's aid (or give --ad-fields for a new campaign)
-        ad_fields: a new campaign's raw ad fields, e.g. advertiserId=12,adCategoryId=3,...
+        ad_fields: a new campaign's raw field values as in the campaigns table, e.g. category=3,brand=acme
         negatives: known non-converting users (same formats); sampled from the users if not given
         top_n: audience size
         seed: seeds the adaptation and the negative sampling

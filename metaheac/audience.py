@@ -40,7 +40,7 @@ from metaheac.data.dataset import SCHEMA_FILE, USERS_FILE, fetch
 from metaheac.data.loading import user_table
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
-from metaheac.expand import CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
+from metaheac.expand import CampaignFields, CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
 from metaheac.model.embedding import mean_weights
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
@@ -419,7 +419,7 @@ class CampaignRequest:
     """One campaign to expand: its ad fields (`expand.campaign_field_ids`), seed uids and negative uids (None:
     sampled from the non-seeds)."""
 
-    campaign_fields: dict[str, int]
+    campaign_fields: CampaignFields
     seed_uids: np.ndarray
     negative_uids: np.ndarray | None = None
 
@@ -484,7 +484,7 @@ def prepare_campaign(
     base: UserBase,
     uid_index: pd.Index,
     campaigns: CampaignTable,
-    campaign_fields: dict[str, int],
+    campaign_fields: CampaignFields,
     seed_uids: np.ndarray,
     top_n: int,
     config: ExpandConfig | None = None,

@@ -23,6 +23,9 @@ from metaheac.model.network import Network
 
 # {field name: {str(raw value): field index}} for every campaign field, beside schema.json.
 CampaignVocab = dict[str, dict[str, int]]
+# a campaign: {"aid": id} for an existing one, or its raw field values (integers or text, as in the
+# campaigns table; plain field indexes for a dataset without a campaign vocabulary)
+CampaignFields = dict[str, int | str]
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def load_campaign_vocab(dataset_uri: str) -> CampaignVocab | None:
 
 
 def campaign_field_ids(
-    features: Features, campaign_fields: dict[str, int], vocab: CampaignVocab | None = None
+    features: Features, campaign_fields: CampaignFields, vocab: CampaignVocab | None = None
 ) -> tuple[torch.Tensor, int | None, list[str]]:
     """(field indexes [F_c], the campaign's index if it exists, fields that fell back to unknown (0))."""
     campaigns = features.campaigns
@@ -57,15 +60,17 @@ def campaign_field_ids(
     ids, unknown = [], []
     for f in features.schema.campaign_fields:
         value = campaign_fields.get(f.name)
+        code: int | None = None
         if vocab is not None and value is not None:
-            value = vocab.get(f.name, {}).get(str(value))
-        elif value is not None and not 0 <= value < f.vocab_size:
-            raise ValueError(
-                f"campaign field {f.name} index {value} is outside [0, {f.vocab_size}): pass field indexes"
-            )
-        if not value:
+            code = vocab.get(f.name, {}).get(str(value))
+        elif value is not None:
+            if not (str(value).isdigit() and int(value) < f.vocab_size):
+                raise ValueError(f"campaign field {f.name} index {value} is outside [0, {f.vocab_size}): "
+                                 "pass field indexes")
+            code = int(value)
+        if not code:
             unknown.append(f.name)
-        ids.append(value or 0)
+        ids.append(code or 0)
     return torch.tensor(ids, dtype=campaigns.fields.dtype), None, unknown
 
 
@@ -142,7 +147,7 @@ def plan_seeds(
 def adapt_to_seeds(
     general_model: Network,
     features: Features,
-    campaign_fields: dict[str, int],
+    campaign_fields: CampaignFields,
     seeds: np.ndarray,
     negatives: np.ndarray,
     config: ExpandConfig,
@@ -163,7 +168,7 @@ def adapt_to_seeds(
 def expand(
     general_model: Network,
     features: Features,
-    campaign_fields: dict[str, int],
+    campaign_fields: CampaignFields,
     seed_uids: np.ndarray,
     negative_uids: np.ndarray | None = None,
     top_n: int = 10_000,

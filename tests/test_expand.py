@@ -97,6 +97,10 @@ def test_a_new_campaign_by_field_indexes_or_raw_values() -> None:
     vocab = {"advertiserId": {"9001": fields["advertiserId"]}, "productType": {"42": fields["productType"]}}
     by_raw = run(campaign_fields={"advertiserId": 9001, "productType": 42}, vocab=vocab)
     pd.testing.assert_frame_equal(by_raw, by_index)
+    # text values (an advertiser's own tables), and the text of integers as the CLI passes them
+    text_vocab = {"advertiserId": {"acme": fields["advertiserId"]}, "productType": vocab["productType"]}
+    by_text = run(campaign_fields={"advertiserId": "acme", "productType": "42"}, vocab=text_vocab)
+    pd.testing.assert_frame_equal(by_text, by_index)
     unknown = run(campaign_fields={"advertiserId": 9001, "productType": 43}, vocab=vocab)
     assert unknown.attrs["summary"]["unknown_campaign_fields"] == ["productType"]
     assert run(campaign_fields={"productType": 1}).attrs["summary"]["unknown_campaign_fields"] == ["advertiserId"]

@@ -26,7 +26,7 @@ from metaheac.data.loading import load_features, load_rows
 from metaheac.evaluation.intervals import table_intervals
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
-from metaheac.expand import ExpandConfig, expand, load_campaign_vocab, write_audience
+from metaheac.expand import CampaignFields, ExpandConfig, expand, load_campaign_vocab, write_audience
 from metaheac.memory import check_fits, table_bytes
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import METHODS, load_model, method
@@ -270,13 +270,14 @@ class Evaluate(Step):
         return {name.split(".")[0]: storage.join(self.output, name) for name in ("report.html", "metrics.json")}
 
 
-def _ad_fields(text: str) -> dict[str, int]:
-    fields = {}
+def _ad_fields(text: str) -> CampaignFields:
+    """name=value pairs, the values raw as in the campaigns table (integers or text)."""
+    fields: CampaignFields = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
-        if not value.strip().lstrip("-").isdigit():
-            raise InputError(f"--ad-fields: expected name=integer pairs like advertiserId=12, got {part!r}")
-        fields[name.strip()] = int(value)
+        if not (name.strip() and value.strip()):
+            raise InputError(f"--ad-fields: expected name=value pairs like category=3,brand=acme, got {part!r}")
+        fields[name.strip()] = value.strip()
     return fields
 
 
@@ -293,7 +294,8 @@ class Expand(Step):
     seeds: str = arg(help="seed users (positives): a text file with one uid a line, or Parquet with a `uid` column")
     output: str = arg(help="Parquet file to write the audience into (uid, score), best first")
     aid: int | None = arg(None, help="an existing campaign's aid (or give --ad-fields for a new campaign)")
-    ad_fields: str | None = arg(None, help="a new campaign's raw ad fields, e.g. advertiserId=12,adCategoryId=3,...")
+    ad_fields: str | None = arg(None, help="a new campaign's raw field values as in the campaigns table, e.g. "
+                                "category=3,brand=acme")
     negatives: str | None = arg(None, help="known non-converting users (same formats); sampled from the users if "
                                 "not given")
     top_n: int = arg(10_000, help="audience size")
@@ -312,7 +314,7 @@ class Expand(Step):
         device = resolve_device(self.device)
         model, info = load_model(resolve_model(self.model).uri, device=device)
         features = load_features(self.dataset).to(device)
-        campaign = {"aid": self.aid} if self.aid is not None else _ad_fields(self.ad_fields or "")
+        campaign: CampaignFields = {"aid": self.aid} if self.aid is not None else _ad_fields(self.ad_fields or "")
         spec = method(info["method"])
         try:
             audience = expand(
