@@ -22,6 +22,7 @@ from metaheac import adaptation
 from metaheac.adaptation import AdaptConfig, AdaptedModel
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
+from metaheac.factors import fit_factors
 from metaheac.linear import LinearConfig, campaign_lr, fit_category_lr
 from metaheac.method_names import RECOMMENDED, check_method
 from metaheac.model import store
@@ -29,6 +30,8 @@ from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
+from metaheac.phases import phase
+from metaheac.topics import TopicConfig, fit_topics
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig, joint_train
 from metaheac.training.meta import meta_train
@@ -38,10 +41,11 @@ from metaheac.transfer import (
     LinearTables,
     TransferHead,
     TransferNetwork,
+    factor_config,
+    fit_bank,
     fit_transfer,
     load_category_lr,
     store_category_lr,
-    train_bank,
     transfer_config,
 )
 
@@ -110,11 +114,13 @@ class Method:
             torch.manual_seed(seed)
             model = self.build(features.schema, model_config)
         if self.training == "joint":
-            joint_train(model, features, train_rows, joint_config, progress=progress)
+            with phase("joint training"):
+                joint_train(model, features, train_rows, joint_config, progress=progress)
         elif self.training == "meta":
             if not isinstance(model, HybridExpertsCritics):
                 raise TypeError(f"{self.name}: meta-training takes the HybridExpertsCritics network")
-            meta_train(model, features, train_rows, meta_config, checkpoint_uri, resume=True, progress=progress)
+            with phase("meta-training"):
+                meta_train(model, features, train_rows, meta_config, checkpoint_uri, resume=True, progress=progress)
         self.fit_extras(model, features, train_rows, seed)
         return model
 
@@ -184,7 +190,8 @@ class CategoryLROnly(Method):
     """`Category LR`: the model of the campaign's adCategoryId fit on the training campaigns; no seeds."""
 
     def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
-        store_category_lr(categories(model), fit_category_lr(features, train_rows, LinearConfig(seed=seed)))
+        with phase("category LR"):
+            store_category_lr(categories(model), fit_category_lr(features, train_rows, LinearConfig(seed=seed)))
 
     def adapt_campaigns(
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
@@ -202,8 +209,16 @@ class TransferLR(Method):
     scores, pulled toward the campaign's category and advertiser prior."""
 
     def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
-        category_lr = fit_category_lr(features, train_rows, LinearConfig(seed=seed))
-        cast(TransferNetwork, model).store_bank(train_bank(features, train_rows, category_lr, model.config, seed))
+        """`transfer.train_bank`, one phase a part."""
+        with phase("category LR"):
+            category_lr = fit_category_lr(features, train_rows, LinearConfig(seed=seed))
+        with phase("audience factors"):
+            factors = fit_factors(features, train_rows, factor_config(model.config, seed))
+        with phase("user topics"):
+            topics = fit_topics(features, TopicConfig(topics=model.config.user_topics, seed=seed))
+        with phase("topic models and bank statistics"):
+            bank = fit_bank(features, train_rows, category_lr, factors, topics, seed)
+        cast(TransferNetwork, model).store_bank(bank)
 
     def adapt_campaigns(
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from metaheac.methods import METHODS, load_model, method
 from metaheac.model.config import ModelConfig
 from metaheac.model.store import save_model
 from metaheac.outputs import claim
+from metaheac.phases import PhaseLog, phase, recording
 from metaheac.registry import resolve_model
 from metaheac.seedsets import read_uids
 from metaheac.steps.base import Artifact, Published, Resources, Step, arg
@@ -67,6 +69,10 @@ def cpu_train_memory_gb(dataset: object) -> int:
     fields = schema.user_single + schema.user_lists + schema.campaign_fields
     embeddings = 4 * 4 * _MODEL.embedding_dim * sum(f.vocab_size for f in fields)
     return max(2, math.ceil(2 * (data + embeddings) / 2**30) + 1)
+
+
+def _print_phase(line: str) -> None:
+    print(f"metaheac train: {line}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -110,10 +116,17 @@ class Train(Step):
             return self.train()
 
     def train(self) -> dict:
+        # one line a phase on stderr (stdout is the result's JSON), by rank 0 alone
+        printer = _print_phase if int(os.environ.get("RANK", "0")) == 0 else None
+        with recording(printer) as phases:
+            return self._train(phases)
+
+    def _train(self, phases: PhaseLog) -> dict:
         started = time.perf_counter()
         spec = method(self.method)
-        features = load_features(self.dataset)
-        rows = load_rows(self.dataset, "train", 1)
+        with phase("load data"):
+            features = load_features(self.dataset)
+            rows = load_rows(self.dataset, "train", 1)
         with process_group(resolve_device(self.device)) as device:
             rank, world_size = world()
             if world_size > 1 and spec.training != "meta":
@@ -137,6 +150,7 @@ class Train(Step):
                 "seconds": round(time.perf_counter() - started, 2),
                 "device": str(device),
                 "world_size": world_size,
+                "phases": phases.to_list(),  # wall time and peak RSS of each phase
             }
             if rank == 0:  # meta-training's ranks end with the same parameters
                 save_model(model, self.output, method=self.method, extra=info)

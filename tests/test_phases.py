@@ -1,0 +1,32 @@
+"""Phase timings: what a recording collects, and each phase's own peak memory."""
+
+import numpy as np
+
+from metaheac.phases import phase, recording
+
+
+def test_a_recording_collects_its_phases_in_order_and_prints_a_line_each():
+    lines: list[str] = []
+    with phase("unrecorded"):
+        pass
+    with recording(lines.append) as log:
+        with phase("first"):
+            with phase("inner"):  # inside another phase: not recorded
+                pass
+        with phase("second"):
+            pass
+    assert [p.name for p in log.phases] == ["first", "second"]
+    assert [line.split(":")[0] for line in lines] == ["phase first", "phase second"]
+    assert all(p["seconds"] >= 0 for p in log.to_list())
+
+
+def test_a_phase_peak_is_its_own():
+    with recording() as log:
+        with phase("big"):
+            block = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+            del block
+        with phase("small"):
+            pass
+    big, small = log.phases
+    assert big.reset and small.reset  # Linux resets the high-water mark
+    assert big.peak_rss_gb - small.peak_rss_gb > 0.3
