@@ -42,7 +42,7 @@ from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
 from metaheac.expand import CampaignFields, CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
 from metaheac.model.embedding import mean_weights
-from metaheac.model.heac import HybridExpertsCritics
+from metaheac.model.heac import CampaignGates, HybridExpertsCritics
 from metaheac.model.network import Network
 from metaheac.threads import one_thread_workers
 from metaheac.transfer import LinearAdapted
@@ -305,6 +305,12 @@ class CampaignScorer:
         if not self.split:
             user = self.model.user(self.model.tables(), single, lists)
             return self.network.predict(self.model.dense, user, self.campaign_emb)
+        heac = cast(HybridExpertsCritics, self.network)  # the split path runs only for it (__init__)
+        return heac.score_head(self.model.dense, *self.pool(single, lists), self.gates)
+
+    def pool(self, single: torch.Tensor, lists: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split path's user side: the experts' first layer before its ReLU [B, n * h] and the mean user
+        embedding [B, d]."""
         ids = torch.cat([single, lists], 1).int()  # embedding_bag takes int32 ids: no int64 copy
         ones = torch.ones(single.shape, dtype=torch.float32)
         weights = torch.cat([ones, mean_weights(lists, self.lengths, torch.float32)], 1)
@@ -337,8 +343,7 @@ class CampaignScorer:
             else:
                 expert_input.add_((flat.to(self.dtype) @ w0).float())
             user_mean.add_(flat.view(n, len(self.large), -1).sum(1), alpha=1 / self.n_user)
-        heac = cast(HybridExpertsCritics, self.network)  # the split path runs only for it (__init__)
-        return heac.score_head(self.model.dense, expert_input, user_mean, self.gates)
+        return expert_input, user_mean
 
 
 class _LastMixes(threading.local):
@@ -355,13 +360,28 @@ _last_mixes = _LastMixes()
 
 class LinearHeadScorer:
     """A campaign of the recommended method (`LinearAdapted`): its linear head, a bag of 1-dim weights over
-    the users' ids, plus its weights on the users' topic mixes and on the general network's logit, which a
-    `CampaignScorer` gives."""
+    the users' ids, plus its weights on the users' topic mixes and on the general network's logit. It scores
+    as the one-campaign case of `LinearHeads`, so alone or among many it gives the same scores."""
 
-    def __init__(self, model: LinearAdapted, campaign_ids: torch.Tensor, config: ScoreConfig | None = None) -> None:
-        self.network = CampaignScorer(model, campaign_ids, config) if model.head.general_weight else None
-        self.dtype = self.network.dtype if self.network else torch.float32
+    def __init__(self, model: LinearAdapted, campaign_ids: torch.Tensor, config: ScoreConfig | None = None,
+                 trunks: dict[int, CampaignScorer] | None = None) -> None:
         self.head = model.head
+        self.general = model.network
+        self.trunk: CampaignScorer | None = None
+        self.gates: CampaignGates | None = None
+        if model.head.general_weight:
+            # The general network's user side is the same for every campaign (its own tables and weights):
+            # campaigns of one network prepared together share one (`trunks`, by network), and with it one
+            # set of pre-multiplied tables. Only the gates are the campaign's.
+            trunks = {} if trunks is None else trunks
+            key = id(model.network)
+            self.trunk = trunks[key] = trunks.get(key) or CampaignScorer(model, campaign_ids, config)
+            if self.trunk.split:
+                heac = cast(HybridExpertsCritics, model.network)
+                self.gates = heac.campaign_gates(model.dense, model.campaign(model.tables(), campaign_ids[None]))
+            else:  # no split path: the campaign's own network scorer
+                self.trunk = CampaignScorer(model, campaign_ids, config)
+        self.dtype = self.trunk.dtype if self.trunk else torch.float32
         schema = model.network.schema
         fields = [*schema.user_single, *schema.user_lists]
         starts = np.cumsum([0] + [f.vocab_size for f in fields])[:-1]
@@ -369,34 +389,94 @@ class LinearHeadScorer:
         self.offsets = torch.from_numpy(np.repeat(starts, widths)).int()  # each id column's first design column
         self.lengths = list(schema.list_lengths)
         self.weight = torch.from_numpy(model.head.weight).float()[:, None]
-        self.topic_weight = None if model.head.topic_weight is None else torch.from_numpy(model.head.topic_weight)
+        self.topics = model.head.topics if model.head.topic_weight is not None else None
+        self._alone: LinearHeads | None = None
+
+    @property
+    def network(self) -> CampaignScorer | None:
+        """The network's scorer, where the head has a weight on its logit."""
+        return self.trunk
+
+    def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
+        if self._alone is None:
+            self._alone = LinearHeads([self])
+        return self._alone(single, lists)[:, 0]
+
+
+class LinearHeads:
+    """Many campaigns of the recommended method scored in one read of a batch of users, as one sparse
+    product of the users' ids (and topic mixes) with every campaign's folded linear head side by side,
+    [design columns + topics, campaigns]; where heads weigh the general network's logit, its user side
+    (first layer, experts through the critics' layer, the gates' user share) is computed once and only the
+    gates are per campaign (`HybridExpertsCritics.score_gated`). Each campaign's column is computed as it
+    is alone: the bag's columns are independent sums, the rest is per campaign."""
+
+    def __init__(self, scorers: list[LinearHeadScorer]) -> None:
+        first = scorers[0]
+        self.scorers, self.offsets, self.lengths = scorers, first.offsets, first.lengths
+        # one topic model, or none, for all: a bag's sum order depends on its entries, so a head scores alike
+        # alone and in the group only with the same entries
+        topics = {id(s.topics): s.topics for s in scorers}
+        if len(topics) > 1:
+            raise ValueError("LinearHeads: the heads have different topic models (or some none); group them apart")
+        self.topics = scorers[0].topics
+        weight = torch.cat([s.weight for s in scorers], 1)  # [design columns, campaigns]
+        if self.topics is not None:
+            topic_weight = torch.stack([torch.from_numpy(s.head.topic_weight).float() for s in scorers
+                                        if s.head.topic_weight is not None], 1)
+            weight = torch.cat([weight, topic_weight])  # a user's mix is a bag of weighted topic rows
+        self.weight = weight.contiguous()
+        self.bias = torch.tensor([s.head.bias for s in scorers], dtype=torch.float32)
+        self.networked = [k for k, s in enumerate(scorers) if s.trunk is not None]
+        trunks = {id(scorers[k].trunk): scorers[k].trunk for k in self.networked if scorers[k].gates is not None}
+        self.trunk = next(iter(trunks.values()), None)  # one network: its trunk (any one gives the same)
+        self.heac = cast(HybridExpertsCritics, first.general)
 
     def _mixes(self, lists: torch.Tensor, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         key = _last_mixes.key
-        if _last_mixes.mixes is None or key is None or key[0] is not self.head.topics or key[1] is not lists:
-            assert self.head.topics is not None
-            _last_mixes.mixes = self.head.topics.mixes(ids, values > 0)
-            _last_mixes.key = (self.head.topics, lists)
+        if _last_mixes.mixes is None or key is None or key[0] is not self.topics or key[1] is not lists:
+            assert self.topics is not None
+            _last_mixes.mixes = self.topics.mixes(ids, values > 0)
+            _last_mixes.key = (self.topics, lists)
         return _last_mixes.mixes
 
     @torch.inference_mode()
     def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
+        """Probabilities [B, campaigns]."""
         ids = torch.cat([single, lists], 1).int() + self.offsets
         values = torch.cat([torch.ones(single.shape), mean_weights(lists, self.lengths, torch.float32)], 1)
-        logit = F.embedding_bag(ids, self.weight, mode="sum", per_sample_weights=values).squeeze(-1) + self.head.bias
-        if self.topic_weight is not None:
-            logit = logit + (self._mixes(lists, ids, values).double() @ self.topic_weight).float()
-        if self.network is not None:
-            general = self.network(single, lists).double().clamp(1e-7, 1 - 1e-7)
-            logit = logit + self.head.general_weight * torch.logit(general).float()
+        if self.topics is not None:
+            mixes = self._mixes(lists, ids, values).float()
+            topics = torch.arange(mixes.shape[1], dtype=torch.int32) + (len(self.weight) - mixes.shape[1])
+            ids = torch.cat([ids, topics.expand(len(ids), -1)], 1)
+            values = torch.cat([values, mixes], 1)
+        logit = F.embedding_bag(ids, self.weight, mode="sum", per_sample_weights=values) + self.bias
+        if self.networked:
+            shared = None
+            if self.trunk is not None:
+                dense = self.trunk.model.dense
+                expert_input, user_mean = self.trunk.pool(single, lists)
+                shared = (self.heac.expert_critics(dense, expert_input), user_mean @ dense["gate_user_w"])
+            for k in self.networked:
+                scorer = self.scorers[k]
+                assert scorer.trunk is not None
+                if shared is not None and scorer.gates is not None:
+                    p = self.heac.score_gated(scorer.trunk.model.dense, *shared, scorer.gates)
+                else:
+                    p = scorer.trunk(single, lists)
+                general = torch.logit(p.double().clamp(1e-7, 1 - 1e-7)).float()
+                logit[:, k] += scorer.head.general_weight * general
         return torch.sigmoid(logit)
 
 
 def campaign_scorer(
-    model: AdaptedModel, campaign_ids: torch.Tensor, config: ScoreConfig | None = None
+    model: AdaptedModel, campaign_ids: torch.Tensor, config: ScoreConfig | None = None,
+    trunks: dict[int, CampaignScorer] | None = None,
 ) -> CampaignScorer | LinearHeadScorer:
+    """The scorer of an adapted campaign; `trunks` (see `LinearHeadScorer`) lets campaigns of the recommended
+    method share their general network's user side."""
     if isinstance(model, LinearAdapted):
-        return LinearHeadScorer(model, campaign_ids, config)
+        return LinearHeadScorer(model, campaign_ids, config, trunks)
     return CampaignScorer(model, campaign_ids, config)
 
 
@@ -451,6 +531,7 @@ def prepare_campaigns(
             summaries[name] = failed(error)
     chosen = {name: np.union1d(plan.seeds, plan.negatives) for name, plan in plans.items()}
     runs: dict[str, CampaignRun] = {}
+    trunks: dict[int, CampaignScorer] = {}  # the recommended method's campaigns share their network's user side
     if chosen:
         every = np.unique(np.concatenate(list(chosen.values())))
         # torch.optim's first use imports torch._dynamo (~2 s of Python): do it while Arrow decodes the users
@@ -473,7 +554,7 @@ def prepare_campaigns(
         except ValueError as error:
             summaries[name] = failed(error)
             continue
-        runs[name] = CampaignRun(campaign_scorer(model, ids, score_config), plan.seeds, TopN(top_n))
+        runs[name] = CampaignRun(campaign_scorer(model, ids, score_config, trunks), plan.seeds, TopN(top_n))
         summaries[name] = {"status": "ok", **plan.summary, "unknown_campaign_fields": unknown_fields,
                            "adapt_seconds": round(time.perf_counter() - started, 3)}
     return runs, {name: summaries[name] for name in requests}
@@ -503,6 +584,17 @@ def prepare_campaign(
     return runs[""], summaries[""]
 
 
+def linear_groups(runs: dict[str, CampaignRun]) -> list[tuple[list[str], LinearHeads]]:
+    """The recommended method's campaigns among `runs`, grouped by general network and topic model: each
+    group scores a batch in one pass (`LinearHeads`)."""
+    by_key: dict[tuple[int, int], list[str]] = {}
+    for name, run in runs.items():
+        if isinstance(run.scorer, LinearHeadScorer):
+            by_key.setdefault((id(run.scorer.general), id(run.scorer.topics)), []).append(name)
+    return [(names, LinearHeads([cast(LinearHeadScorer, runs[n].scorer) for n in names]))
+            for names in by_key.values()]
+
+
 def score_shard(
     base: UserBase, runs: dict[str, CampaignRun], groups: range, batch_size: int = 4096, workers: int | None = None
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -514,9 +606,15 @@ def score_shard(
     thread); independent batches keep both busy (~1.9x). The tops are added in batch order."""
     if not runs:
         return {}
+    together = linear_groups(runs)
+    grouped = {name for names, _ in together for name in names}
+    alone = [name for name in runs if name not in grouped]
 
     def score(single: torch.Tensor, lists: torch.Tensor) -> list[torch.Tensor]:
-        return [run.scorer(single, lists).float() for run in runs.values()]
+        scores = {name: runs[name].scorer(single, lists).float() for name in alone}
+        for names, heads in together:
+            scores.update(zip(names, heads(single, lists).unbind(1), strict=True))
+        return [scores[name] for name in runs]
 
     def keep(first: int, scores: list[torch.Tensor]) -> None:
         index = torch.arange(first, first + len(scores[0]))

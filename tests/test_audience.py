@@ -16,11 +16,13 @@ from metaheac.audience import (
     CampaignRequest,
     CampaignRun,
     CampaignScorer,
+    LinearHeads,
     Precision,
     ScoreConfig,
     TopN,
     UserBase,
     campaign_scorer,
+    linear_groups,
     merge_audiences,
     prepare_campaign,
     prepare_campaigns,
@@ -282,3 +284,35 @@ def test_campaigns_scoring_one_batch_infer_its_topic_mixes_once_and_each_gets_it
     assert calls == [500] * 4
     again = LinearAdapted(net, heads[0]).score(FEATURES, 3, torch.arange(250, 750))
     assert calls == [500] * 4 and len(again) == 500
+
+
+def test_many_linear_heads_in_one_pass_score_each_campaign_as_alone(tmp_path) -> None:
+    """`LinearHeads`: campaigns with and without a network weight and topic weights, scored in one pass,
+    get exactly the scores each gets alone, and the same top N from `score_shard`; campaigns of one network
+    share its user side."""
+    net = network()
+    heads = [linear_head(seed, weight, TOPICS if seed % 2 else None)
+             for seed, weight in enumerate((0.0, 0.7, -0.4, 0.0, 1.1))]
+    trunks: dict = {}
+    scorers = [campaign_scorer(LinearAdapted(net, head), FEATURES.campaigns.fields[c], trunks=trunks)
+               for c, head in enumerate(heads)]
+    assert len(trunks) == 1 and scorers[1].network is scorers[2].network is scorers[4].network
+    for group in ([0, 2, 4], [1, 3]):  # without topics, with them
+        together = LinearHeads([scorers[k] for k in group])(FEATURES.users.single, FEATURES.users.lists)
+        for g, k in enumerate(group):
+            alone = campaign_scorer(LinearAdapted(net, heads[k]), FEATURES.campaigns.fields[k])
+            assert torch.equal(together[:, g], alone(FEATURES.users.single, FEATURES.users.lists))
+            expected = LinearAdapted(net, heads[k]).score(FEATURES, k, torch.arange(len(FEATURES.users)))
+            assert together[:, g].numpy() == pytest.approx(expected.numpy(), abs=1e-5)
+    with pytest.raises(ValueError, match="topic models"):
+        LinearHeads(scorers)
+    write_users(FEATURES, str(tmp_path / "d"))
+    base = UserBase(str(tmp_path / "d"))
+    groups = base.shard_groups(0, 1)
+    runs = {f"c{k}": CampaignRun(s, np.array([3, 77]), TopN(40)) for k, s in enumerate(scorers)}
+    assert [names for names, _ in linear_groups(runs)] == [["c0", "c2", "c4"], ["c1", "c3"]]
+    many = score_shard(base, runs, groups)
+    for k, scorer in enumerate(scorers):
+        ((scores, index),) = score_shard(base, {"c": CampaignRun(scorer, np.array([3, 77]), TopN(40))},
+                                         groups).values()
+        assert torch.equal(many[f"c{k}"][0], scores) and torch.equal(many[f"c{k}"][1], index)

@@ -1,0 +1,140 @@
+"""Training time of the recommended method by phase at growing sizes, and its projection to the Tencent data.
+
+    python bench/train_scale.py [--rows 100000,1000000] [--workdir runs/train-scale] [--method NAME]
+
+For each size: generate a synthetic set of about that many labelled rows (stage 1 + 2 of every campaign),
+with users in the Tencent data's proportion (11.4M users for 8.8M labelled rows) and 346 campaigns (half
+of them test campaigns, as `preprocess` holds out: 173 training campaigns, as in the Tencent data);
+preprocess it; train in a fresh process (`metaheac train`, CPU, torch's thread count) and read each
+phase's wall time and peak RSS from the model's config.json (`extra.phases`). Generated sets and models
+are kept under --workdir and reused. Then, per phase, the growth exponent k of seconds ~ rows^k (a
+least-squares line in log-log over the sizes) and the projection to the Tencent size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from metaheac.data.synthetic import SyntheticConfig, generate
+from metaheac.method_names import RECOMMENDED
+
+TENCENT_ROWS, TENCENT_USERS = 8_800_000, 11_400_000
+CAMPAIGNS = 346
+GOAL_SECONDS, GOAL_GB = 30 * 60, 16.0
+
+
+def dataset_for(rows: int, workdir: Path) -> Path:
+    """A preprocessed synthetic set of about `rows` labelled rows (made once)."""
+    work = workdir / f"rows-{rows}"
+    raw, dataset = work / "raw", work / "dataset"
+    if not (dataset / "schema.json").exists():
+        users = max(1000, round(rows * TENCENT_USERS / TENCENT_ROWS))
+        config = SyntheticConfig(users=users, campaigns=CAMPAIGNS,
+                                 mean_rows_per_campaign=max(1, round(rows / CAMPAIGNS / 1.4)))
+        started = time.perf_counter()
+        if not (raw / "test1_truth.csv").exists():
+            generate(str(raw), config)
+        subprocess.run([sys.executable, "-m", "metaheac.cli", "preprocess", "--input", str(raw), "--output",
+                        str(dataset), "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+        print(f"  rows {rows:,}: generated and preprocessed in {time.perf_counter() - started:.0f} s", flush=True)
+    return dataset
+
+
+def train(dataset: Path, method: str, meta_steps: int | None) -> dict:
+    """The config.json of `method` trained on `dataset` in a fresh process (reused when present), with at
+    most `meta_steps` meta-steps."""
+    model = dataset.parent / f"model-{method.replace(' ', '_')}-{meta_steps or 'all'}"
+    config = model / "config.json"
+    if not config.exists():
+        cap = ["--max-steps", str(meta_steps)] if meta_steps else []
+        subprocess.run([sys.executable, "-m", "metaheac.cli", "train", "--dataset", str(dataset), "--output",
+                        str(model), "--method", method, "--device", "cpu", "--overwrite", *cap],
+                       check=True, stdout=subprocess.DEVNULL)
+    return json.loads(config.read_text())
+
+
+def scale_meta_training(extra: dict, train_rows: int) -> bool:
+    """Meta-training cut short by --max-steps: its seconds scaled to the whole epoch (every step does the
+    same work: batch_size rows of task_count tasks). Whether it was scaled."""
+    meta = extra["meta_config"]
+    steps = meta["epochs"] * -(-train_rows // meta["batch_size"])
+    done = min(steps, meta["max_steps"] or steps)
+    for p in extra["phases"]:
+        if p["name"] == "meta-training" and done < steps:
+            p["seconds"] = round(p["seconds"] * steps / done, 1)
+            return True
+    return False
+
+
+def counts(dataset: Path) -> tuple[int, int, int]:
+    """(labelled rows, training stage-1 rows, users) of a preprocessed set."""
+    found = json.loads((dataset / "schema.json").read_text())["provenance"]["counts"]
+    rows = {k: v for k, v in found["rows"].items() if not k.endswith("positives")}
+    train = sum(v for k, v in rows.items() if k.startswith("train") and k.endswith("1"))
+    return sum(rows.values()), train, found["users"]
+
+
+def growth(rows: list[int], seconds: list[float]) -> float:
+    """k in seconds ~ rows^k, least squares in log-log (nan with one size)."""
+    if len(rows) < 2 or min(seconds) <= 0:
+        return float("nan")
+    return float(np.polyfit(np.log(rows), np.log(seconds), 1)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated labelled-row targets")
+    parser.add_argument("--workdir", default="runs/train-scale")
+    parser.add_argument("--method", default=RECOMMENDED)
+    parser.add_argument("--meta-steps", type=int, default=200,
+                        help="meta-steps run at most; a longer epoch's meta-training time is scaled from them")
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    print(f"{args.method}; load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    sizes, phases = [], []
+    for target in (int(r) for r in args.rows.split(",")):
+        dataset = dataset_for(target, workdir)
+        started_load = os.getloadavg()[0]
+        extra = train(dataset, args.method, args.meta_steps)["extra"]
+        sizes.append(counts(dataset))
+        scaled = scale_meta_training(extra, sizes[-1][1])
+        phases.append({p["name"]: p for p in extra["phases"]})
+        print(f"  rows {target:,}: trained in {extra['seconds']:.0f} s (load average {started_load:.2f} before, "
+              f"{os.getloadavg()[0]:.2f} after){'; meta-training scaled from its first steps' if scaled else ''}",
+              flush=True)
+
+    names = list(dict.fromkeys(n for p in phases for n in p))
+    labelled = [s[0] for s in sizes]
+    head = "".join(f"{s[0]:>13,}" for s in sizes)
+    print(f"\nlabelled rows{' ' * 26}{head}")
+    print(f"{'training stage-1 rows':<39}" + "".join(f"{s[1]:>13,}" for s in sizes))
+    print(f"{'users':<39}" + "".join(f"{s[2]:>13,}" for s in sizes))
+    print(f"\n{'phase: seconds (peak RSS GB)':<39}" + " " * 13 * (len(sizes) - 1) + f"{'k':>13}"
+          f"{'Tencent s':>11}{'GB':>7}")
+    total_s, peak_gb = 0.0, 0.0
+    for name in names:
+        seconds = [p[name]["seconds"] if name in p else float("nan") for p in phases]
+        gbs = [p[name]["peak_rss_gb"] if name in p else float("nan") for p in phases]
+        k = growth(labelled, seconds)
+        at = seconds[-1] * (TENCENT_ROWS / labelled[-1]) ** k
+        gb_k = growth(labelled, gbs)
+        gb = gbs[-1] * (TENCENT_ROWS / labelled[-1]) ** max(gb_k, 0.0)
+        total_s, peak_gb = total_s + at, max(peak_gb, gb)
+        cells = "".join(f"{s:>7.1f} ({g:>4.2f})" for s, g in zip(seconds, gbs, strict=True))
+        print(f"{name:<39}{cells}{k:>7.2f}{at:>11,.0f}{gb:>7.1f}")
+    print(f"\nprojected at {TENCENT_ROWS:,} labelled rows, {TENCENT_USERS:,} users: {total_s / 60:,.0f} min on this "
+          f"machine's cores ({total_s / 60 / 8:,.0f} min on 16 cores with linear scaling), peak {peak_gb:.1f} GB; "
+          f"goal <= {GOAL_SECONDS // 60} min, <= {GOAL_GB:.0f} GB")
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
