@@ -1,7 +1,16 @@
-"""Expansion at the scale of a real user base: one campaign over 10M users, whole, then in 4 user shards.
+"""Expansion at the scale of a real user base: one campaign over 10M users, whole, then in 4 user shards;
+and the recommended method's scorer, many campaigns in one pass.
 
     python bench/expand_scale.py [--users 10000000] [--seeds 2000] [--top-n 10000] [--shards 4]
                                  [--precision auto|float32|float16|bfloat16] [--output runs/expand_scale]
+                                 [--campaigns-per-pass 1,10,50] [--only-recommended]
+
+The recommended method's passes (`--campaigns-per-pass`, "" to skip) score every user for 1, 10, 50
+campaigns of `MetaHeac+LR` in one read of the users (`audience.LinearHeads`; random heads and network,
+`recommended_runs`), each pass its own process, and print user-campaign scorings per second of wall time
+and of the process's CPU time while it scores (on a shared machine the CPU figure is the steadier one; 2
+idle cores give up to twice it); campaign 0 is the same campaign in every pass, and its top N must equal
+the one-campaign pass's.
 
 Writes (once, streamed in row groups, reused when present) a canonical user base of random users at the
 Tencent Look-alike sizes (bench/meta_train.py: vocabularies, list lengths, Zipf-like ids) under --output,
@@ -37,14 +46,18 @@ from metaheac.audience import (
     CampaignScorer,
     Precision,
     ScoreConfig,
+    TopN,
     UserBase,
+    campaign_scorer,
     merge_audiences,
     prepare_campaign,
     score_shard,
 )
 from metaheac.data.dataset import ROW_GROUP_ROWS, users_arrow_schema, users_record_batch, write_dataset
-from metaheac.data.tensors import CampaignTable
+from metaheac.data.tensors import CampaignTable, Features
 from metaheac.model.heac import HybridExpertsCritics
+from metaheac.topics import TopicConfig, fit_topics
+from metaheac.transfer import LinearAdapted, TransferHead, TransferNetwork, design_width
 
 TARGET_S, TARGET_GB = 60.0, 8.0
 AGREEMENT_GROUPS = 16  # row groups (1M users) scored in both precisions for the rank agreement
@@ -143,6 +156,75 @@ def agreement(args: argparse.Namespace) -> dict:
     return {"users": len(a), "spearman_top10": spearman, "top1_kept": kept}
 
 
+def recommended_runs(base: UserBase, count: int, args: argparse.Namespace) -> dict[str, CampaignRun]:
+    """`count` campaigns of the recommended method, as `prepare_campaigns` makes them (one shared network user
+    side): the default network with random weights, random folded heads (design columns, topic weights, a
+    weight on the network's logit) and a topic model fit on 20,000 of the base's users (2 passes: its cost
+    to score does not depend on its fit). Campaign k is the same in every call."""
+    schema = base.schema
+    torch.manual_seed(0)
+    network = TransferNetwork(schema)
+    sample = np.arange(min(20_000, len(base)))
+    fields = torch.from_numpy(np.stack([np.random.default_rng(1).integers(1, f.vocab_size, max(count, 1))
+                                        for f in schema.campaign_fields], 1)).int()
+    campaigns = CampaignTable(np.arange(len(fields)), fields, np.array(["train"] * len(fields)),
+                              np.zeros(len(fields), np.int64))
+    topics = fit_topics(Features(schema, base.take(sample), campaigns), TopicConfig(passes=2, seed=0))
+    trunks: dict[int, CampaignScorer] = {}
+    runs = {}
+    for k in range(count):
+        rng = np.random.default_rng(100 + k)
+        head = TransferHead(rng.normal(0, 0.1, design_width(schema)), -3.0, 0.5, 0.1,
+                            rng.normal(0, 1, topics.word.shape[1]), topics)
+        scorer = campaign_scorer(LinearAdapted(network, head), fields[k], ScoreConfig(precision=args.precision), trunks)
+        runs[f"c{k}"] = CampaignRun(scorer, np.zeros(0, np.int64), TopN(args.top_n))
+    return runs
+
+
+def many_campaigns(args: argparse.Namespace) -> dict:
+    """One pass of `--campaigns` recommended campaigns over the shard's users, in this process."""
+    started = time.perf_counter()
+    base = UserBase(args.dataset)
+    runs = recommended_runs(base, args.campaigns, args)
+    prepared = time.perf_counter()
+    groups = base.shard_groups(args.shard, args.shards)
+    cpu_before = time.process_time()
+    tops = score_shard(base, runs, groups)
+    scored = time.perf_counter()
+    score_cpu = time.process_time() - cpu_before
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    scores, index = tops["c0"]
+    frame = pd.DataFrame({"index": index.numpy(), "score": scores.numpy()})
+    frame.to_parquet(args.part, index=False)
+    users = int(base.starts[groups.stop] - base.starts[groups.start])
+    return {"campaigns": args.campaigns, "users": users, "prepare_s": prepared - started, "score_s": scored - prepared,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "rss_gb": usage.ru_maxrss / 2**20,
+            "scorings_per_s": users * args.campaigns / (scored - prepared),
+            "scorings_per_cpu_s": users * args.campaigns / score_cpu}
+
+
+def passes(args: argparse.Namespace) -> None:
+    """The recommended method's scorer: a pass of 1, 10, 50 ... campaigns over every user, each its own
+    process; campaign 0's top N of each pass against the one-campaign pass's."""
+    print(f"\n{'recommended method: campaigns in one pass':<44}{'users':>12}{'prepare':>9}{'score':>8}"
+          f"{'scorings/s':>12}{'/ CPU-s':>12}{'CPU s':>8}{'peak RSS':>10}  load")
+    tops = {}
+    for count in (int(c) for c in args.campaigns_per_pass.split(",")):
+        part = Path(args.output) / f"part-recommended-{count}.parquet"
+        argv = [sys.executable, __file__, "--child", "--dataset", args.dataset, "--part", str(part), "--top-n",
+                str(args.top_n), "--precision", args.precision, "--campaigns", str(count), "--shards", "1"]
+        r = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        tops[count] = pd.read_parquet(part)
+        print(f"{f'{count} campaign(s)':<44}{r['users']:>12,}{r['prepare_s']:>9.1f}{r['score_s']:>8.1f}"
+              f"{r['scorings_per_s']:>12,.0f}{r['scorings_per_cpu_s']:>12,.0f}{r['cpu_s']:>8.1f}"
+              f"{r['rss_gb']:>8.2f} GB  {os.getloadavg()[0]:.2f}", flush=True)
+    if 1 in tops:
+        same = [str(c) for c, top in tops.items() if c != 1 and top.equals(tops[1])]
+        differ = [str(c) for c, top in tops.items() if c != 1 and not top.equals(tops[1])]
+        print(f"campaign 0's top {args.top_n:,} (indexes and scores) equals the one-campaign pass's in the passes of "
+              f"{', '.join(same) or '-'} campaigns; differs in {', '.join(differ) or 'none'}")
+
+
 def child(args: argparse.Namespace, shard: int, shards: int, part: Path) -> dict:
     argv = [sys.executable, __file__, "--child", "--dataset", args.dataset, "--shard", str(shard), "--shards",
             str(shards), "--part", str(part), "--seeds", str(args.seeds), "--top-n", str(args.top_n),
@@ -158,14 +240,21 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--precision", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
     parser.add_argument("--output", default="runs/expand_scale")
+    parser.add_argument("--campaigns-per-pass", default="1,10,50",
+                        help="the recommended method's passes: campaigns scored in one read of the users")
+    parser.add_argument("--only-recommended", action="store_true", help="skip the MetaHeac campaign's runs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--campaigns", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--agreement", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--shard", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--part", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(agreement(args) if args.agreement else one_shard(args)))
+        if args.campaigns:
+            print(json.dumps(many_campaigns(args)))
+        else:
+            print(json.dumps(agreement(args) if args.agreement else one_shard(args)))
         return
 
     args.dataset = str(Path(args.output) / f"users-{args.users}")
@@ -173,6 +262,10 @@ def main() -> None:
     print(f"user base {args.dataset}: " + (f"written in {generated:.0f} s" if generated else "reused") +
           f", {os.path.getsize(Path(args.dataset) / 'users.parquet') / 2**30:.2f} GiB; torch threads "
           f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    if args.campaigns_per_pass:
+        passes(args)
+    if args.only_recommended:
+        return
     rows = []
     whole = child(args, 0, 1, Path(args.output) / "part-whole.parquet")
     rows.append(("1 shard: every user", whole))

@@ -51,8 +51,10 @@ def dataset_for(rows: int, workdir: Path) -> Path:
 def train(dataset: Path, method: str, meta_steps: int | None) -> dict:
     """The config.json of `method` trained on `dataset` in a fresh process (reused when present), with at
     most `meta_steps` meta-steps."""
-    model = dataset.parent / f"model-{method.replace(' ', '_')}-{meta_steps or 'all'}"
-    config = model / "config.json"
+    name = f"model-{method.replace(' ', '_')}"
+    done = sorted(dataset.parent.glob(f"{name}-*/config.json"))  # any earlier cap: its meta-training is scaled
+    model = dataset.parent / f"{name}-{meta_steps or 'all'}"
+    config = done[0] if done else model / "config.json"
     if not config.exists():
         cap = ["--max-steps", str(meta_steps)] if meta_steps else []
         subprocess.run([sys.executable, "-m", "metaheac.cli", "train", "--dataset", str(dataset), "--output",

@@ -456,7 +456,7 @@ class LinearHeads:
             if self.trunk is not None:
                 dense = self.trunk.model.dense
                 expert_input, user_mean = self.trunk.pool(single, lists)
-                shared = (self.heac.expert_critics(dense, expert_input), user_mean @ dense["gate_user_w"])
+                shared = (self.heac.expert_critics(dense, expert_input), dense["gate_user_w"].T @ user_mean.T)
             for k in self.networked:
                 scorer = self.scorers[k]
                 assert scorer.trunk is not None
