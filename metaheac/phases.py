@@ -1,4 +1,4 @@
-"""Wall time and peak memory of a run's phases (meta-training, the bank's fits, ...).
+"""Wall time, CPU time and peak memory of a run's phases (meta-training, the bank's fits, ...).
 
 Library code marks a phase with `with phase("name"):`, which costs nothing unless a caller records:
 `with recording() as phases:` collects every phase run inside it, in order, and prints one line per phase.
@@ -45,12 +45,14 @@ def peak_rss_bytes() -> int:
 class Phase:
     name: str
     seconds: float
+    cpu_seconds: float  # the process's CPU time (every thread): on a shared machine, steadier than the wall
     peak_rss_gb: float
     reset: bool  # whether the peak is the phase's own (else the process's since it started)
 
     def line(self) -> str:
         since = "" if self.reset else " (process peak)"
-        return f"phase {self.name}: {self.seconds:.1f} s, peak RSS {self.peak_rss_gb:.2f} GB{since}"
+        return (f"phase {self.name}: {self.seconds:.1f} s ({self.cpu_seconds:.1f} CPU-s), peak RSS "
+                f"{self.peak_rss_gb:.2f} GB{since}")
 
 
 @dataclass
@@ -75,12 +77,13 @@ def phase(name: str) -> Iterator[None]:
         yield
         return
     reset, log.active = _reset_peak(), True
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
         log.active = False
-    done = Phase(name, round(time.perf_counter() - started, 2), round(peak_rss_bytes() / 2**30, 3), reset)
+    done = Phase(name, round(time.perf_counter() - started, 2), round(time.process_time() - cpu, 2),
+                 round(peak_rss_bytes() / 2**30, 3), reset)
     log.phases.append(done)
     if log.printer:
         log.printer(done.line())

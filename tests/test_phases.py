@@ -17,7 +17,7 @@ def test_a_recording_collects_its_phases_in_order_and_prints_a_line_each():
             pass
     assert [p.name for p in log.phases] == ["first", "second"]
     assert [line.split(":")[0] for line in lines] == ["phase first", "phase second"]
-    assert all(p["seconds"] >= 0 for p in log.to_list())
+    assert all(p["seconds"] >= 0 and p["cpu_seconds"] >= 0 for p in log.to_list())
 
 
 def test_a_phase_peak_is_its_own():
@@ -25,8 +25,10 @@ def test_a_phase_peak_is_its_own():
         with phase("big"):
             block = np.ones(400 * 2**20 // 8)  # 400 MB, touched
             del block
+            sum(range(2_000_000))  # CPU time
         with phase("small"):
             pass
     big, small = log.phases
     assert big.reset and small.reset  # Linux resets the high-water mark
     assert big.peak_rss_gb - small.peak_rss_gb > 0.3
+    assert big.cpu_seconds > small.cpu_seconds

@@ -53,7 +53,7 @@ def test_chain_writes_metrics_table_and_report(chain):
     assert config["method"] == "MetaHeac" and config["extra"]["meta_config"]["max_steps"] == 3
     phases = config["extra"]["phases"]
     assert [p["name"] for p in phases] == ["load data", "meta-training"]
-    assert all(p["seconds"] > 0 and p["peak_rss_gb"] > 0 for p in phases)
+    assert all(p["seconds"] > 0 and p["cpu_seconds"] > 0 and p["peak_rss_gb"] > 0 for p in phases)
     shards = [pd.read_parquet(root / f"scores-MetaHeac-{s}" / "scores.parquet") for s in (0, 1)]
     assert not set(shards[0]["campaign"]) & set(shards[1]["campaign"])  # shards split the campaigns
 
