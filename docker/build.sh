@@ -18,7 +18,7 @@ prefix="${1:-}"
 version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' metaheac/__init__.py)"
 name="${prefix}metaheac"
 tag="$version$([ "$variant" = cuda ] && echo -cuda || true)"
-pip_setting() { pip config list 2>/dev/null | sed -n "s/^[a-z:.]*$1='\(.*\)'$/\1/p" | head -1; }
+pip_setting() { pip config list 2>/dev/null | sed -n "s/^[a-z:.]*$1='\(.*\)'$/\1/p" | sed -n 1p; }
 
 registry_base=python:3.11.11-slim-bookworm
 if [ -z "${BASE:-}" ]; then
@@ -69,5 +69,5 @@ fi
 "$engine" tag "$name:$tag-$inputs" "$name:$tag"
 size="$("$engine" image inspect --format '{{.Size}}' "$name:$tag")"
 echo "image size: $((size / 1000000)) MB"
-pinned="$("$engine" image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$name:$tag" | head -1)"
+pinned="$("$engine" image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$name:$tag" | sed -n 1p)"
 echo "${pinned:-$name:$tag (not in a registry yet: push it, then compile resolves the tag to its digest)}"
