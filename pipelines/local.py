@@ -177,7 +177,7 @@ def run_local(pipeline: GraphComponent, arguments: dict[str, Any], root: Path, c
 
     staging = root / f".logs-{os.getpid()}"
     logs = _TaskLogs(staging, done)
-    failure: RuntimeError | None = None
+    failure: RuntimeError | ValueError | None = None
     with (
         _environment(**environment),
         contextlib.redirect_stdout(logs),

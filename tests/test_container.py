@@ -26,6 +26,7 @@ from pipelines.local import LocalRun, run_local
 from tests.pipeline_helpers import ROOT, TINY_PARAMS
 
 COMPONENTS = "components/torchx_components.py"
+BUILD_LOCK = ROOT / "runs" / ".image-build.lock"  # docker/build.sh runs one at a time (pytest-xdist workers)
 # What docker/Dockerfile copies into /app; nothing else of the checkout (no tests, .venv, data).
 APP_FILES = {"README.md", "components", "constraints.txt", "metaheac", "pipelines", "pyproject.toml", "setup.cfg"}
 
@@ -55,7 +56,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
         if engine == "podman":
             env.setenv("CONTAINERS_CONF", os.environ.get("CONTAINERS_CONF", str(ROOT / "docker/containers.conf")))
         # one build at a time when pytest-xdist's two workers both reach this module; the later one reuses it
-        with filelock.FileLock(ROOT / "runs" / ".image-build.lock"):
+        with filelock.FileLock(BUILD_LOCK):
             start = time.perf_counter()
             built = subprocess.run([str(ROOT / "docker/build.sh")], cwd=ROOT, env={**os.environ, "ENGINE": engine},
                                    capture_output=True, text=True)
