@@ -53,7 +53,7 @@ def pinned(image: str) -> str:
     repository = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
     for engine in filter(shutil.which, ("docker", "podman")):
         done = subprocess.run([engine, "image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}",
-                               image], capture_output=True, text=True)
+                               image], capture_output=True, text=True, timeout=120)
         digests = done.stdout.split() if done.returncode == 0 else []
         # podman names a local image localhost/NAME, docker a Docker Hub one docker.io/library/NAME
         same = [d for d in digests if d.split("@")[0] == repository or d.split("@")[0].endswith(f"/{repository}")]
