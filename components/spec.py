@@ -7,6 +7,8 @@ declared on its `metaheac.steps` class; nothing here repeats them.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +43,24 @@ class GpuScheduling:
 
     def gpus(self, resources: Resources) -> int:
         return (self.count or resources.gpu) if resources.gpu else 0
+
+
+def pinned(image: str) -> str:
+    """`image` by digest, the reference a compiled pipeline names: as given when it has one (NAME@sha256:...),
+    else the tag's digest as the local docker or podman records it (after a push, or any podman build)."""
+    if "@sha256:" in image:
+        return image
+    repository = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    for engine in filter(shutil.which, ("docker", "podman")):
+        done = subprocess.run([engine, "image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}",
+                               image], capture_output=True, text=True, timeout=120)
+        digests = done.stdout.split() if done.returncode == 0 else []
+        # podman names a local image localhost/NAME, docker a Docker Hub one docker.io/library/NAME
+        same = [d for d in digests if d.split("@")[0] == repository or d.split("@")[0].endswith(f"/{repository}")]
+        if same or digests:
+            return (same or digests)[0]
+    raise ValueError(f"image {image}: no digest for this tag here (build it with docker/build.sh and push it, "
+                     "or give NAME@sha256:...)")
 
 
 def image_for(resources: Resources, image: str = CPU_IMAGE, cuda_image: str = CUDA_IMAGE) -> str:

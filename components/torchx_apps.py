@@ -13,10 +13,10 @@ from metaheac.steps.registry import STEPS
 
 
 def app(step: str, given: Mapping[str, Any]) -> specs.AppDef:
-    """`given`: a component's arguments (its `locals()`): the step's arguments, then `image` and, for a
-    distributed step, `j`."""
+    """`given`: a component's arguments (its `locals()`): the step's arguments, then `image`, `mounts` and,
+    for a distributed step, `j`."""
     values = dict(given)
-    image, j = values.pop("image"), values.pop("j", None)
+    image, mounts, j = values.pop("image"), values.pop("mounts"), values.pop("j", None)
     cls = STEPS[step]
     for argument in cls.arguments():
         value = values[argument.name]
@@ -28,8 +28,10 @@ def app(step: str, given: Mapping[str, Any]) -> specs.AppDef:
     image = image or image_for(resources)
     if cls.distributed:
         # torchrun -m metaheac.cli <argv>: the console script's module, one process per rank
-        app = dist.ddp(*argv[1:], m=CLI_MODULE, image=image, name=step, j=j or "1x1", **resource)
+        app = dist.ddp(*argv[1:], m=CLI_MODULE, image=image, name=step, j=j or "1x1", mounts=mounts,
+                        **resource)
         app.roles[0].name = step
         return app
-    role = specs.Role(name=step, image=image, entrypoint=argv[0], args=argv[1:], resource=specs.Resource(**resource))
+    role = specs.Role(name=step, image=image, entrypoint=argv[0], args=argv[1:], resource=specs.Resource(**resource),
+                      mounts=specs.parse_mounts(mounts) if mounts else [])
     return specs.AppDef(name=step, roles=[role])

@@ -9,11 +9,11 @@ Run from the repository root with the venv's `bin` on PATH: `local_cwd` starts t
 `torchrun` for data-parallel steps) from PATH. `-s kubernetes` runs the same AppDef in the image.
 No `from __future__ import annotations`: TorchX reads the annotations at run time.
 """
-# ruff: noqa: E501, UP045
+# ruff: noqa: E501, UP006, UP035, UP045
 
 import os
 import sys
-from typing import Optional
+from typing import List, Optional
 
 from torchx import specs
 
@@ -33,6 +33,7 @@ def generate(
     setting: Optional[str] = None,
     overwrite: bool = False,
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
     """Write a synthetic dataset in the raw Tencent Look-alike format, with planted structure.
 
@@ -44,6 +45,7 @@ def generate(
         setting: a named preset of the audience structure: transfer or specific (default: the plain defaults)
         overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
     return app('generate', locals())
 
@@ -61,6 +63,7 @@ def preprocess(
     allow_pickle: bool = False,
     overwrite: bool = False,
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
     """Turn an advertiser's tables (a spec naming users, campaigns and events), the raw Tencent files or the official processed pickles into the canonical dataset.
 
@@ -76,6 +79,7 @@ def preprocess(
         allow_pickle: allow unpickling the official pickles (runs code from the files: only for files you trust)
         overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
     return app('preprocess', locals())
 
@@ -96,6 +100,7 @@ def train(
     checkpoint_every: Optional[int] = None,
     overwrite: bool = False,
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
     j: str = "1x1",
 ) -> specs.AppDef:
     """Train one method's general model on the training campaigns (MetaHeac: meta-training, GPU).
@@ -115,6 +120,7 @@ def train(
         checkpoint_every: meta-steps between checkpoints (default: every 300 s)
         overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
         j: {nnodes}x{nproc_per_node}: torchrun processes, each sampling its own tasks, gradients averaged (on GPU hosts nproc_per_node must not exceed the GPUs)
     """
     return app('train', locals())
@@ -133,6 +139,7 @@ def adapt(
     device: str = 'auto',
     overwrite: bool = False,
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
     """Adapt a general model to each test campaign of one shard (stage-1 seeds) and score its stage-2 rows.
 
@@ -148,6 +155,7 @@ def adapt(
         device: auto (CUDA when present), cpu or cuda
         overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
     return app('adapt', locals())
 
@@ -160,6 +168,7 @@ def evaluate(
     title: str = 'MetaHeac audience expansion: evaluation',
     overwrite: bool = False,
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
     """Compute the paper's metrics from adapted scores: metrics.json, table.txt, report.html and the KFP metrics payloads (kfp_metrics.json; kfp_classification.json for the recommended method, else the first).
 
@@ -170,6 +179,7 @@ def evaluate(
         title: the report's title
         overwrite: replace an existing output of another metaheac step
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
     return app('evaluate', locals())
 
@@ -188,6 +198,7 @@ def expand(
     device: str = 'auto',
     overwrite: bool = False,
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
     """Expand one campaign's seed set: adapt the general model to the seeds and write the top-N audience.
 
@@ -204,6 +215,7 @@ def expand(
         device: auto (CUDA when present), cpu or cuda
         overwrite: replace an existing file at --output
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
     return app('expand', locals())
 
@@ -218,6 +230,7 @@ def demo(
     seed: int = 2020,
     device: str = 'auto',
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
     """Generate a synthetic dataset, preprocess it, train and adapt every method, evaluate: the paper's table.
 
@@ -230,6 +243,7 @@ def demo(
         seed: seeds the data, the split, the initialisations and the adaptation
         device: auto (CUDA when present), cpu or cuda
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
     return app('demo', locals())
 
@@ -243,6 +257,7 @@ def publish(
     metrics: str = '',
     run_id: str = '',
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
     """Publish a trained general model to the registry as a new version, then point LATEST at it.
 
@@ -254,6 +269,7 @@ def publish(
         metrics: an evaluate output folder: its kfp_metrics.json is recorded
         run_id: the pipeline run that trained it
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
     return app('publish', locals())
 
@@ -272,6 +288,7 @@ def expand_shard(
     audiences: str = '',
     seed: int = 2020,
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
     """Adapt the general model to each campaign of a seed-set folder (one group of them) and keep each campaign's top N among one shard of the user base (read by row group); a bad seed set fails its campaign alone, in status.json.
 
@@ -288,6 +305,7 @@ def expand_shard(
         audiences: stable audiences folder: a campaign already written there for this model version is skipped
         seed: seeds the adaptation and the negative sampling
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
     return app('expand_shard', locals())
 
@@ -299,6 +317,7 @@ def merge_audiences(
     top_n: int = 10000,
     audiences: str = '',
     image: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
     """Merge the shards' tops into each campaign's audience (uid, score, rank) and summarize the run: summary.json, kfp_metrics.json (KFP Metrics) and summary.html.
 
@@ -308,5 +327,6 @@ def merge_audiences(
         top_n: audience size per campaign
         audiences: stable audiences folder: each audience is also written there, per model version
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
+        mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
     return app('merge_audiences', locals())

@@ -25,7 +25,7 @@ from typing import Any
 import kfp
 from kfp import compiler
 
-from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling
+from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling, pinned
 from metaheac.method_names import RECOMMENDED, parse_methods
 from pipelines import cron, remote
 from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
@@ -52,8 +52,9 @@ def _add_dag_options(parser: argparse.ArgumentParser) -> None:
                        help="train: adapt tasks per method (campaign shards); expand: user shards")
     group.add_argument("--pipeline-name", help=f"the pipeline's name (on a server, versions are uploaded under "
                        f"it; default {DagOptions.name} or {EXPAND_NAME})")
-    group.add_argument("--image", default=CPU_IMAGE, help="image of the CPU steps")
-    group.add_argument("--cuda-image", default=CUDA_IMAGE, help="image of the GPU steps")
+    group.add_argument("--image", help=f"image of the CPU steps: NAME@sha256:..., or a tag, written as the digest "
+                       f"the local docker or podman has for it (default {CPU_IMAGE}, as is)")
+    group.add_argument("--cuda-image", help=f"image of the GPU steps, the same way (default {CUDA_IMAGE})")
     group.add_argument("--accelerator-type", default=_DEFAULT_GPU.accelerator, help="GPU resource of the train step")
     group.add_argument("--gpus", type=int, help="GPUs of the train task (default: the step's); more than one "
                        "trains data-parallel, one process per GPU")
@@ -75,8 +76,8 @@ def _dag_options(args: argparse.Namespace) -> DagOptions:
         source=args.source,
         methods=tuple(parse_methods(args.methods)),
         shards=args.shards,
-        image=args.image,
-        cuda_image=args.cuda_image,
+        image=pinned(args.image) if args.image else CPU_IMAGE,
+        cuda_image=pinned(args.cuda_image) if args.cuda_image else CUDA_IMAGE,
         gpu=GpuScheduling(args.accelerator_type, (label, value), args.gpu_toleration, args.gpus),
         name=args.pipeline_name or (EXPAND_NAME if args.pipeline == "expand" else DagOptions.name),
         caching=not args.no_cache,

@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+# Every step has outputs. kfp.local says a task has none when it wrote no executor output: with the Docker
+# API of podman, a container that failed can be removed (auto_remove) before its exit status is read, and
+# kfp.local then counts it a success.
+_NO_OUTPUTS = re.compile(r"Task '([^']+)' has no outputs")
+LOST = "LOST"
 LOGS = "logs"
 
 
@@ -105,6 +110,8 @@ class _TaskLogs(io.TextIOBase):
             self._files[name].flush()
             self.done(self._task, finished[2], time.perf_counter() - self._started)
             self._task = None
+        if lost := _NO_OUTPUTS.search(line):
+            self.done(lost[1], LOST, 0.0)
 
     def close(self) -> None:
         if self._pending:
@@ -134,15 +141,26 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _runner(containers: bool, environment: dict[str, str]) -> local.SubprocessRunner | local.DockerRunner:
+    if not containers:
+        return local.SubprocessRunner(use_venv=False)
+    # kfp.local mounts the pipeline root at its own path. The image's user (uid 10001) could not write a
+    # folder of this machine's user, so the task runs as that user, HOME where any user may write.
+    return local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}", environment={**environment, "HOME": "/tmp"})
+
+
 def run_local(pipeline: GraphComponent, arguments: dict[str, Any], root: Path, caching: bool = True,
-              echo: Callable[[str], None] | None = None) -> LocalRun:
+              echo: Callable[[str], None] | None = None, containers: bool = False) -> LocalRun:
     """Run the whole DAG in a new folder under `root`, echoing one line per finished task (to stdout by
-    default); returns the run. A failed task raises RuntimeError naming it, its error line and its log file."""
+    default); returns the run. A failed task raises RuntimeError naming it, its error line and its log file.
+    `containers`: each task in its image through the Docker API (DOCKER_HOST; podman serves one too)."""
     console = sys.stdout  # kfp.local's own output goes to the task logs below
     say = echo or (lambda line: print(line, file=console, flush=True))
     root.mkdir(parents=True, exist_ok=True)
+    # absolute: a container sees the pipeline root at the same absolute path, with another working directory
+    environment = {reuse.ENV: str(root.absolute() / ".reuse"), reuse.OFF: "0" if caching else "1"}
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=_runner(containers, environment),
         pipeline_root=str(root),
         # kfp.local would otherwise make a /tmp/kfp-workspace-* folder per run and never remove it.
         workspace_root=str(root / ".workspace"),
@@ -151,14 +169,17 @@ def run_local(pipeline: GraphComponent, arguments: dict[str, Any], root: Path, c
     tasks: list[TaskLine] = []
 
     def done(name: str, status: str, seconds: float) -> None:
+        if status == LOST:
+            next(t for t in tasks if t.name == name).status = LOST
+            return
         tasks.append(_task_line(root, pipeline.name, name, status, seconds))
         say(str(tasks[-1]))
 
     staging = root / f".logs-{os.getpid()}"
     logs = _TaskLogs(staging, done)
-    failure: RuntimeError | None = None
+    failure: RuntimeError | ValueError | None = None
     with (
-        _environment(**{reuse.ENV: str(root / ".reuse"), reuse.OFF: "0" if caching else "1"}),
+        _environment(**environment),
         contextlib.redirect_stdout(logs),
         warnings.catch_warnings(),
     ):
@@ -167,6 +188,10 @@ def run_local(pipeline: GraphComponent, arguments: dict[str, Any], root: Path, c
         try:
             pipeline(**arguments)
         except RuntimeError as error:
+            failure = error
+        except ValueError as error:  # kfp.local's, when a later task asks for a lost task's outputs
+            if not any(t.status == LOST for t in tasks):
+                raise
             failure = error
     logs.close()
     folders = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(f"{pipeline.name}-")]
@@ -180,7 +205,8 @@ def run_local(pipeline: GraphComponent, arguments: dict[str, Any], root: Path, c
         task_log = run.folder / LOGS / f"{name}.log"
         lines = task_log.read_text().splitlines() if task_log.exists() else []
         errors = [line for line in lines if ": error: " in line]
-        reason = errors[-1].strip() if errors else str(failure)
+        lost = failed and failed[0].status == LOST
+        reason = errors[-1].strip() if errors else "it ended without writing its outputs" if lost else str(failure)
         raise RuntimeError(f"task {name} failed: {reason} (its log: {task_log})")
     return run
 

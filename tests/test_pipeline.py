@@ -18,6 +18,7 @@ from pipelines.dag import DagOptions, pipeline_parameters
 from tests.pipeline_helpers import params
 
 METHODS = "MetaHeac,LR"
+CUDA_DIGEST = "reg/mh@sha256:" + "a" * 64  # a reference by digest is written as given
 TASK_LINE = re.compile(r"^  (\S+) +(.+?) +\d+\.\d s  (ran|reused|failure)$")  # name, method, wall time, state
 
 
@@ -74,7 +75,7 @@ def test_dag_edges_and_artifact_types(tmp_path: Path) -> None:
 
 def test_only_meta_training_requests_a_gpu_on_the_node_pool(tmp_path: Path) -> None:
     spec, platform = compiled(tmp_path, "--methods", METHODS, "--gpu-node-selector",
-                              "cloud.google.com/gke-accelerator=nvidia-tesla-a100", "--cuda-image", "reg/mh:cuda",
+                              "cloud.google.com/gke-accelerator=nvidia-tesla-a100", "--cuda-image", CUDA_DIGEST,
                               "--gpus", "2")
     executors = spec["deploymentSpec"]["executors"]
     tasks = spec["root"]["dag"]["tasks"]
@@ -86,7 +87,7 @@ def test_only_meta_training_requests_a_gpu_on_the_node_pool(tmp_path: Path) -> N
     container = executors[executor[meta]]["container"]
     accelerator = container["resources"]["accelerator"]
     assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "2")
-    assert container["image"] == "reg/mh:cuda"
+    assert container["image"] == CUDA_DIGEST
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert kubernetes[executor[meta]]["nodeSelector"] == {
         "labels": {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}}

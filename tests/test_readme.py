@@ -21,6 +21,8 @@ from tests.pipeline_helpers import ROOT
 SKIPPED = {
     "./scripts/demo": "slow, and CI runs it",
     "./scripts/test": "CI runs it (and this test is part of it)",
+    "docker/build.sh": "needs docker or podman (tests/test_container.py runs it)",
+    "python -m pipelines compile --image": "needs the image built (tests/test_container.py compiles with it)",
     "python -m pipelines submit": "needs a KFP API server",
     "python -m pipelines schedule create --host": "needs a KFP API server",
     "python -m pipelines schedule list": "needs a KFP API server",
