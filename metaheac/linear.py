@@ -21,6 +21,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
+from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
 from metaheac.model.embedding import list_weights
 
@@ -223,20 +224,36 @@ def campaign_lr(features: Features, rows: Rows, config: LinearConfig) -> LinearM
     return fit_cv(design(features, rows.user), rows.label.cpu().numpy(), config)
 
 
+def hierarchy_fields(schema: DatasetSchema) -> tuple[str | None, str | None]:
+    """The campaign fields the transferring methods group by: the schema's hierarchy's coarsest level (the
+    "category") and the next one (the "advertiser"); None for a level the hierarchy lacks."""
+    coarse, fine, *_ = [*schema.hierarchy, None, None]
+    return coarse, fine
+
+
+def _column(features: Features, name: str | None) -> int | None:
+    return None if name is None else [f.name for f in features.schema.campaign_fields].index(name)
+
+
 def category_column(features: Features) -> int | None:
-    names = [f.name for f in features.schema.campaign_fields]
-    return names.index("adCategoryId") if "adCategoryId" in names else None
+    """The campaign-field column of the hierarchy's coarsest level (`hierarchy_fields`)."""
+    return _column(features, hierarchy_fields(features.schema)[0])
+
+
+def advertiser_column(features: Features) -> int | None:
+    """The campaign-field column of the hierarchy's second level (`hierarchy_fields`)."""
+    return _column(features, hierarchy_fields(features.schema)[1])
 
 
 @dataclass
 class CategoryLR:
-    """`Category LR`: one model per adCategoryId of the training campaigns, and one on all of them for a
-    category never trained on (for every campaign, where the dataset has no adCategoryId). Uses no seed
-    rows of the campaign it scores."""
+    """`Category LR`: one model per category (the hierarchy's coarsest campaign field) of the training
+    campaigns, and one on all of them for a category never trained on (for every campaign, where the schema
+    has no hierarchy). Uses no seed rows of the campaign it scores."""
 
     by_category: dict[int, LinearModel]
     overall: LinearModel
-    column: int | None  # adCategoryId's column in the campaign fields (None: the campaigns have none)
+    column: int | None  # the category's column in the campaign fields (None: the schema has no hierarchy)
 
     def model(self, features: Features, campaign: int) -> LinearModel:
         if self.column is None:
@@ -275,8 +292,3 @@ def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) 
         overall, *models = pool.map(fit, [None, *values.tolist()])
     return CategoryLR(dict(zip(values.tolist(), models, strict=True)), overall, column)
 
-
-
-def advertiser_column(features: Features) -> int | None:
-    names = [f.name for f in features.schema.campaign_fields]
-    return names.index("advertiserId") if "advertiserId" in names else None

@@ -14,7 +14,7 @@ METHOD_NAMES = (
     "MetaHeac w/o HC",
     "MetaHeac w/o HE",
     "MetaHeac w/o Meta",
-    "Category LR",  # fit on the training campaigns of the campaign's adCategoryId, no seeds
+    "Category LR",  # fit on the training campaigns of the campaign's category (coarsest hierarchy field), no seeds
     RECOMMENDED,  # metaheac/transfer.py
 )
 

@@ -187,7 +187,8 @@ def categories(network: Network) -> LinearTables:
 
 @dataclass(frozen=True)
 class CategoryLROnly(Method):
-    """`Category LR`: the model of the campaign's adCategoryId fit on the training campaigns; no seeds."""
+    """`Category LR`: the model of the campaign's category (its hierarchy's coarsest field) fit on the training
+    campaigns; no seeds."""
 
     def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
         with phase("category LR"):

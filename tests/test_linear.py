@@ -31,10 +31,11 @@ TOPICS = TopicConfig(topics=4, passes=5, seed=0)
 
 
 def with_category(values: list[int]) -> Features:
-    """FEATURES (whose campaigns have an advertiserId: 3, 2, 3, 4, 2, 2, 6, 3) with an adCategoryId campaign
-    field (ids 1..3) holding `values`, one per campaign."""
+    """FEATURES (whose campaigns have an advertiserId: 3, 2, 3, 4, 2, 2, 6, 3) with a `genre` campaign field
+    (ids 1..3) holding `values`, one per campaign: the hierarchy is genre, then advertiserId (any names)."""
     schema = FEATURES.schema
-    schema = type(schema)(schema.user_single, schema.user_lists, [*schema.campaign_fields, Field("adCategoryId", 4)])
+    schema = type(schema)(schema.user_single, schema.user_lists, [*schema.campaign_fields, Field("genre", 4)],
+                          hierarchy=["genre", "advertiserId"])
     fields = torch.cat([FEATURES.campaigns.fields, torch.tensor(values).int()[:, None]], 1)
     campaigns = FEATURES.campaigns
     return Features(schema, FEATURES.users, CampaignTable(campaigns.aid, fields, campaigns.split,
@@ -110,7 +111,7 @@ def test_category_lr_fits_per_category_and_falls_back_to_all() -> None:
     assert set(category_lr.by_category) == {1, 2}
     assert category_lr.model(features, 5) is category_lr.by_category[1]
     assert category_lr.model(features, 4) is category_lr.overall  # category 3: never trained on
-    without = linear.fit_category_lr(FEATURES, rows, CONFIG)  # a dataset without adCategoryId
+    without = linear.fit_category_lr(FEATURES, rows, CONFIG)  # a schema without a hierarchy
     assert not without.by_category and without.model(FEATURES, 5) is without.overall
 
 
