@@ -41,6 +41,7 @@ from metaheac.data.loading import user_table
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
 from metaheac.expand import CampaignFields, CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
+from metaheac.linear import list_values
 from metaheac.model.embedding import mean_weights
 from metaheac.model.heac import CampaignGates, HybridExpertsCritics
 from metaheac.model.network import Network
@@ -444,7 +445,7 @@ class LinearHeads:
     def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
         """Probabilities [B, campaigns]."""
         ids = torch.cat([single, lists], 1).int() + self.offsets
-        values = torch.cat([torch.ones(single.shape), mean_weights(lists, self.lengths, torch.float32)], 1)
+        values = torch.cat([torch.ones(single.shape), list_values(lists, self.lengths, torch.float32)], 1)
         if self.topics is not None:
             mixes = self._mixes(lists, ids, values).float()
             topics = torch.arange(mixes.shape[1], dtype=torch.int32) + (len(self.weight) - mixes.shape[1])

@@ -25,6 +25,8 @@ from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
 from metaheac.model.embedding import list_weights
 
+BINARY_LISTS = True  # EXPERIMENT toggle
+
 
 @dataclass(frozen=True)
 class LinearConfig:
@@ -47,6 +49,14 @@ def column_offsets(features: Features) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(sizes)))
 
 
+def list_values(lists: torch.Tensor, lengths: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """Each list id's value in a design row, for list ids [n, sum of lengths] side by side: 1 for a valid id,
+    0 for padding (binary multi-hot, module doc)."""
+    if not BINARY_LISTS:
+        return torch.cat([list_weights(ids, dtype) for ids in lists.split(lengths, dim=1)], dim=1)
+    return (lists != 0).to(dtype)
+
+
 def user_columns(
     features: Features, users: torch.Tensor, dtype: torch.dtype = torch.float64
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,11 +71,8 @@ def user_columns(
     ]).to(device)
     users = torch.as_tensor(users, device=device)
     lists = table.lists[users].long()
-    values = torch.cat(
-        [torch.ones(len(users), n_single, dtype=dtype, device=device)]
-        + [list_weights(ids, dtype) for ids in lists.split(schema.list_lengths, dim=1)],
-        dim=1,
-    )
+    values = torch.cat([torch.ones(len(users), n_single, dtype=dtype, device=device),
+                        list_values(lists, schema.list_lengths, dtype)], dim=1)
     columns = torch.cat([table.single[users].long(), lists], dim=1)
     return columns + torch.as_tensor(column_offsets(features)[:-1], device=device)[field], values
 
