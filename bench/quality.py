@@ -169,8 +169,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    print(f"{args.users:,} users, {args.campaigns} campaigns, {args.rows} mean stage-1 rows, seeds {args.seeds}")
     settings, seeds = args.settings.split(","), [int(s) for s in args.seeds.split(",")]
+    generated = f"{args.users:,} users, {args.campaigns} campaigns, {args.rows} mean stage-1 rows; " * any(
+        s != MOVIELENS for s in settings)
+    print(f"{generated}seeds {args.seeds}")
     if args.jobs > 1:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # the workers inherit it
             os.environ[name] = "1"
