@@ -1,12 +1,16 @@
-"""Audience quality on synthetic data: every method over several data seeds and generator settings, with
-95% intervals from a paired bootstrap over campaigns of (recommended - best other row).
+"""Audience quality on synthetic and real data: every method over several seeds, on the generator's settings
+and on MovieLens, with 95% intervals from a paired bootstrap over campaigns of (recommended - best other row).
 
-    python bench/quality.py [--settings transfer,specific] [--seeds 1,2,3] [--users 10000]
-                            [--campaigns 440] [--rows 500] [--methods ...] [--replicates 1000] [--jobs 2]
+    python bench/quality.py [--settings transfer,specific,movielens] [--seeds 1,2,3] [--users 10000]
+                            [--campaigns 440] [--rows 500] [--ratings ../shared/data/movielens-100k]
+                            [--methods ...] [--replicates 1000] [--jobs 2]
 
-Runs the library in-process (no files but the generated data): per setting and seed, generate the raw
-files, preprocess them (half the campaigns held out for testing, the cold/hot threshold at their median),
-train each method on the training campaigns, adapt and score every test campaign. Prints per setting:
+Runs the library in-process (no files but the data): per setting and seed, generate the raw files and
+preprocess them (half the campaigns held out for testing, the cold/hot threshold at their median), or for
+`movielens` make the example's tables (examples/movielens/make_tables.py) and preprocess them with its spec
+(the seed is the campaign split's and the seed sets'; --users, --campaigns and --rows do not apply); train
+each method on the training campaigns, adapt and score every test campaign through the methods' own
+adaptation (`Method.adapt_and_score`, the product's path). Prints per setting:
 mean ± std over seeds of each metric, the interval of each row's metric (seed-averaged, campaigns
 resampled) and the gap of the recommended method to the best other row, and how many seeds it wins.
 With --jobs N, N (setting, seed) runs go at once, one process and one torch thread each.
@@ -18,6 +22,8 @@ import argparse
 import dataclasses
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,18 +38,21 @@ from metaheac.benchmark import evaluate_methods
 from metaheac.data.config import PreprocessConfig
 from metaheac.data.loading import load_features, load_rows
 from metaheac.data.preprocess import preprocess_raw
+from metaheac.data.spec import load_spec
 from metaheac.data.synthetic import SETTINGS, SyntheticConfig, generate, setting_config
+from metaheac.data.tables import preprocess_tables
 from metaheac.evaluation.intervals import bootstrap
 from metaheac.evaluation.metrics import TABLE_GROUPS, compare, metric_keys
 from metaheac.method_names import RECOMMENDED
 
-DEFAULT_METHODS = "LR,MLP one-stage,Category LR,MLP+pre-training,MetaHeac," + RECOMMENDED
+DEFAULT_METHODS = "LR,sklearn LR,pooled LR,MLP one-stage,Category LR,MLP+pre-training,MetaHeac," + RECOMMENDED
 
 
 def run_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[str]) -> dict[str, pd.DataFrame]:
     """{method: scored test rows} for one generated dataset; with --results, those saved by an earlier run
     of the same sizes are read back and only the missing methods run."""
-    saved = Path(args.results, f"{setting}-{seed}-{args.users}-{args.campaigns}-{args.rows}") if args.results else None
+    sizes = "" if setting == MOVIELENS else f"-{args.users}-{args.campaigns}-{args.rows}"
+    saved = Path(args.results, f"{setting}-{seed}{sizes}") if args.results else None
     files = {m: saved / f"{m.replace(' ', '_')}.parquet" for m in methods} if saved else {}
     frames = {m: pd.read_parquet(f) for m, f in files.items() if f.exists()}
     missing = [m for m in methods if m not in frames]
@@ -56,19 +65,38 @@ def run_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[st
     return {m: frames[m] for m in methods}
 
 
+MOVIELENS = "movielens"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "movielens"
+
+
+def movielens_dataset(folder: str, seed: int, ratings: str) -> str:
+    """The MovieLens example's dataset under `folder`, its campaign split and seed sets drawn with `seed`."""
+    subprocess.run([sys.executable, str(EXAMPLE / "make_tables.py"), "--ratings", ratings, "--output",
+                    f"{folder}/tables"], check=True, stdout=subprocess.DEVNULL)
+    spec_uri = str(EXAMPLE / "spec.yaml")
+    spec = load_spec(spec_uri, f"{folder}/tables")
+    spec = dataclasses.replace(spec, split=dataclasses.replace(spec.split, seed=seed),
+                               stages=dataclasses.replace(spec.stages, seed=seed))
+    preprocess_tables(spec_uri, f"{folder}/dataset", progress=False, spec=spec)
+    return "real data"
+
+
 def evaluate_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[str]) -> dict[str, pd.DataFrame]:
     with tempfile.TemporaryDirectory() as folder:
-        info = generate(f"{folder}/raw", data_config(setting, seed, args))
-        preprocess_raw(f"{folder}/raw", f"{folder}/dataset",
-                       dataclasses.replace(PreprocessConfig(), cold_threshold=-1, seed=seed))
+        if setting == MOVIELENS:
+            about = movielens_dataset(folder, seed, args.ratings)
+        else:
+            info = generate(f"{folder}/raw", data_config(setting, seed, args))
+            preprocess_raw(f"{folder}/raw", f"{folder}/dataset",
+                           dataclasses.replace(PreprocessConfig(), cold_threshold=-1, seed=seed))
+            about = f"oracle GAUC {info['oracle_gauc_stage2']:.4f}"
         features = load_features(f"{folder}/dataset")
         train = load_rows(f"{folder}/dataset", "train", 1)
         tests = {split: (load_rows(f"{folder}/dataset", split, 1), load_rows(f"{folder}/dataset", split, 2))
                  for split in ("test_cold", "test_hot")}
         started = time.perf_counter()
         frames = evaluate_methods(methods, features, train, tests, seed=seed)
-        print(f"  {setting} seed {seed}: oracle GAUC {info['oracle_gauc_stage2']:.4f}, "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+        print(f"  {setting} seed {seed}: {about}, {time.perf_counter() - started:.0f} s", flush=True)
     return frames
 
 
@@ -121,6 +149,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=500, help="mean stage-1 rows of a campaign")
 
 
+
 def data_config(setting: str, seed: int, args: argparse.Namespace) -> SyntheticConfig:
     return setting_config(setting, users=args.users, campaigns=args.campaigns, mean_rows_per_campaign=args.rows,
                           seed=seed)
@@ -129,6 +158,9 @@ def data_config(setting: str, seed: int, args: argparse.Namespace) -> SyntheticC
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser)
+    parser.set_defaults(settings=",".join([*SETTINGS, MOVIELENS]))
+    parser.add_argument("--ratings", default="../shared/data/movielens-100k",
+                        help="the MovieLens-100k files (u.data, u.user, u.item) of the movielens setting")
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--replicates", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=1, help="(setting, seed) runs at once, one thread each")
@@ -137,8 +169,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    print(f"{args.users:,} users, {args.campaigns} campaigns, {args.rows} mean stage-1 rows, seeds {args.seeds}")
     settings, seeds = args.settings.split(","), [int(s) for s in args.seeds.split(",")]
+    generated = f"{args.users:,} users, {args.campaigns} campaigns, {args.rows} mean stage-1 rows; " * any(
+        s != MOVIELENS for s in settings)
+    print(f"{generated}seeds {args.seeds}")
     if args.jobs > 1:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # the workers inherit it
             os.environ[name] = "1"

@@ -108,7 +108,7 @@ def train(
     Args:
         dataset: canonical dataset URI (from `preprocess`)
         output: folder to write the general model into (model.pt + config.json)
-        method: one of: LR, MLP one-stage, MLP+pre-training, Shared-Bottom+pre-training, MMoE+pre-training, MetaHeac, MetaHeac w/o HC, MetaHeac w/o HE, MetaHeac w/o Meta, Category LR, MetaHeac+LR
+        method: one of: LR, MLP one-stage, MLP+pre-training, Shared-Bottom+pre-training, MMoE+pre-training, MetaHeac, MetaHeac w/o HC, MetaHeac w/o HE, MetaHeac w/o Meta, sklearn LR, pooled LR, Category LR, MetaHeac+LR
         epochs: passes over the training campaigns' seed rows
         max_steps: stop after this many steps (default: no cap)
         task_count: campaigns per meta-step

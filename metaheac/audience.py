@@ -41,6 +41,7 @@ from metaheac.data.loading import user_table
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
 from metaheac.expand import CampaignFields, CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
+from metaheac.linear import list_values
 from metaheac.model.embedding import mean_weights
 from metaheac.model.heac import CampaignGates, HybridExpertsCritics
 from metaheac.model.network import Network
@@ -387,7 +388,6 @@ class LinearHeadScorer:
         starts = np.cumsum([0] + [f.vocab_size for f in fields])[:-1]
         widths = [1] * len(schema.user_single) + list(schema.list_lengths)
         self.offsets = torch.from_numpy(np.repeat(starts, widths)).int()  # each id column's first design column
-        self.lengths = list(schema.list_lengths)
         self.weight = torch.from_numpy(model.head.weight).float()[:, None]
         self.topics = model.head.topics if model.head.topic_weight is not None else None
         self._alone: LinearHeads | None = None
@@ -413,7 +413,7 @@ class LinearHeads:
 
     def __init__(self, scorers: list[LinearHeadScorer]) -> None:
         first = scorers[0]
-        self.scorers, self.offsets, self.lengths = scorers, first.offsets, first.lengths
+        self.scorers, self.offsets = scorers, first.offsets
         # one topic model, or none, for all: a bag's sum order depends on its entries, so a head scores alike
         # alone and in the group only with the same entries
         topics = {id(s.topics): s.topics for s in scorers}
@@ -444,7 +444,7 @@ class LinearHeads:
     def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
         """Probabilities [B, campaigns]."""
         ids = torch.cat([single, lists], 1).int() + self.offsets
-        values = torch.cat([torch.ones(single.shape), mean_weights(lists, self.lengths, torch.float32)], 1)
+        values = torch.cat([torch.ones(single.shape), list_values(lists, torch.float32)], 1)
         if self.topics is not None:
             mixes = self._mixes(lists, ids, values).float()
             topics = torch.arange(mixes.shape[1], dtype=torch.int32) + (len(self.weight) - mixes.shape[1])

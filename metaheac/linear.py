@@ -4,8 +4,10 @@ the honest `LR` baseline, `Category LR`, and the linear part of the recommended 
 columns are fit by Newton's method instead.
 
 A user's design row has one column per (user field, id), laid out like the embedding tables end to end:
-a single field puts 1 on its id, a list field 1/(valid ids) on each of its ids (the masked mean, as the
-networks embed it). A model is then a 1-dim table per field plus a bias, scored by the same bags.
+a single field puts 1 on its id, a list field 1 on each of its valid ids (binary multi-hot, as a
+practitioner's scikit-learn design has it). The networks' masked mean (1/(valid ids) each) cost LR 0.19
+GAUC on MovieLens (bench/README.md, ninth round). A model is then a 1-dim table per field plus a bias,
+scored by the same bags.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
+from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
-from metaheac.model.embedding import list_weights
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,12 @@ def column_offsets(features: Features) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(sizes)))
 
 
+def list_values(lists: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Each list id's value in a design row (list ids side by side): 1 for a valid id, 0 for padding
+    (binary multi-hot, module doc)."""
+    return (lists != 0).to(dtype)
+
+
 def user_columns(
     features: Features, users: torch.Tensor, dtype: torch.dtype = torch.float64
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,11 +68,8 @@ def user_columns(
     ]).to(device)
     users = torch.as_tensor(users, device=device)
     lists = table.lists[users].long()
-    values = torch.cat(
-        [torch.ones(len(users), n_single, dtype=dtype, device=device)]
-        + [list_weights(ids, dtype) for ids in lists.split(schema.list_lengths, dim=1)],
-        dim=1,
-    )
+    values = torch.cat([torch.ones(len(users), n_single, dtype=dtype, device=device),
+                        list_values(lists, dtype)], dim=1)
     columns = torch.cat([table.single[users].long(), lists], dim=1)
     return columns + torch.as_tensor(column_offsets(features)[:-1], device=device)[field], values
 
@@ -223,20 +228,36 @@ def campaign_lr(features: Features, rows: Rows, config: LinearConfig) -> LinearM
     return fit_cv(design(features, rows.user), rows.label.cpu().numpy(), config)
 
 
+def hierarchy_fields(schema: DatasetSchema) -> tuple[str | None, str | None]:
+    """The campaign fields the transferring methods group by: the schema's hierarchy's coarsest level (the
+    "category") and the next one (the "advertiser"); None for a level the hierarchy lacks."""
+    coarse, fine, *_ = [*schema.hierarchy, None, None]
+    return coarse, fine
+
+
+def _column(features: Features, name: str | None) -> int | None:
+    return None if name is None else [f.name for f in features.schema.campaign_fields].index(name)
+
+
 def category_column(features: Features) -> int | None:
-    names = [f.name for f in features.schema.campaign_fields]
-    return names.index("adCategoryId") if "adCategoryId" in names else None
+    """The campaign-field column of the hierarchy's coarsest level (`hierarchy_fields`)."""
+    return _column(features, hierarchy_fields(features.schema)[0])
+
+
+def advertiser_column(features: Features) -> int | None:
+    """The campaign-field column of the hierarchy's second level (`hierarchy_fields`)."""
+    return _column(features, hierarchy_fields(features.schema)[1])
 
 
 @dataclass
 class CategoryLR:
-    """`Category LR`: one model per adCategoryId of the training campaigns, and one on all of them for a
-    category never trained on (for every campaign, where the dataset has no adCategoryId). Uses no seed
-    rows of the campaign it scores."""
+    """`Category LR`: one model per category (the hierarchy's coarsest campaign field) of the training
+    campaigns, and one on all of them for a category never trained on (for every campaign, where the schema
+    has no hierarchy). Uses no seed rows of the campaign it scores."""
 
     by_category: dict[int, LinearModel]
     overall: LinearModel
-    column: int | None  # adCategoryId's column in the campaign fields (None: the campaigns have none)
+    column: int | None  # the category's column in the campaign fields (None: the schema has no hierarchy)
 
     def model(self, features: Features, campaign: int) -> LinearModel:
         if self.column is None:
@@ -275,8 +296,3 @@ def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) 
         overall, *models = pool.map(fit, [None, *values.tolist()])
     return CategoryLR(dict(zip(values.tolist(), models, strict=True)), overall, column)
 
-
-
-def advertiser_column(features: Features) -> int | None:
-    names = [f.name for f in features.schema.campaign_fields]
-    return names.index("advertiserId") if "advertiserId" in names else None

@@ -14,7 +14,9 @@ METHOD_NAMES = (
     "MetaHeac w/o HC",
     "MetaHeac w/o HE",
     "MetaHeac w/o Meta",
-    "Category LR",  # fit on the training campaigns of the campaign's adCategoryId, no seeds
+    "sklearn LR",  # scikit-learn's LogisticRegression per campaign on its seeds, C by CV
+    "pooled LR",  # scikit-learn's LogisticRegression over every training campaign's rows, no seeds
+    "Category LR",  # fit on the training campaigns of the campaign's category (coarsest hierarchy field), no seeds
     RECOMMENDED,  # metaheac/transfer.py
 )
 

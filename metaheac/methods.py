@@ -15,15 +15,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
+import numpy as np
 import pandas as pd
 import torch
+from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedKFold
 
 from metaheac import adaptation
 from metaheac.adaptation import AdaptConfig, AdaptedModel
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
 from metaheac.factors import fit_factors
-from metaheac.linear import LinearConfig, campaign_lr, fit_category_lr
+from metaheac.linear import CategoryLR, LinearConfig, LinearModel, campaign_lr, design, fit_category_lr
 from metaheac.method_names import RECOMMENDED, check_method
 from metaheac.model import store
 from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
@@ -180,6 +183,67 @@ class CampaignLR(Method):
             yield campaign, LinearAdapted(general_model, head)
 
 
+SKLEARN_CS = (0.01, 0.03, 0.1, 0.3, 1.0)  # scikit-learn's C grid: half-decade steps
+SKLEARN_SCORING = "neg_log_loss"  # the CV criterion of `sklearn LR` (bench/README.md: it ranks better than AUC's)
+
+
+def _sklearn_head(model: Any, c: float) -> TransferHead:
+    return TransferHead(model.coef_.ravel().astype(np.float64), float(model.intercept_[0]), 0.0, c)
+
+
+def sklearn_lr(x: Any, y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None) -> TransferHead:
+    """scikit-learn's own L2 `LogisticRegression` on the design `x`, C by `GridSearchCV` over `SKLEARN_CS`
+    (folds stratified by label, or grouped by `groups`), refit on every row. With one class, or too few rows of
+    a class (or groups) to validate, the smallest C is fit; with one class, only the bias."""
+    positives = int(y.sum())
+    if positives in (0, len(y)):
+        bias = float(np.log((positives + 0.5) / (len(y) - positives + 0.5)))
+        return TransferHead(np.zeros(x.shape[1]), bias, 0.0, 0.0)
+    base = SkLogisticRegression(C=SKLEARN_CS[0], max_iter=1000)
+    enough = len(np.unique(groups)) >= folds if groups is not None else min(positives, len(y) - positives) >= folds
+    if not enough:
+        return _sklearn_head(base.fit(x, y), SKLEARN_CS[0])
+    cv = GroupKFold(folds) if groups is not None else StratifiedKFold(folds, shuffle=True, random_state=seed)
+    search = GridSearchCV(base, {"C": list(SKLEARN_CS)}, scoring=SKLEARN_SCORING, cv=cv, error_score=np.nan)
+    search.fit(x, y, groups=groups)
+    return _sklearn_head(search.best_estimator_, float(search.best_params_["C"]))
+
+
+@dataclass(frozen=True)
+class SklearnLR(Method):
+    """`sklearn LR`: the practitioner's baseline as scikit-learn fits it, per campaign on its seeds
+    (`sklearn_lr` on the binary multi-hot design)."""
+
+    def adapt_campaigns(
+        self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    ) -> Iterator[tuple[int, AdaptedModel]]:
+        seed = self.adapt_config(config).seed
+
+        def fit(campaign: int, rows: Rows) -> TransferHead:
+            return sklearn_lr(design(features, rows.user), rows.label.cpu().numpy(), LinearConfig().folds, seed)
+
+        for campaign, head in _fit_each(fit, seeds):
+            yield campaign, LinearAdapted(general_model, head)
+
+
+@dataclass(frozen=True)
+class PooledLR(Method):
+    """`pooled LR`: one scikit-learn logistic regression over every training campaign's rows, C by CV over
+    held-out campaigns; it uses no seeds, so every campaign gets the same audience ranking."""
+
+    def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
+        head = sklearn_lr(design(features, train_rows.user), train_rows.label.cpu().numpy(), LinearConfig().folds,
+                          seed, groups=train_rows.campaign.cpu().numpy())
+        store_category_lr(categories(model), CategoryLR({}, LinearModel(head.weight, head.bias, head.c), None))
+
+    def adapt_campaigns(
+        self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
+    ) -> Iterator[tuple[int, AdaptedModel]]:
+        model = categories(general_model).models()[-1]
+        for campaign in seeds:
+            yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, 0.0))
+
+
 def categories(network: Network) -> LinearTables:
     """The Category LR models a general model of `Category LR` or the recommended method carries."""
     return cast(LinearTables, network.categories)
@@ -187,7 +251,8 @@ def categories(network: Network) -> LinearTables:
 
 @dataclass(frozen=True)
 class CategoryLROnly(Method):
-    """`Category LR`: the model of the campaign's adCategoryId fit on the training campaigns; no seeds."""
+    """`Category LR`: the model of the campaign's category (its hierarchy's coarsest field) fit on the training
+    campaigns; no seeds."""
 
     def fit_extras(self, model: Network, features: Features, train_rows: Rows, seed: int) -> None:
         with phase("category LR"):
@@ -245,6 +310,8 @@ METHODS: dict[str, Method] = {
         Method("MetaHeac w/o HC", HybridExpertsCritics, "meta", {"critics": 1}),
         Method("MetaHeac w/o HE", HybridExpertsCritics, "meta", {"experts": 1}),
         Method("MetaHeac w/o Meta", HybridExpertsCritics, "joint"),
+        SklearnLR("sklearn LR", LogisticRegression, "none"),
+        PooledLR("pooled LR", CategoryNetwork, "none"),
         CategoryLROnly("Category LR", CategoryNetwork, "none"),
         TransferLR(RECOMMENDED, TransferNetwork, "meta"),
     )

@@ -3,8 +3,9 @@ what the training campaigns taught, pulled toward the campaign's prior.
 
 The general model (fit on the training campaigns only, never on a new campaign's seeds):
 - the meta-trained MetaHeac network;
-- a bank of linear models on the raw features (`TransferBank`): `Category LR`'s (one per adCategoryId and
-  one over all training campaigns), with the mean and std of each model's logit over training rows;
+- a bank of linear models on the raw features (`TransferBank`): `Category LR`'s (one per category, the
+  schema's coarsest hierarchy field, and one over all training campaigns), with the mean and std of each
+  model's logit over training rows;
 - the shared audience factors (`metaheac.factors`): a user's factors h, linear in the raw features, and a
   vector per category and advertiser;
 - the user topics (`metaheac.topics`): a topic model of every user's ids (no labels) giving each user a
@@ -44,6 +45,7 @@ from metaheac.linear import (
     category_column,
     design,
     fit_cv,
+    hierarchy_fields,
     user_columns,
 )
 from metaheac.model.baselines import LogisticRegression
@@ -226,7 +228,7 @@ class LinearTables(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, schema: DatasetSchema, field: str, columns: int | None = None) -> None:
+    def __init__(self, schema: DatasetSchema, field: str | None, columns: int | None = None) -> None:
         super().__init__()
         columns = design_width(schema) if columns is None else columns
         values = next((f.vocab_size for f in schema.campaign_fields if f.name == field), 0) + 1
@@ -280,9 +282,10 @@ class FactorTables(nn.Module):
         super().__init__()
         columns = design_width(schema)
         values = {f.name: f.vocab_size for f in schema.campaign_fields}
+        category, advertiser = (values.get(name, 1) if name else 1 for name in hierarchy_fields(schema))
         self.register_buffer("embedding", torch.zeros(columns, dim))
-        self.register_buffer("category", torch.zeros(values.get("adCategoryId", 1), dim, dtype=torch.float64))
-        self.register_buffer("advertiser", torch.zeros(values.get("advertiserId", 1), dim, dtype=torch.float64))
+        self.register_buffer("category", torch.zeros(category, dim, dtype=torch.float64))
+        self.register_buffer("advertiser", torch.zeros(advertiser, dim, dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("cov", torch.eye(dim, dtype=torch.float64))
 
@@ -315,8 +318,9 @@ class TopicTables(nn.Module):
         self.register_buffer("steps", torch.tensor(1))
         self.register_buffer("mean", torch.zeros(topics, dtype=torch.float64))
         self.register_buffer("cov", torch.eye(topics, dtype=torch.float64))
-        self.categories = LinearTables(schema, "adCategoryId", topics)
-        self.advertisers = LinearTables(schema, "advertiserId", topics)
+        category, advertiser = hierarchy_fields(schema)
+        self.categories = LinearTables(schema, category, topics)
+        self.advertisers = LinearTables(schema, advertiser, topics)
 
     def store(self, topics: UserTopics, models: TopicModels) -> None:
         with torch.no_grad():
@@ -339,7 +343,7 @@ class TransferNetwork(HybridExpertsCritics):
 
     def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
         super().__init__(schema, config)
-        self.categories = LinearTables(schema, "adCategoryId")
+        self.categories = LinearTables(schema, hierarchy_fields(schema)[0])
         self.factors = FactorTables(schema, self.config.audience_factors * self.config.audience_factor_fits)
         self.topics = TopicTables(schema, self.config.user_topics)
 
@@ -360,7 +364,7 @@ class CategoryNetwork(LogisticRegression):
 
     def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
         super().__init__(schema, config)
-        self.categories = LinearTables(schema, "adCategoryId")
+        self.categories = LinearTables(schema, hierarchy_fields(schema)[0])
 
 
 def _bag(features: Features, users: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,8 @@ def test_the_registry_names_the_papers_methods_and_builds_each() -> None:
         "MetaHeac w/o HC",
         "MetaHeac w/o HE",
         "MetaHeac w/o Meta",
+        "sklearn LR",
+        "pooled LR",
         "Category LR",
         "MetaHeac+LR",
     ]
@@ -82,7 +84,7 @@ def test_the_registry_names_the_papers_methods_and_builds_each() -> None:
     assert built["MetaHeac w/o HC"].config.critics == 1 and built["MetaHeac w/o HC"].config.experts == 3
     assert built["MetaHeac w/o HE"].config.experts == 1 and built["MetaHeac w/o HE"].config.critics == 2
     assert {name for name, spec in METHODS.items() if spec.training == "none"} == {
-        "LR", "MLP one-stage", "Category LR"}
+        "LR", "MLP one-stage", "sklearn LR", "pooled LR", "Category LR"}
     assert {name for name, spec in METHODS.items() if spec.training == "meta"} == {
         "MetaHeac",
         "MetaHeac w/o HC",

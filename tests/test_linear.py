@@ -31,32 +31,68 @@ TOPICS = TopicConfig(topics=4, passes=5, seed=0)
 
 
 def with_category(values: list[int]) -> Features:
-    """FEATURES (whose campaigns have an advertiserId: 3, 2, 3, 4, 2, 2, 6, 3) with an adCategoryId campaign
-    field (ids 1..3) holding `values`, one per campaign."""
+    """FEATURES (whose campaigns have an advertiserId: 3, 2, 3, 4, 2, 2, 6, 3) with a `genre` campaign field
+    (ids 1..3) holding `values`, one per campaign: the hierarchy is genre, then advertiserId (any names)."""
     schema = FEATURES.schema
-    schema = type(schema)(schema.user_single, schema.user_lists, [*schema.campaign_fields, Field("adCategoryId", 4)])
+    schema = type(schema)(schema.user_single, schema.user_lists, [*schema.campaign_fields, Field("genre", 4)],
+                          hierarchy=["genre", "advertiserId"])
     fields = torch.cat([FEATURES.campaigns.fields, torch.tensor(values).int()[:, None]], 1)
     campaigns = FEATURES.campaigns
     return Features(schema, FEATURES.users, CampaignTable(campaigns.aid, fields, campaigns.split,
                                                            campaigns.seed_positives))
 
 
-def test_design_rows_are_what_the_one_dim_tables_sum() -> None:
-    """x @ w equals the LogisticRegression network's logit when its tables hold w (campaign tables zero)."""
-    net = LogisticRegression(FEATURES.schema).double()
-    offsets = linear.column_offsets(FEATURES)
-    w = np.random.default_rng(0).normal(size=offsets[-1])
-    with torch.no_grad():
-        for i, table in enumerate(net.embeddings.tables()[: len(offsets) - 1]):
-            table.weight.copy_(torch.from_numpy(w[offsets[i] : offsets[i + 1], None]))
+def test_design_rows_are_binary_multi_hot() -> None:
+    """A single field puts 1 on its id, a list field 1 on each valid id (not 1/length: bench/README.md, ninth
+    round), and an empty list nothing; a linear head's score is the sigmoid of design @ weight + bias."""
     users = torch.arange(50)
-    batch = FEATURES.batch(torch.zeros(50, dtype=torch.long), users)
-    with torch.no_grad():
-        expected = torch.logit(net(batch)).numpy()
-    assert linear.design(FEATURES, users) @ w == pytest.approx(expected, abs=1e-5)
-    # an empty list adds nothing, a single field one column
     x = linear.design(FEATURES, users).toarray()
-    assert (x[:, offsets[0] : offsets[1]].sum(1) == 1).all()
+    offsets = linear.column_offsets(FEATURES)
+    single, lists = FEATURES.users.single[users].numpy(), FEATURES.users.lists[users].numpy()
+    assert (x[np.arange(50), offsets[0] + single[:, 0]] == 1).all()
+    assert (x[:, offsets[0]:offsets[1]].sum(1) == 1).all()
+    first = FEATURES.schema.list_lengths[0]
+    for u in range(50):
+        ids = lists[u, :first][lists[u, :first] != 0]
+        block = x[u, offsets[2]:offsets[3]]
+        assert block.sum() == len(ids) and (block[ids] >= 1).all()  # a repeated id counts twice
+    w = np.random.default_rng(0).normal(size=offsets[-1])
+    head = transfer.TransferHead(w, 0.3, 0.0, 0.0)
+    adapted = transfer.LinearAdapted(LogisticRegression(FEATURES.schema), head)
+    expected = x @ w + 0.3
+    assert torch.logit(adapted.score(FEATURES, 0, users).double()).numpy() == pytest.approx(expected, abs=1e-4)
+
+
+def test_sklearn_lr_is_scikit_learns_fit_at_the_c_its_cross_validation_chose() -> None:
+    rows = tiny_rows(FEATURES, [400])
+    seeds = {0: rows}
+    ((_, adapted),) = method("sklearn LR").adapt_campaigns(LogisticRegression(FEATURES.schema), FEATURES, seeds)
+    x, y = linear.design(FEATURES, rows.user), rows.label.numpy()
+    assert adapted.head.c in methods.SKLEARN_CS
+    reference = SkLogisticRegression(C=adapted.head.c, max_iter=1000).fit(x, y)
+    assert adapted.head.weight == pytest.approx(reference.coef_.ravel(), abs=1e-6)
+    users = torch.arange(100)
+    assert adapted.score(FEATURES, 0, users).numpy() == pytest.approx(
+        reference.predict_proba(linear.design(FEATURES, users))[:, 1], abs=1e-5)
+    one_class = rows.select(rows.label == 0)
+    ((_, base),) = method("sklearn LR").adapt_campaigns(LogisticRegression(FEATURES.schema), FEATURES, {0: one_class})
+    assert not base.head.weight.any() and base.head.bias < 0
+
+
+def test_pooled_lr_is_one_model_over_the_training_campaigns_that_survives_a_save(tmp_path) -> None:
+    rows = tiny_rows(FEATURES, [200, 200, 200, 200, 200, 200])  # the advertisers' parities differ
+    pooled = method("pooled LR")
+    general = pooled.train(FEATURES, rows, seed=0, progress=False)
+    save_model(general, str(tmp_path), method="pooled LR")
+    loaded, _ = load_model(str(tmp_path))
+    x, y = linear.design(FEATURES, rows.user), rows.label.numpy()
+    users = torch.arange(100)
+    scores = [a.score(FEATURES, c, users).numpy()
+              for c, a in pooled.adapt_campaigns(loaded, FEATURES, {1: rows, 2: rows})]
+    assert scores[0] == pytest.approx(scores[1])  # no seeds: the same ranking for every campaign
+    reference = methods.sklearn_lr(x, y, 3, 0, groups=rows.campaign.numpy())
+    assert scores[0] == pytest.approx(1 / (1 + np.exp(-(linear.design(FEATURES, users) @ reference.weight
+                                                         + reference.bias))), abs=1e-5)
 
 
 def test_fit_matches_sklearn_and_cross_validation_picks_the_c_of_least_held_out_loss() -> None:
@@ -110,7 +146,7 @@ def test_category_lr_fits_per_category_and_falls_back_to_all() -> None:
     assert set(category_lr.by_category) == {1, 2}
     assert category_lr.model(features, 5) is category_lr.by_category[1]
     assert category_lr.model(features, 4) is category_lr.overall  # category 3: never trained on
-    without = linear.fit_category_lr(FEATURES, rows, CONFIG)  # a dataset without adCategoryId
+    without = linear.fit_category_lr(FEATURES, rows, CONFIG)  # a schema without a hierarchy
     assert not without.by_category and without.model(FEATURES, 5) is without.overall
 
 
