@@ -12,7 +12,7 @@ from metaheac.cpus import use_cpu_limit
 from metaheac.data.errors import InputError
 from metaheac.steps.base import Argument, Step
 from metaheac.steps.registry import STEPS
-from metaheac.storage import StorageError
+from metaheac.storage import StorageError, disk_full_error, is_disk_full
 
 
 def _add(parser: argparse.ArgumentParser, argument: Argument) -> None:
@@ -58,13 +58,22 @@ def parse_step(argv: list[str]) -> Step:
 
 
 def main(argv: list[str] | None = None) -> int:
-    step = parse_step(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        step = parse_step(argv)
+    except InputError as error:  # an argument out of its bounds
+        print(f"metaheac {next((a for a in argv if a in STEPS), '')}: error: {error}", file=sys.stderr)
+        return 2
     use_cpu_limit()  # a pod's CPU request, not its node's cores
     try:
         result = step.run()
-    except (InputError, StorageError) as error:  # bad input or arguments, storage: one line; a bug: traceback
+    except (InputError, StorageError, OSError) as error:  # bad input or arguments, storage: one line; a bug: traceback
+        if not isinstance(error, InputError | StorageError) and not is_disk_full(error):
+            raise
         if logging.getLogger().isEnabledFor(logging.DEBUG):  # -v: the whole traceback
             raise
+        if not isinstance(error, InputError | StorageError):  # a full disk, written outside `storage`
+            error = disk_full_error(str(getattr(step, "output", "") or "the output"), error)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank fails alike: one line in all
             print(f"metaheac {step.name}: error: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Claiming a step's output: never over what this project did not write, and one writer at a time.
 
-`claim` refuses (one-line `OutputError`, exit 2) an output that is an input or holds one, an existing
-file, and an existing folder without our marker (``_METAHEAC``, or the ``_SUCCESS`` of a published
+`claim` refuses (one-line `OutputError`, exit 2) an output that is an input, holds one or lies inside
+one, an existing file, and an existing folder without our marker (``_METAHEAC``, or the ``_SUCCESS`` of a published
 folder). A folder of ours is replaced by the same step re-running, or by another with `overwrite`.
 While the block runs the output is locked: locally by an flock on a lock file beside it (the kernel
 drops it when the process dies, so a killed run's lock is taken over at once); on GCS by a lease
@@ -37,13 +37,17 @@ class OutputError(storage.StorageError):
 
 @contextlib.contextmanager
 def claim(
-    output: str, step: str, inputs: Iterable[str] = (), overwrite: bool = False, is_file: bool = False
+    output: str, step: str, inputs: Iterable[str] = (), overwrite: bool = False, is_file: bool = False,
+    exclusive: bool = False,
 ) -> Iterator[str]:
     """The normalized output URI, locked for the block, after the checks above; stale staging of killed
-    runs is removed and (for a folder) our marker written before the block runs."""
+    runs is removed and (for a folder) our marker written before the block runs. With `exclusive` any
+    existing output is refused (a registry version is created once, never replaced)."""
     target = storage.normalize(output)
     _refuse_inputs(target, inputs)
     with _lock(target, step):
+        if exclusive and storage.exists(target):
+            raise OutputError(f"refusing to write {target}: it exists, and it is never written over")
         _check_existing(target, step, overwrite, is_file)
         if is_file:
             yield target
@@ -62,8 +66,15 @@ def claim(
 def _refuse_inputs(target: str, inputs: Iterable[str]) -> None:
     for given in inputs:
         source = storage.normalize(given)
-        if _real(source) == _real(target) or _real(source).startswith(_real(target).rstrip("/") + "/"):
+        if _within(source, target):
             raise OutputError(f"refusing to write {target}: it is (or holds) the input {source}; choose another output")
+        if _within(target, source):
+            raise OutputError(f"refusing to write {target}: it is inside the input {source}; choose another output")
+
+
+def _within(inner: str, outer: str) -> bool:
+    """Whether `inner` is `outer` or below it (symlinks resolved locally)."""
+    return _real(inner) == _real(outer) or _real(inner).startswith(_real(outer).rstrip("/") + "/")
 
 
 def _real(uri: str) -> str:

@@ -5,10 +5,13 @@
                             _SUCCESS                 the folder is complete (`storage.publish_dir`)
     <root>/<name>/LATEST.json                        {"version": ...}: written last, after the version
 
-A version is published whole before the pointer moves to it, and an existing version is never written
-over, so a reader that follows the pointer never sees a half-written model. A model argument resolves
+A version is published whole, after its weights are checked against their sha256 and read as tensors,
+before the pointer moves to it; a version is created once (`outputs.claim(exclusive=True)`), never
+written over, so a reader that follows the pointer never sees a half-written or another run's model.
+A pointer names a version folder of its registry model, nothing else. A model argument resolves
 (`resolve_model`) from:
-    <root>/<name>/<version>     a version, as it is (any model folder is used as it is)
+    <root>/<name>/<version>     a version, as it is (any model folder is used as it is: its version is
+                                "sha256-" and the start of its weights' sha256)
     <root>/<name>, <root>/<name>/latest
                                 the version LATEST.json points at
     latest                      the same under $METAHEAC_MODELS/metaheac (the registry root of the environment)
@@ -20,18 +23,21 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 
 from metaheac import storage
 from metaheac.data.dataset import CAMPAIGNS_FILE, SCHEMA_FILE
-from metaheac.data.errors import InputError
-from metaheac.model.store import CONFIG_FILE, MODEL_FILE, read_model_info
+from metaheac.data.errors import InputError, quote
+from metaheac.model.store import CONFIG_FILE, read_model_info, read_weights, write_model_folder
+from metaheac.outputs import claim
 
 POINTER_FILE = "LATEST.json"
 RECORD_FILE = "registry.json"
 ROOT_ENV = "METAHEAC_MODELS"
 DEFAULT_NAME = "metaheac"
 LATEST = "latest"
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # one path segment: a pointer stays in its folder
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,11 @@ def publish(
         raise InputError(f"model name {name!r} must be one non-empty path segment")
     info = read_model_info(model_uri)  # a folder that is not a complete model fails here, before any write
     model_uri = storage.published(model_uri)  # on GCS, the current version of a republished folder
-    weights = storage.read_bytes(storage.join(model_uri, MODEL_FILE))
+    weights, _ = read_weights(model_uri, info)  # these very bytes are checked, then copied
+    digest = hashlib.sha256(weights).hexdigest()
     stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    version = f"{stamp:%Y%m%dT%H%M%SZ}-{hashlib.sha256(weights).hexdigest()[:8]}"
+    version = f"{stamp:%Y%m%dT%H%M%SZ}-{digest[:8]}"
     target = storage.join(root, name, version)
-    if storage.exists(target):
-        raise FileExistsError(f"{target} already exists: a published version is never written over")
     record = {
         "name": name,
         "version": version,
@@ -79,11 +84,11 @@ def publish(
         "pipeline_run_id": run_id,
         "published_at": stamp.isoformat(),
     }
-    with storage.publish_dir(target) as staging:
-        (staging / MODEL_FILE).write_bytes(weights)
-        (staging / CONFIG_FILE).write_text(storage.read_text(storage.join(model_uri, CONFIG_FILE)))
-        (staging / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
-    storage.write_text(storage.join(root, name, POINTER_FILE), json.dumps({"version": version}))
+    inputs = [model_uri] + ([dataset] if dataset else [])
+    with claim(target, "publish", inputs, exclusive=True):
+        write_model_folder(target, weights, {**info, "weights_sha256": digest},
+                           {RECORD_FILE: json.dumps(record, indent=2, sort_keys=True)})
+        storage.write_text(storage.join(root, name, POINTER_FILE), json.dumps({"version": version}))
     return ResolvedModel(target, version)
 
 
@@ -103,9 +108,25 @@ def resolve_model(uri: str) -> ResolvedModel:
         uri = uri.rstrip("/")[: -len(LATEST) - 1]
     pointer = storage.join(uri, POINTER_FILE)
     if storage.exists(pointer):
-        version = json.loads(storage.read_text(pointer))["version"]
+        version = _pointed(pointer)
         return ResolvedModel(storage.join(uri, version), version)
     if not storage.exists(storage.join(storage.published(uri), CONFIG_FILE)):
         raise InputError(f"{uri} is neither a model folder (no {CONFIG_FILE}) nor a registry model ({POINTER_FILE})")
     record = storage.join(storage.published(uri), RECORD_FILE)
-    return ResolvedModel(uri, read_record(uri)["version"] if storage.exists(record) else uri)
+    if storage.exists(record):
+        return ResolvedModel(uri, read_record(uri)["version"])
+    digest = read_model_info(uri).get("weights_sha256")  # a retrained folder is another version
+    return ResolvedModel(uri, f"sha256-{str(digest)[:16]}" if digest else uri)
+
+
+def _pointed(pointer: str) -> str:
+    """The version a LATEST.json names: one folder name of its registry model."""
+    try:
+        version = json.loads(storage.read_bytes(pointer))["version"]
+    except (ValueError, KeyError, TypeError):  # also UnicodeDecodeError
+        version = None
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise InputError(f"{pointer}: expected {{\"version\": <a version folder beside it>}}, got "
+                         f"{quote(storage.read_bytes(pointer).decode(errors='replace'), 80)}; publish again "
+                         "or name a version")
+    return version

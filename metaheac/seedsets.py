@@ -3,8 +3,8 @@
     <folder>/<campaign>.json    the manifest: {"aid": <an existing campaign's raw ad id>}
                                            or {"ad_fields": {"advertiserId": <raw value>, ...}} for a new one
                                 (raw values, mapped through the dataset's campaign_vocab.json; a field
-                                left out or unseen is unknown); optional "negatives": a uids file of the
-                                folder holding known non-converting users
+                                left out or unseen is unknown); optional "negatives": the name of a
+                                uids file in the same folder (no path) holding known non-converting users
     <folder>/<campaign>.txt     the seed users: one integer uid a line (a `uid` header line is allowed)
         or <campaign>.parquet   or Parquet with a `uid` column
 
@@ -60,7 +60,11 @@ class SeedSet:
 
     def negative_uids(self) -> np.ndarray | None:
         name = self._manifest().get("negatives")
-        return read_uids(storage.join(self.manifest.rsplit("/", 1)[0], str(name))) if name else None
+        if not name:
+            return None
+        if not isinstance(name, str) or "/" in name or "\\" in name or name in (".", ".."):
+            raise SeedSetError(f"{self.manifest}: \"negatives\" must name a file beside it (no path), got {name!r:.80}")
+        return read_uids(storage.join(self.manifest.rsplit("/", 1)[0], name))
 
     def _manifest(self) -> dict:
         try:
@@ -110,4 +114,7 @@ def list_seed_sets(folder: str) -> list[SeedSet]:
     """Every seed set (manifest) of the folder, by campaign name."""
     manifests = [uri for uri in storage.list_files(folder) if uri.endswith(MANIFEST) and "/" not in
                  uri[len(storage.normalize(folder)) + 1 :]]
+    if not manifests:
+        what = "no such folder" if not storage.exists(folder) else "no seed set (<campaign>.json) in it"
+        raise SeedSetError(f"--seeds {storage.normalize(folder)}: {what}")
     return [SeedSet(uri.rsplit("/", 1)[-1][: -len(MANIFEST)], uri) for uri in manifests]

@@ -8,7 +8,8 @@ Guarantees: a written file appears whole or not at all (local: temp file then re
 a published folder carries a ``_SUCCESS`` marker written after everything else, and republishing keeps
 the previous version readable until the new one is complete (local: an atomic exchange of folders;
 GCS: files go under a fresh ``_v/ID/`` prefix and ``_SUCCESS``, written last, points at it); every
-failure is a ``StorageError`` whose message is one line naming the URI.
+failure is a ``StorageError`` whose message is one line naming the URI (a full disk included); only
+regular files are read (a device or FIFO would never end).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import mimetypes
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -133,6 +135,7 @@ def read_bytes(uri: str | os.PathLike[str]) -> bytes:
     source = normalize(uri)
     if not is_gcs(source):
         with _local_errors(source, "read"):
+            _check_regular(source)
             return Path(source).read_bytes()
     with _gcs_errors(source, "reading"):
         return _blob(source).download_as_bytes(**_call_options())
@@ -181,6 +184,7 @@ def open_read(uri: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     source = normalize(uri)
     if not is_gcs(source):
         with _local_errors(source, "read"):
+            _check_regular(source)
             f = open(source, "rb")  # closed below, outside the error mapping
         with f:
             yield f
@@ -199,14 +203,14 @@ def open_write(uri: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary stream whose content lands at `uri` only if the block exits without an exception."""
     target = normalize(uri)
     if not is_gcs(target):
-        with _replacing(target) as tmp:
+        with _disk_full(target), _replacing(target) as tmp:
             with _local_errors(target, "write"):
                 f = open(tmp, "x+b")  # closed below, outside the error mapping
             with f:
                 yield f
         return
     _split_object(target)  # a bad URI fails before the caller writes anything
-    with tempfile.TemporaryDirectory(prefix="metaheac-upload-") as tmp_dir:
+    with _disk_full(target), tempfile.TemporaryDirectory(prefix="metaheac-upload-") as tmp_dir:
         tmp = os.path.join(tmp_dir, "data")
         with open(tmp, "x+b") as f:
             yield f
@@ -218,6 +222,7 @@ def download(uri: str | os.PathLike[str], local_path: str | os.PathLike[str]) ->
     source, dest = normalize(uri), _local_path(local_path)
     if not is_gcs(source):
         with _replacing(dest) as tmp, _local_errors(source, "copy"):
+            _check_regular(source)
             shutil.copyfile(source, tmp)
         return
     with _replacing(dest) as tmp, _gcs_errors(source, "reading"):
@@ -247,11 +252,11 @@ def publish_dir(uri: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = normalize(uri)
     if not is_gcs(target):
-        with _publish_local(target) as staging:
+        with _disk_full(target), _publish_local(target) as staging:
             yield staging
         return
     _split_object(target)  # refuse a bucket root: publishing replaces everything below the target
-    with tempfile.TemporaryDirectory(prefix="metaheac-publish-") as staging:
+    with _disk_full(target), tempfile.TemporaryDirectory(prefix="metaheac-publish-") as staging:
         yield Path(staging)
         _publish_gcs(Path(staging), target)
 
@@ -590,6 +595,37 @@ def _local_errors(path: str, doing: str) -> Iterator[None]:
         raise StorageError(f"no such file: {e.filename or path}") from e
     except OSError as e:
         raise StorageError(f"cannot {doing} {path}: {e.strerror or e}") from e
+
+
+def _check_regular(path: str) -> None:
+    """Refuse a device, FIFO or socket (a symlink to /dev/zero included): reading one never ends or blocks."""
+    if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+        raise StorageError(f"cannot read {path}: not a regular file (a device, FIFO or socket); give a file")
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+# Arrow's own writers raise OSError without an errno: their message says it
+_FULL_TEXT = re.compile("|".join(re.escape(os.strerror(code)) for code in _FULL))
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and (error.errno in _FULL or bool(_FULL_TEXT.search(str(error))))
+
+
+def disk_full_error(target: str, error: OSError) -> StorageError:
+    reason = os.strerror(error.errno) if error.errno in _FULL else "no space left"
+    return StorageError(f"cannot write {target}: {reason}; free some space and rerun (what was there is intact)")
+
+
+@contextlib.contextmanager
+def _disk_full(target: str) -> Iterator[None]:
+    """A full disk or quota while the block writes `target`: one line naming it (the temp files are gone)."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, StorageError) or not is_disk_full(error):  # a StorageError is one line already
+            raise
+        raise disk_full_error(target, error) from error
 
 
 @contextlib.contextmanager

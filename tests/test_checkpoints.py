@@ -3,7 +3,9 @@ one line that says how to start fresh; checkpoints are written on a clock unless
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,17 @@ def test_a_checkpoint_of_another_dataset_is_refused(tmp_path: Path) -> None:
         meta_train(model(), features, other, config(max_steps=4), str(tmp_path), resume=True, progress=False)
     resumed = meta_train(model(), features, rows, config(max_steps=4), str(tmp_path), resume=True, progress=False)
     assert resumed.steps == 4  # the same dataset resumes
+
+
+def test_a_checkpoint_past_this_runs_steps_is_refused(tmp_path: Path) -> None:
+    """An 8-step checkpoint is not the resume of a 3-step run: its weights are not 3 steps' weights."""
+    features, rows = data()
+    meta_train(model(), features, rows, config(max_steps=8), str(tmp_path), progress=False)
+    fresh = f"to start fresh, delete {tmp_path}/{CHECKPOINT_FILE} or pass another --checkpoint folder"
+    with pytest.raises(InputError, match=one_line(f"it has run 8 steps, past the 3 of this run .*; {fresh}")):
+        meta_train(model(), features, rows, config(max_steps=3), str(tmp_path), resume=True, progress=False)
+    assert meta_train(model(), features, rows, config(max_steps=8), str(tmp_path), resume=True,
+                      progress=False).steps == 8  # the same run, finished: resumed as it is
 
 
 def test_a_checkpoint_of_another_world_size_names_both_sizes(tmp_path: Path) -> None:
@@ -82,13 +95,23 @@ def test_unreadable_or_foreign_models_are_one_line(tmp_path: Path) -> None:
     save_model(net, str(tmp_path / "m"), method="MetaHeac")
     weights = tmp_path / "m" / "model.pt"
     good = weights.read_bytes()
+    config = tmp_path / "m" / "config.json"
+
+    def replace_weights(content: bytes) -> None:  # and the checksum with them: what the checksum cannot catch
+        weights.write_bytes(content)
+        info = json.loads(config.read_text())
+        config.write_text(json.dumps({**info, "weights_sha256": hashlib.sha256(content).hexdigest()}))
+
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(InputError, match=one_line(f"{weights}: its sha256 .* is not the .* that config.json records")):
+        load_model(str(tmp_path / "m"))
     for content, message in ((good[: len(good) // 2], "not a readable torch file of tensors"),
                              (b"\x00" * 64, "not a readable torch file of tensors")):
-        weights.write_bytes(content)
+        replace_weights(content)
         with pytest.raises(InputError, match=one_line(f"{weights}: {message}")):
             load_model(str(tmp_path / "m"))
     save_model(MLP(features.schema, net.config), str(tmp_path / "other"), method="MLP one-stage")
-    weights.write_bytes((tmp_path / "other" / "model.pt").read_bytes())  # another method's weights
+    replace_weights((tmp_path / "other" / "model.pt").read_bytes())  # another method's weights
     with pytest.raises(InputError, match=one_line("not those of the MetaHeac network that config.json describes")):
         load_model(str(tmp_path / "m"))
     (tmp_path / "m" / "config.json").write_bytes(b"\xff\xfe garbage")

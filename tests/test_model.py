@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import pickle
 from dataclasses import replace
 
@@ -151,8 +152,42 @@ def test_load_refuses_weights_that_are_not_plain_tensors(tmp_path) -> None:
     buffer = io.BytesIO()
     torch.save({"payload": pickle.dumps(object), "cls": object}, buffer)  # an arbitrary pickle
     (tmp_path / MODEL_FILE).write_bytes(buffer.getvalue())
+    with pytest.raises(InputError, match="model.pt: its sha256 .* is not the .* that config.json records"):
+        load_model(str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["weights_sha256"]  # a folder saved before checksums: weights_only still refuses the pickle
+    (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="not a readable torch file of tensors.*[Ww]eights only"):
         load_model(str(tmp_path))
+
+
+def test_a_flipped_byte_is_refused_and_a_folder_without_checksum_warns(tmp_path, caplog) -> None:
+    net = model()
+    save_model(net, str(tmp_path))
+    weights = bytearray((tmp_path / MODEL_FILE).read_bytes())
+    original = bytes(weights)
+    weights[-300:-100] = bytes(b ^ 0xFF for b in weights[-300:-100])  # inside the last tensor's data
+    (tmp_path / MODEL_FILE).write_bytes(bytes(weights))
+    with pytest.raises(InputError, match="its sha256"):
+        load_model(str(tmp_path))
+    (tmp_path / MODEL_FILE).write_bytes(original)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["weights_sha256"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING):
+        loaded, _ = load_model(str(tmp_path))
+    assert "records no weights_sha256" in caplog.text
+    torch.testing.assert_close(loaded(tiny_batch()), net(tiny_batch()), rtol=0, atol=0)
+
+
+def test_model_and_config_are_one_published_folder(tmp_path) -> None:
+    """A save over an old model swaps the whole folder: the other method's config never meets new weights."""
+    save_model(model(), str(tmp_path / "m"), method="MetaHeac")
+    (tmp_path / "m" / "stray.txt").write_text("the old folder's")
+    save_model(model(replace(TINY, critics=1)), str(tmp_path / "m"), method="MetaHeac w/o HC")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["_SUCCESS", "config.json", "model.pt"]
+    assert load_model(str(tmp_path / "m"))[1]["method"] == "MetaHeac w/o HC"
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging left
 
 
 def test_model_round_trip_through_gcs(gcs_bucket: str) -> None:
@@ -160,4 +195,4 @@ def test_model_round_trip_through_gcs(gcs_bucket: str) -> None:
     uri = f"gs://{gcs_bucket}/models/general"
     save_model(net, uri, extra={"note": "gcs"})
     torch.testing.assert_close(load_model(uri)[0](batch), net(batch), rtol=0, atol=0)
-    assert json.loads(storage.read_text(f"{uri}/config.json"))["extra"] == {"note": "gcs"}
+    assert json.loads(storage.read_text(f"{storage.published(uri)}/config.json"))["extra"] == {"note": "gcs"}

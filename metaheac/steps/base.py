@@ -11,10 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from metaheac.data.errors import InputError
 
-def arg(default: Any = dataclasses.MISSING, help: str = "") -> Any:
-    """A step argument; `help` becomes the CLI help and the component docs."""
-    return dataclasses.field(default=default, metadata={"help": help})
+
+def arg(default: Any = dataclasses.MISSING, help: str = "", minimum: float | None = None,
+        maximum: float | None = None, strict: bool = False) -> Any:
+    """A step argument; `help` becomes the CLI help and the component docs. A number may have bounds
+    (`strict`: both exclusive), checked when the step is made: a value out of them is an InputError."""
+    bounds = {"minimum": minimum, "maximum": maximum, "strict": strict}
+    return dataclasses.field(default=default, metadata={"help": help, **bounds})
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,12 @@ class Step:
     cached: ClassVar[bool] = True  # a pipeline may reuse a result whose inputs and arguments are unchanged
     resources: ClassVar[Resources] = Resources()
 
+    def __post_init__(self) -> None:
+        for argument in self.arguments():
+            problem = argument.out_of_bounds(getattr(self, argument.name))
+            if problem:
+                raise InputError(f"{argument.flag} {getattr(self, argument.name)}: {problem}")
+
     def run(self) -> dict:
         raise NotImplementedError
 
@@ -94,6 +105,21 @@ class Argument:
     help: str
     choices: tuple[str, ...] | None = None
     optional: bool = False  # `int | None`, `str | None`: None means "not given"
+    minimum: float | None = None
+    maximum: float | None = None
+    strict: bool = False  # the bounds are exclusive
+
+    def out_of_bounds(self, value: Any) -> str:
+        """What is wrong with a value out of the bounds ("" when it is in them, or not given)."""
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            return ""
+        low = self.minimum is not None and (value <= self.minimum if self.strict else value < self.minimum)
+        high = self.maximum is not None and (value >= self.maximum if self.strict else value > self.maximum)
+        if not (low or high):
+            return ""
+        sign = (">", "<") if self.strict else (">=", "<=")
+        wanted = [f"{s} {b:g}" for s, b in zip(sign, (self.minimum, self.maximum), strict=True) if b is not None]
+        return f"must be {' and '.join(wanted)}"
 
     @property
     def flag(self) -> str:
@@ -119,4 +145,6 @@ class Argument:
                             "`int | None`, `float | None`, `str | None`")
         if optional and f.default is not None:
             raise TypeError(f"step argument {f.name}: an optional argument defaults to None")
-        return cls(f.name, hint, f.default, f.metadata.get("help", ""), choices, optional)
+        bounds = {k: f.metadata.get(k) for k in ("minimum", "maximum")}
+        return cls(f.name, hint, f.default, f.metadata.get("help", ""), choices, optional, **bounds,
+                   strict=bool(f.metadata.get("strict")))

@@ -29,7 +29,7 @@ class Demo(Step):
     users: int = arg(20_000, help="synthetic users")
     campaigns: int = arg(64, help="synthetic campaigns")
     methods: str = arg("all", help="comma-separated method names, or all")
-    epochs: int = arg(1, help="training epochs of every general model")
+    epochs: int = arg(1, help="training epochs of every general model", minimum=1)
     seed: int = arg(2020, help="seeds the data, the split, the initialisations and the adaptation")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
 

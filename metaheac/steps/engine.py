@@ -32,7 +32,7 @@ from metaheac.memory import check_fits, table_bytes
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import METHODS, load_model, method
 from metaheac.model.config import ModelConfig
-from metaheac.model.store import save_model
+from metaheac.model.store import check_same_data, save_model
 from metaheac.outputs import claim
 from metaheac.phases import PhaseLog, phase, recording
 from metaheac.registry import resolve_model
@@ -49,6 +49,7 @@ _MODEL = ModelConfig()
 _ADAPT = AdaptConfig()
 TEST_SPLITS = ("test_cold", "test_hot")
 SCORES_FILE = "scores.parquet"
+DATA_KEY = b"metaheac_data"  # scores.parquet's metadata: the model and the data it was adapted on
 # The memory of a CPU train task whose dataset cannot be read when it is launched (a KFP task: its dataset
 # is an artifact of the same run): room for the real Tencent data, about 11M users and 22M embedding
 # parameters (about 4 GB by the estimate below), twice over.
@@ -95,16 +96,16 @@ class Train(Step):
     dataset: str = arg(help="canonical dataset URI (from `preprocess`)")
     output: str = arg(help="folder to write the general model into (model.pt + config.json)")
     method: str = arg(RECOMMENDED, help=f"one of: {', '.join(METHODS)}")
-    epochs: int = arg(_META.epochs, help="passes over the training campaigns' seed rows")
-    max_steps: int | None = arg(None, help="stop after this many steps (default: no cap)")
-    task_count: int = arg(_META.task_count, help="campaigns per meta-step")
-    batch_size: int = arg(_META.batch_size, help="rows per support / query / joint batch")
-    embedding_dim: int = arg(_MODEL.embedding_dim, help="embedding size of every field")
+    epochs: int = arg(_META.epochs, help="passes over the training campaigns' seed rows", minimum=1)
+    max_steps: int | None = arg(None, help="stop after this many steps (default: no cap)", minimum=1)
+    task_count: int = arg(_META.task_count, help="campaigns per meta-step", minimum=1)
+    batch_size: int = arg(_META.batch_size, help="rows per support / query / joint batch", minimum=1)
+    embedding_dim: int = arg(_MODEL.embedding_dim, help="embedding size of every field", minimum=1)
     seed: int = arg(_META.seed, help="seeds the initialisation and the task sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
     checkpoint: str | None = arg(None, help="folder for checkpoints (default: OUTPUT/checkpoint); resumes from it")
     checkpoint_every: int | None = arg(
-        None, help=f"meta-steps between checkpoints (default: every {_META.checkpoint_seconds:.0f} s)")
+        None, help=f"meta-steps between checkpoints (default: every {_META.checkpoint_seconds:.0f} s)", minimum=1)
     overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
 
     def run(self) -> dict:
@@ -175,10 +176,10 @@ class Adapt(Step):
     dataset: str = arg(help="canonical dataset URI")
     model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
     output: str = arg(help=f"folder to write {SCORES_FILE} (method, campaign, split, user, label, score)")
-    shard: int = arg(0, help="which shard of the test campaigns to adapt (0-based)")
-    shards: int = arg(1, help="how many shards the test campaigns are split into")
-    epochs: int = arg(_ADAPT.epochs, help="passes over a campaign's seed rows")
-    lr: float = arg(_ADAPT.lr, help="Adam learning rate of the adaptation")
+    shard: int = arg(0, help="which shard of the test campaigns to adapt (0-based)", minimum=0)
+    shards: int = arg(1, help="how many shards the test campaigns are split into", minimum=1)
+    epochs: int = arg(_ADAPT.epochs, help="passes over a campaign's seed rows", minimum=1)
+    lr: float = arg(_ADAPT.lr, help="Adam learning rate of the adaptation", minimum=0, strict=True)
     seed: int = arg(_ADAPT.seed, help="seeds the shuffling of the seed rows")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
     overwrite: bool = arg(False, help="replace an existing output of another metaheac step")
@@ -192,8 +193,10 @@ class Adapt(Step):
     def adapt(self) -> dict:
         started = time.perf_counter()
         device = resolve_device(self.device)
-        model, info = load_model(resolve_model(self.model).uri, device=device)
+        model_uri = resolve_model(self.model).uri
+        model, info = load_model(model_uri, device=device)
         features = load_features(self.dataset).to(device)
+        check_same_data(info, features.schema, model_uri, self.dataset)
         campaigns = load_campaign_frame(self.dataset)
         spec = method(info["method"])
         with as_input_error():
@@ -209,10 +212,25 @@ class Adapt(Step):
             frames.append(frame.assign(split=split, method=info["method"]))
         scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["campaign", "user", "label", "score", "split", "method"])
+        table = pa.Table.from_pandas(scored, preserve_index=False)
+        # the model's data, which `evaluate` compares with its --dataset
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), DATA_KEY: json.dumps(
+            {"model": model_uri, "dataset": self.dataset, "schema": info["schema"]}).encode()})
         with storage.open_write(storage.join(self.output, SCORES_FILE)) as stream:
-            pq.write_table(pa.Table.from_pandas(scored, preserve_index=False), stream)
+            pq.write_table(table, stream)
         return {"method": info["method"], "rows": len(scored), "campaigns": int(scored["campaign"].nunique()),
                 "seconds": round(time.perf_counter() - started, 2)}
+
+
+def check_scores_data(uris: list[str], dataset: str) -> None:
+    """Refuse scores adapted with a model of other data than `dataset` (scores from before this check pass)."""
+    schema = load_schema(dataset)
+    for uri in [f for u in uris for f in storage.list_files(u) if f.endswith(".parquet")]:
+        with storage.open_read(uri) as stream:
+            recorded = (pq.read_schema(stream).metadata or {}).get(DATA_KEY)
+        if recorded:
+            source = json.loads(recorded)
+            check_same_data(source, schema, source["model"], dataset)
 
 
 def read_scores(uris: list[str]) -> dict[str, pd.DataFrame]:
@@ -267,6 +285,8 @@ class Evaluate(Step):
             return self.evaluate()
 
     def evaluate(self) -> dict:
+        if self.dataset:
+            check_scores_data([u for u in self.scores.split(",") if u], self.dataset)
         results = read_scores([u for u in self.scores.split(",") if u])
         summary = compare(results)
         threshold = load_schema(self.dataset).provenance.get("cold_threshold") if self.dataset else None
@@ -312,7 +332,7 @@ class Expand(Step):
                                 "category=3,brand=acme")
     negatives: str | None = arg(None, help="known non-converting users (same formats); sampled from the users if "
                                 "not given")
-    top_n: int = arg(10_000, help="audience size")
+    top_n: int = arg(10_000, help="audience size", minimum=1)
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
     overwrite: bool = arg(False, help="replace an existing file at --output")
@@ -326,8 +346,10 @@ class Expand(Step):
 
     def expand(self) -> dict:
         device = resolve_device(self.device)
-        model, info = load_model(resolve_model(self.model).uri, device=device)
+        model_uri = resolve_model(self.model).uri
+        model, info = load_model(model_uri, device=device)
         features = load_features(self.dataset).to(device)
+        check_same_data(info, features.schema, model_uri, self.dataset)
         campaign: CampaignFields = {"aid": self.aid} if self.aid is not None else _ad_fields(self.ad_fields or "")
         spec = method(info["method"])
         try:

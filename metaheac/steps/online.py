@@ -8,6 +8,7 @@ import html
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
@@ -27,7 +28,9 @@ from metaheac.data.errors import InputError
 from metaheac.data.loading import load_campaigns
 from metaheac.expand import ExpandConfig, load_campaign_vocab
 from metaheac.methods import load_model, method
-from metaheac.registry import DEFAULT_NAME, publish, resolve_model
+from metaheac.model.store import check_same_data
+from metaheac.outputs import claim
+from metaheac.registry import DEFAULT_NAME, ResolvedModel, publish, resolve_model
 from metaheac.seedsets import list_seed_sets
 from metaheac.steps.base import Artifact, Published, Step, arg
 
@@ -60,6 +63,7 @@ class Publish(Step):
 
     def run(self) -> dict:
         metrics = json.loads(storage.read_text(storage.join(self.metrics, "kfp_metrics.json"))) if self.metrics else {}
+        load_model(self.model)  # the whole network rebuilt and its weights checked before any pointer moves
         published = publish(self.model, self.registry, self.model_name, self.dataset, metrics, self.run_id)
         return {"uri": published.uri, "version": published.version}
 
@@ -79,11 +83,11 @@ class ExpandShard(Step):
     model: str = arg(help="general model: a registry URI, latest, or a model folder (metaheac.registry)")
     seeds: str = arg(help="seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)")
     output: str = arg(help=f"folder to write {STATUS_FILE} and each campaign's shard top (<campaign>.parquet)")
-    top_n: int = arg(10_000, help="audience size per campaign")
-    shard: int = arg(0, help="which shard of the users (0-based): a contiguous block of row groups")
-    shards: int = arg(1, help="how many shards the users are split into")
-    group: int = arg(0, help="which group of the campaigns (0-based): every GROUPS-th by name")
-    groups: int = arg(1, help="how many groups the campaigns are split into")
+    top_n: int = arg(10_000, help="audience size per campaign", minimum=1)
+    shard: int = arg(0, help="which shard of the users (0-based): a contiguous block of row groups", minimum=0)
+    shards: int = arg(1, help="how many shards the users are split into", minimum=1)
+    group: int = arg(0, help="which group of the campaigns (0-based): every GROUPS-th by name", minimum=0)
+    groups: int = arg(1, help="how many groups the campaigns are split into", minimum=1)
     audiences: str = arg("", help="stable audiences folder: a campaign already written there for this model "
                                   "version is skipped")
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
@@ -94,8 +98,13 @@ class ExpandShard(Step):
                              "is out of range (0-based)")
         started = time.perf_counter()
         resolved = resolve_model(self.model)
+        with claim(self.output, self.name, [self.dataset, resolved.uri, self.seeds]):
+            return self.expand(resolved, started)
+
+    def expand(self, resolved: ResolvedModel, started: float) -> dict:
         model, info = load_model(resolved.uri)
         base = UserBase(self.dataset)
+        check_same_data(info, base.schema, resolved.uri, self.dataset)
         campaigns, vocab = load_campaigns(self.dataset, base.schema), load_campaign_vocab(self.dataset)
         uid_index = pd.Index(base.uids())
         groups = base.shard_groups(self.shard, self.shards)
@@ -146,11 +155,16 @@ class MergeAudiences(Step):
     cached: ClassVar = False
     parts: str = arg(help="comma-separated folders written by `expand_shard`")
     output: str = arg(help="folder to write audiences/<campaign>.parquet and the summary into")
-    top_n: int = arg(10_000, help="audience size per campaign")
+    top_n: int = arg(10_000, help="audience size per campaign", minimum=1)
     audiences: str = arg("", help="stable audiences folder: each audience is also written there, per model version")
 
     def run(self) -> dict:
         parts = [p for p in self.parts.split(",") if p]
+        with claim(self.output, self.name, parts), storage.publish_dir(self.output) as folder:
+            return self.merge(parts, folder)
+
+    def merge(self, parts: list[str], folder: Path) -> dict:
+        """Merge into the staging `folder` (published whole at the end: a kill keeps the last summary)."""
         statuses = [json.loads(storage.read_text(storage.join(p, STATUS_FILE))) for p in parts]
         versions = sorted({s["model_version"] for s in statuses})
         rows = []
@@ -167,14 +181,14 @@ class MergeAudiences(Step):
                 row |= {"status": "failed", "error": f"the shards used different model versions {versions}: rerun"}
             elif first["status"] == "ok":
                 frames = []
-                for folder, _ in entries:
-                    with storage.open_read(storage.join(folder, f"{name}.parquet")) as stream:
+                for part, _ in entries:
+                    with storage.open_read(storage.join(part, f"{name}.parquet")) as stream:
                         frames.append(pd.read_parquet(stream))
                 audience = merge_audiences(frames, self.top_n)
-                targets = [storage.join(self.output, "audiences", f"{name}.parquet")]
-                targets += [audience_uri(self.audiences, name, versions[0])] if self.audiences else []
-                for uri in targets:
-                    with storage.open_write(uri) as stream:
+                (folder / "audiences").mkdir(exist_ok=True)
+                audience.to_parquet(folder / "audiences" / f"{name}.parquet", index=False)
+                if self.audiences:
+                    with storage.open_write(audience_uri(self.audiences, name, versions[0])) as stream:
                         audience.to_parquet(stream, index=False)
                 row["audience"] = len(audience)
             rows.append(row)
@@ -189,9 +203,9 @@ class MergeAudiences(Step):
                    "seeds_unknown": sum(r["unknown_seed_uids"] for r in rows),
                    "audience_users": sum(r["audience"] for r in rows),
                    "score_seconds_max": max((s["score_seconds"] for s in statuses), default=0)}
-        storage.write_text(storage.join(self.output, "summary.json"), json.dumps(summary, indent=2))
-        storage.write_text(storage.join(self.output, "kfp_metrics.json"), json.dumps(metrics))
-        storage.write_text(storage.join(self.output, "summary.html"), _html(summary, metrics))
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        (folder / "kfp_metrics.json").write_text(json.dumps(metrics))
+        (folder / "summary.html").write_text(_html(summary, metrics))
         for row in rows:
             if row["status"] == "failed":
                 print(f"campaign {row['campaign']}: failed: {row['error']}")

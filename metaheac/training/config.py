@@ -49,6 +49,10 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(spec)
+        device = torch.device(spec)
     except RuntimeError:
         raise InputError(f"--device {quote(spec)}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+        raise InputError(f"--device {quote(spec)}: this machine has {found}; use --device cpu or auto")
+    return device

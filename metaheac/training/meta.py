@@ -272,9 +272,10 @@ class MetaTrainer:
         torch.save(state, buffer)
         storage.write_bytes(uri, buffer.getvalue())  # atomic: a crash mid-write keeps the previous one
 
-    def load(self, uri: str) -> None:
+    def load(self, uri: str, total: int) -> None:
         """Resume from the checkpoint at `uri`; one of another run (dataset, configuration, network or
-        number of ranks) is refused with an InputError that says how to start fresh."""
+        number of ranks, or past this run's `total` steps) is refused with an InputError that says how to
+        start fresh."""
         fresh = f"to start fresh, delete {uri} or pass another --checkpoint folder"
         try:
             state = read_tensors(uri)
@@ -294,6 +295,9 @@ class MetaTrainer:
             changed.append("dataset")
         if changed:
             raise InputError(f"cannot resume {uri}: it was trained with other {', '.join(changed)}; {fresh}")
+        if state["step"] > total:  # its weights are not those of this run's `total` steps
+            raise InputError(f"cannot resume {uri}: it has run {state['step']} steps, past the {total} of this run "
+                             f"(--max-steps, --epochs); {fresh}")
         self.model.load_state_dict(state["model"])
         self.dense_optimizer.load_state_dict(state["dense_optimizer"])
         self.table_optimizer.load_state_dict(state["table_optimizer"])
@@ -328,9 +332,9 @@ def meta_train(
         broadcast_state(model)  # ranks seed the same init; this guards against any drift
     progress = progress and trainer.rank == 0
     checkpoint = storage.join(checkpoint_uri, CHECKPOINT_FILE) if checkpoint_uri else None
-    if resume and checkpoint and storage.exists(checkpoint):
-        trainer.load(checkpoint)
     total = config.total_steps(len(rows))
+    if resume and checkpoint and storage.exists(checkpoint):
+        trainer.load(checkpoint, total)
     start_step, used_rows = trainer.steps, torch.zeros((), device=device)
     started = saved = time.perf_counter()
     with tqdm(total=total, initial=start_step, disable=not progress, desc="meta-train", unit="step") as bar:
