@@ -12,6 +12,7 @@ from metaheac.cli import main
 from metaheac.data.dataset import load_campaign_frame
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model
+from metaheac.outputs import OutputError
 from metaheac.registry import POINTER_FILE, ROOT_ENV, publish, read_record, resolve_model
 from metaheac.seedsets import SeedSet, SeedSetError, list_seed_sets
 
@@ -44,7 +45,7 @@ def test_publish_versions_and_resolve_latest(trained, where, tmp_path, request, 
     assert resolve_model(first.uri) == first  # a version, as it is
     network, info = load_model(resolve_model("latest").uri)
     assert info["method"] == RECOMMENDED
-    with pytest.raises(FileExistsError, match="never written over"):
+    with pytest.raises(OutputError, match="it exists, and it is never written over"):
         publish(str(model), root, now=pd.Timestamp("2030-01-01", tz="UTC").to_pydatetime())
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from metaheac.cli import main, parse_step
 from metaheac.data.dataset import load_campaign_frame, load_schema
+from metaheac.data.errors import InputError
 from metaheac.steps.base import Step, arg
 from metaheac.steps.engine import (
     CPU_TRAIN_MEMORY_GB,
@@ -112,7 +113,9 @@ def test_optional_arguments_are_none_unless_given():
     step = parse_step(["train", "--dataset", "d", "--output", "o"])
     assert step.max_steps is None and step.checkpoint is None
     assert "--max-steps" not in step.to_argv() and "--checkpoint" not in step.to_argv()
-    assert parse_step(["train", "--dataset", "d", "--output", "o", "--max-steps", "0"]).max_steps == 0
+    assert parse_step(["train", "--dataset", "d", "--output", "o", "--max-steps", "5"]).max_steps == 5
+    with pytest.raises(InputError, match="^--max-steps 0: must be >= 1$"):  # checked as the step is made
+        parse_step(["train", "--dataset", "d", "--output", "o", "--max-steps", "0"])
     (max_steps,) = [a for a in Train.arguments() if a.name == "max_steps"]
     assert (max_steps.kind, max_steps.optional, max_steps.required) == (int, True, False)
     with pytest.raises(SystemExit):
@@ -172,10 +175,15 @@ def test_argument_mistakes_fail_before_any_work_in_one_line(argv, message, capsy
     assert len(err.splitlines()) == 1 and message in err
 
 
-def test_training_into_a_folder_of_another_network_is_refused(chain, tmp_path, capsys):
+def test_another_networks_checkpoint_is_refused_a_finished_model_is_replaced(chain, tmp_path, capsys):
     root, dataset = chain
     argv = ["train", "--dataset", str(dataset), "--output", str(tmp_path / "m"), "--max-steps", "2",
             "--embedding-dim", "8", "--device", "cpu"]
-    assert main(argv) == 0
-    assert main([*argv[:-4], "--embedding-dim", "4", "--device", "cpu"]) == 2  # resumes its checkpoint
+    checkpoint = ["--checkpoint", str(tmp_path / "checkpoint")]
+    assert main([*argv, *checkpoint]) == 0
+    assert main([*argv[:-4], "--embedding-dim", "4", "--device", "cpu", *checkpoint]) == 2  # resumes it
     assert "trained with other network" in capsys.readouterr().err
+    assert main(argv) == 0  # a finished run leaves no checkpoint in its output: another network trains over it
+    assert main([*argv[:-4], "--embedding-dim", "4", "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"]["embedding_dim"] == 4
+    assert not (tmp_path / "m" / "checkpoint").exists()
