@@ -63,6 +63,17 @@ def claim(
             raise
 
 
+def clean_abandoned(folder: str, step: str) -> None:
+    """Remove what killed writes of the outputs in a local `folder` (a registry model's versions) left:
+    their staging, and a claimed folder nothing was published into; outputs another run holds are left."""
+    for target in storage.abandoned(folder):
+        with contextlib.suppress(OutputError), _lock(target, step):
+            storage.clean_stale(target)
+            marker = storage.join(target, OWNER_MARKER)
+            if storage.list_files(target) == [marker]:
+                storage.remove(marker)
+
+
 def _refuse_inputs(target: str, inputs: Iterable[str]) -> None:
     for given in inputs:
         source = storage.normalize(given)
@@ -152,7 +163,10 @@ def _lock(target: str, step: str) -> Iterator[None]:
         with _gcs_lease(uri, target, step):
             yield
         return
-    os.makedirs(os.path.dirname(uri), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(uri), exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"refusing to write {target}: a file is in its path, not a folder") from None
     with _locked_file(uri, target) as f:
         f.seek(0)
         f.truncate()

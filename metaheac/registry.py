@@ -30,7 +30,7 @@ from metaheac import storage
 from metaheac.data.dataset import CAMPAIGNS_FILE, SCHEMA_FILE
 from metaheac.data.errors import InputError, quote
 from metaheac.model.store import CONFIG_FILE, read_model_info, read_weights, write_model_folder
-from metaheac.outputs import claim
+from metaheac.outputs import claim, clean_abandoned
 
 POINTER_FILE = "LATEST.json"
 RECORD_FILE = "registry.json"
@@ -85,6 +85,7 @@ def publish(
         "published_at": stamp.isoformat(),
     }
     inputs = [model_uri] + ([dataset] if dataset else [])
+    clean_abandoned(storage.join(root, name), "publish")  # what killed publishes left (a local registry)
     with claim(target, "publish", inputs, exclusive=True):
         write_model_folder(target, weights, {**info, "weights_sha256": digest},
                            {RECORD_FILE: json.dumps(record, indent=2, sort_keys=True)})

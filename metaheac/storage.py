@@ -64,6 +64,7 @@ _UNREACHABLE = (
 _CHUNK = 1 << 20
 # Names of this module's in-flight temp files and staging folders (see _replacing and _publish_local).
 _IN_FLIGHT = re.compile(r"\..+\.[0-9a-f]{32}\.(tmp|staging|staging\.old)")
+_IN_FLIGHT_OF = re.compile(r"\.(.+)\.[0-9a-f]{32}\.(?:tmp|staging|staging\.old)")  # group 1: the output
 
 
 class StorageError(OSError):
@@ -300,6 +301,19 @@ def clean_stale(dir_uri: str | os.PathLike[str]) -> list[str]:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
     return stale
+
+
+def abandoned(folder: str | os.PathLike[str]) -> list[str]:
+    """The outputs directly in a local `folder` that killed writes may have left debris of: those with
+    temp files or staging folders beside them, and folders without ``_SUCCESS`` (clean them with
+    `clean_stale` under their lock)."""
+    parent = normalize(folder)
+    if is_gcs(parent):
+        return []
+    names = {m.group(1) for n in _listdir(parent) if (m := _IN_FLIGHT_OF.fullmatch(n))}
+    names |= {n for n in _listdir(parent) if not n.startswith(".") and os.path.isdir(os.path.join(parent, n))
+              and not os.path.exists(os.path.join(parent, n, SUCCESS_MARKER))}
+    return sorted(os.path.join(parent, n) for n in names)
 
 
 # --- GCS conditional writes (leases); real GCS enforces the preconditions, gcp-storage-emulator ignores them

@@ -10,6 +10,7 @@ from typing import ClassVar
 from metaheac import storage
 from metaheac.data.errors import as_input_error
 from metaheac.method_names import parse_methods
+from metaheac.outputs import claim
 from metaheac.steps.base import Step, arg
 from metaheac.steps.engine import Adapt, Evaluate, Train
 from metaheac.steps.preprocess import Generate, Preprocess
@@ -37,7 +38,10 @@ class Demo(Step):
         started = time.perf_counter()
         with as_input_error():
             methods = parse_methods(self.methods)
-        run = storage.join(self.output, time.strftime("run-%Y%m%d-%H%M%S"))
+        with claim(storage.join(self.output, time.strftime("run-%Y%m%d-%H%M%S")), self.name) as run:
+            return self.demo(methods, run, started)
+
+    def demo(self, methods: list[str], run: str, started: float) -> dict:
         raw, dataset = storage.join(run, "raw"), storage.join(run, "dataset")
         Generate(output=raw, users=self.users, campaigns=self.campaigns, seed=self.seed).run()
         Preprocess(input=raw, output=dataset, seed=self.seed).run()
