@@ -1,10 +1,11 @@
 """The fault suite: `metaheac preprocess`, `train` and a gs:// publish are SIGKILLed at random points (real
 subprocesses, the real emulator); the previous output stays intact and loadable, and a rerun completes,
-training resumed equal to an uninterrupted run.
+training resumed equal to an uninterrupted run. So are the online stage's `publish` (LATEST stays a whole,
+loadable version), `expand_shard` and `merge_audiences` (their last good output stays whole).
 
 Each kill lands at a seeded random fraction of the time an uninterrupted run of the same command took,
-so the points move over the run's start, its work and its publication. The training kill takes minutes
-on two cores, so it is marked `faults`: skipped unless METAHEAC_FAULTS=1 (scripts/test sets it)."""
+so the points move over the run's start, its work and its publication. The training and online kills take
+minutes on two cores, so they are marked `faults`: skipped unless METAHEAC_FAULTS=1 (scripts/test sets it)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,94 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(raw: Path, tmp_pat
     assert straight.keys() == resumed.keys()
     for name, value in straight.items():
         assert torch.equal(value, resumed[name]), name
+
+
+@pytest.fixture(scope="module")
+def online(raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset, a 2-step model, its first registry version and a folder of two seed sets."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("online-faults")
+    assert run(preprocess(raw, str(root / "ds"), seed=1))[0] == 0
+    assert run(["train", "--dataset", str(root / "ds"), "--output", str(root / "model"), "--method", "MetaHeac",
+                "--max-steps", "2", "--embedding-dim", "8", "--device", "cpu"])[0] == 0
+    assert run(["publish", "--model", str(root / "model"), "--registry", str(root / "registry")])[0] == 0
+    (root / "seeds").mkdir()
+    users = pd.read_parquet(root / "ds" / "users.parquet", columns=["uid"])["uid"].tolist()
+    for number, aid in enumerate(pd.read_parquet(root / "ds" / "campaigns.parquet")["aid"].head(2)):
+        (root / "seeds" / f"c{number}.json").write_text(f'{{"aid": {int(aid)}}}')
+        (root / "seeds" / f"c{number}.txt").write_text("\n".join(map(str, users[number * 40 : number * 40 + 40])))
+    return root
+
+
+def kill_reruns(argv: list[str], seconds: float, label: str, check: Callable[[], None]) -> None:
+    """Rerun `argv` killed at random points of its run time; after each, `check` what readers see."""
+    draw = random.Random(f"{SEED}-{label}")
+    killed = 0
+    for _ in range(4):
+        code, _ = run(argv, kill_after=draw.uniform(0.3, 0.98) * seconds)
+        killed += code != 0
+        check()
+        if killed == 2:
+            break
+        time.sleep(1.1)  # a registry version is named by the second: the next publish is another one
+    assert killed, "no kill landed: the runs ended before every kill"
+
+
+@pytest.mark.faults
+def test_killed_publish_keeps_latest_servable(online: Path) -> None:
+    from metaheac.methods import load_model
+    from metaheac.registry import resolve_model
+
+    name = online / "registry" / "metaheac"
+    argv = ["publish", "--model", str(online / "model"), "--registry", str(online / "registry")]
+
+    def servable() -> None:
+        latest = resolve_model(str(name))
+        assert load_model(latest.uri)[1]["method"] == "MetaHeac"
+        assert (Path(latest.uri) / "_SUCCESS").exists()
+
+    time.sleep(1.1)
+    code, seconds = run(argv)
+    assert code == 0
+    kill_reruns(argv, seconds, "publish", servable)
+    time.sleep(1.1)
+    assert run(argv)[0] == 0
+    servable()
+    versions = [p for p in name.iterdir() if p.name != "LATEST.json"]
+    assert all((p / "_SUCCESS").exists() for p in versions)  # a killed publish's debris is cleaned by the next
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("step", ["expand_shard", "merge_audiences"])
+def test_killed_expansion_keeps_the_last_good_output(online: Path, step: str) -> None:
+    import pandas as pd
+
+    common = ["--dataset", str(online / "ds"), "--model", str(online / "registry" / "metaheac"),
+              "--seeds", str(online / "seeds")]
+    part, merged = online / f"part-{step}", online / f"merged-{step}"
+
+    def shard(top_n: int) -> list[str]:
+        return ["expand_shard", *common, "--output", str(part), "--top-n", str(top_n)]
+
+    def merge(top_n: int) -> list[str]:
+        return ["merge_audiences", "--parts", str(part), "--output", str(merged), "--top-n", str(top_n)]
+
+    assert run(shard(30))[0] == 0
+    assert run(merge(30))[0] == 0
+    folder, files = (part, ["c0.parquet", "c1.parquet"]) if step == "expand_shard" else (
+        merged, ["audiences/c0.parquet", "audiences/c1.parquet"])
+
+    def whole() -> None:  # every file of one run: 30 users (the first) or 20 (a rerun), never a mix
+        sizes = {len(pd.read_parquet(folder / f)) for f in files}
+        assert sizes in ({30}, {20}), sizes
+        assert (folder / "_SUCCESS").exists()
+
+    rerun = shard(20) if step == "expand_shard" else merge(20)
+    code, seconds = run(rerun)
+    assert code == 0
+    assert run(shard(30) if step == "expand_shard" else merge(30))[0] == 0  # back to the first
+    kill_reruns(rerun, seconds, step, whole)
+    assert run(rerun)[0] == 0
+    whole()
+    assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.")) == []
