@@ -68,7 +68,8 @@ class Preprocess(Step):
                                      "of the test campaigns, so both kinds exist; the paper uses 2000 on the real "
                                      "Tencent data)", minimum=MEDIAN)  # -1: the median, as not given
     test_fraction: float | None = arg(None, help="share of campaigns held out for testing (default: the spec's, "
-                                      f"else {_DEFAULTS.test_fraction})", minimum=0, maximum=1, strict=True)  # both splits exist
+                                      f"else {_DEFAULTS.test_fraction})",
+                                      minimum=0, maximum=1, strict=True)  # both splits exist
     seed: int | None = arg(None, help=f"seed of the train/test campaign split (default: the spec's, else "
                            f"{_DEFAULTS.seed})")
     on_error: Literal["fail", "skip"] = arg(_DEFAULTS.on_error, help="on a malformed line: stop with its "
