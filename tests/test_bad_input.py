@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from rawfiles import STAGE1, write_raw
+from rawfiles import ADS, STAGE1, write_raw
 
 from metaheac.cli import main
 from metaheac.data.config import PreprocessConfig
@@ -83,6 +83,7 @@ def test_conflicting_labels_are_kept_once_as_positive_and_counted(tmp_path: Path
         ({"train.csv": ""}, "train.csv is empty: expected the header"),
         ({"test1_truth.csv": ""}, "test1_truth.csv is empty"),
         ({"adFeature.csv": "aid,advertiserId\n\xff\n"}, "adFeature.csv line 1: missing column(s)"),
+        ({"adFeature.csv": "\n".join([*ADS[:3], "-1,2,3,3,4,6,6,7"])}, "adFeature.csv line 4: aid -1 is negative"),
         ({"userFeature.data": "uid 11|" + "x" * 2_000_000 + " 5\n"}, "userFeature.data line 1: unknown field name"),
     ],
 )

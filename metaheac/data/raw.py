@@ -281,4 +281,6 @@ def parse_ad_features(path: str, text: str, fields: list[str]) -> pd.DataFrame:
             rows.append([int(cells[c]) for c in columns])
         except ValueError:
             raise InputError(f"{path} line {number}: a non-integer value in {quote(line, 80)}") from None
+        if rows[-1][0] < 0:  # train.csv's aids are non-negative: it could never name this ad
+            raise InputError(f"{path} line {number}: aid {rows[-1][0]} is negative")
     return pd.DataFrame(rows, columns=["aid", *fields], dtype=np.int64)
