@@ -1,8 +1,8 @@
 """Claiming a step's output: never over what this project did not write, and one writer at a time.
 
 `claim` refuses (one-line `OutputError`, exit 2) an output that is an input, holds one or lies inside
-one, an existing file, and an existing folder without our marker (``_METAHEAC``, or the ``_SUCCESS`` of a published
-folder). A folder of ours is replaced by the same step re-running, or by another with `overwrite`.
+one, an existing file, and an existing folder without our marker (``_METAHEAC``, or the ``_SUCCESS`` of
+a published folder). A folder of ours is replaced by the same step re-running, or by another with `overwrite`.
 While the block runs the output is locked: locally by an flock on a lock file beside it (the kernel
 drops it when the process dies, so a killed run's lock is taken over at once); on GCS by a lease
 object created with ``if_generation_match=0``, renewed while the run lives and taken over once expired
