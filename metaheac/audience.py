@@ -40,7 +40,15 @@ from metaheac.data.dataset import SCHEMA_FILE, USERS_FILE, fetch
 from metaheac.data.loading import user_table
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
-from metaheac.expand import CampaignFields, CampaignVocab, ExpandConfig, adapt_to_seeds, plan_seeds
+from metaheac.expand import (
+    CampaignFields,
+    CampaignVocab,
+    ExpandConfig,
+    adapt_to_seeds,
+    audience_frame,
+    campaign_field_ids,
+    plan_seeds,
+)
 from metaheac.linear import list_values
 from metaheac.model.embedding import mean_weights
 from metaheac.model.heac import CampaignGates, HybridExpertsCritics
@@ -482,16 +490,17 @@ def campaign_scorer(
 
 @dataclass
 class CampaignRun:
-    """One campaign scored over a user shard: its scorer, its seeds (excluded) and what it keeps."""
+    """One campaign scored over a user shard: its scorer, the users kept out of its audience and what it keeps."""
 
     scorer: CampaignScorer | LinearHeadScorer
-    seeds: np.ndarray  # sorted user indexes
+    excluded: np.ndarray  # sorted user indexes: the seeds and the known negatives (`SeedPlan.excluded`)
     top: TopN
 
 
 def failed(error: Exception) -> dict:
-    """A campaign's summary when its request cannot be served: the error on one line."""
-    return {"status": "failed", "error": " ".join(str(error).split())}
+    """A campaign's summary when its request cannot be served: the error on one line, and what was known of
+    its seeds (`SeedRequestError.counts`)."""
+    return {"status": "failed", "error": " ".join(str(error).split()), **getattr(error, "counts", {})}
 
 
 @dataclass(frozen=True)
@@ -524,8 +533,10 @@ def prepare_campaigns(
     config = config or ExpandConfig()
     summaries: dict[str, dict] = {}
     plans = {}
-    for name, request in requests.items():
+    resolved = {}
+    for name, request in requests.items():  # the campaign first: its error is the first one to fix
         try:
+            resolved[name] = campaign_field_ids(base.schema, campaigns, request.campaign_fields, vocab)
             plans[name] = plan_seeds(uid_index, request.seed_uids, request.negative_uids, top_n, config)
         except ValueError as error:
             summaries[name] = failed(error)
@@ -548,13 +559,14 @@ def prepare_campaigns(
         def local(indexes: np.ndarray, name: str = name) -> np.ndarray:  # index in the campaign's users
             return np.asarray(np.searchsorted(chosen[name], indexes))
 
+        ids, existing, unknown_fields = resolved[name]
         try:
-            model, ids, unknown_fields = adapt_to_seeds(general_model, features, requests[name].campaign_fields,
-                                                        local(plan.seeds), local(plan.negatives), config, vocab, adapt)
+            model = adapt_to_seeds(general_model, features, (ids, existing), local(plan.seeds), local(plan.negatives),
+                                   config, adapt)
         except ValueError as error:
             summaries[name] = failed(error)
             continue
-        runs[name] = CampaignRun(campaign_scorer(model, ids, score_config, trunks), plan.seeds, TopN(top_n))
+        runs[name] = CampaignRun(campaign_scorer(model, ids, score_config, trunks), plan.excluded, TopN(top_n))
         summaries[name] = {"status": "ok", **plan.summary, "unknown_campaign_fields": unknown_fields,
                            "adapt_seconds": round(time.perf_counter() - started, 3)}
     return runs, {name: summaries[name] for name in requests}
@@ -598,8 +610,9 @@ def linear_groups(runs: dict[str, CampaignRun]) -> list[tuple[list[str], LinearH
 def score_shard(
     base: UserBase, runs: dict[str, CampaignRun], groups: range, batch_size: int = 4096, workers: int | None = None
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Every campaign's top (scores, user indexes) among the users of `groups`, best first; seeds never
-    appear. Each row group is read and decoded once for all campaigns, while the previous one is scored.
+    """Every campaign's top (scores, user indexes) among the users of `groups`, best first; its excluded users
+    (seeds, known negatives) never appear. Each row group is read and decoded once for all campaigns, while
+    the previous one is scored.
 
     Batches are scored by `workers` threads (default: torch's thread count), each running torch on one
     thread: on 2 cores, one batch's ops split over 2 threads keep them waiting on each other (~1.2x one
@@ -619,10 +632,10 @@ def score_shard(
     def keep(first: int, scores: list[torch.Tensor]) -> None:
         index = torch.arange(first, first + len(scores[0]))
         for run, batch in zip(runs.values(), scores, strict=True):
-            seeds = run.seeds[(run.seeds >= first) & (run.seeds < first + len(batch))]
-            if len(seeds):
+            excluded = run.excluded[(run.excluded >= first) & (run.excluded < first + len(batch))]
+            if len(excluded):
                 kept = torch.ones(len(batch), dtype=torch.bool)
-                kept[torch.from_numpy(seeds - first)] = False
+                kept[torch.from_numpy(excluded - first)] = False
                 run.top.add(batch[kept], index[kept])
             else:
                 run.top.add(batch, index)
@@ -647,8 +660,8 @@ def score_shard(
 
 
 def merge_audiences(parts: list[pd.DataFrame], top_n: int) -> pd.DataFrame:
-    """The global top N (uid, score, rank from 1) of shards' tops (each a frame with uid and score): as each
-    shard kept its own N best, the best N of their union are the best N of all users."""
+    """The global top N (`audience_frame`) of shards' tops (each a frame with uid and score): as each shard
+    kept its own N best, the best N of their union are the best N of all users."""
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"uid": [], "score": []})
     frame = frame.sort_values(["score", "uid"], ascending=[False, True], kind="stable").head(top_n)
-    return frame.reset_index(drop=True).assign(rank=np.arange(1, min(len(frame), top_n) + 1, dtype=np.int64))
+    return audience_frame(frame["uid"].to_numpy(), frame["score"].to_numpy())

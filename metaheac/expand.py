@@ -8,18 +8,25 @@ values mapped through the dataset's campaign vocabulary (`campaign_vocab.json`),
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from metaheac import storage
 from metaheac.adaptation import AdaptConfig, AdaptedModel, Adapter, adapt_campaigns, score
 from metaheac.data.dataset import CAMPAIGN_VOCAB_FILE
+from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, Rows
 from metaheac.model.network import Network
+
+log = logging.getLogger(__name__)
+AUDIENCE_KEY = b"metaheac.audience"  # Parquet metadata of an audience file written here
 
 # {field name: {str(raw value): field index}} for every campaign field, beside schema.json.
 CampaignVocab = dict[str, dict[str, int]]
@@ -41,10 +48,11 @@ def load_campaign_vocab(dataset_uri: str) -> CampaignVocab | None:
 
 
 def campaign_field_ids(
-    features: Features, campaign_fields: CampaignFields, vocab: CampaignVocab | None = None
+    schema: DatasetSchema, campaigns: CampaignTable, campaign_fields: CampaignFields, vocab: CampaignVocab | None = None
 ) -> tuple[torch.Tensor, int | None, list[str]]:
-    """(field indexes [F_c], the campaign's index if it exists, fields that fell back to unknown (0))."""
-    campaigns = features.campaigns
+    """(field indexes [F_c], the campaign's index if it exists, fields that fell back to unknown (0)).
+    ValueError when the campaign cannot be served: an aid it does not hold, fields it has not, or ad fields
+    none of which it knows (all unknown: the adaptation would see no campaign at all)."""
     if "aid" in campaign_fields:
         if len(campaign_fields) > 1:
             raise ValueError("give a campaign either as {'aid': ...} or by its ad fields, not both")
@@ -53,12 +61,12 @@ def campaign_field_ids(
             raise ValueError(f"aid {campaign_fields['aid']} is not a campaign of this dataset: give its ad fields")
         index = int(found[0])
         return campaigns.fields[index], index, []
-    known = [f.name for f in features.schema.campaign_fields]
+    known = [f.name for f in schema.campaign_fields]
     extra = sorted(set(campaign_fields) - set(known))
     if extra:
         raise ValueError(f"unknown campaign fields {extra}: the dataset's are {known} (or 'aid')")
     ids, unknown = [], []
-    for f in features.schema.campaign_fields:
+    for f in schema.campaign_fields:
         value = campaign_fields.get(f.name)
         code: int | None = None
         if vocab is not None and value is not None:
@@ -71,6 +79,13 @@ def campaign_field_ids(
         if not code:
             unknown.append(f.name)
         ids.append(code or 0)
+    unseen = sorted(set(campaign_fields) & set(unknown))
+    if len(unknown) == len(known):
+        values = ", ".join(f"{name}={campaign_fields[name]}" for name in unseen)
+        raise ValueError(f"no ad field of the campaign is known to this dataset ({values} unseen): give raw values "
+                         "as in its campaigns table (adFeature.csv), or an existing campaign's aid")
+    if unseen:
+        log.warning("ad fields unseen in this dataset, treated as unknown: %s", ", ".join(unseen))
     return torch.tensor(ids, dtype=campaigns.fields.dtype), None, unknown
 
 
@@ -100,6 +115,20 @@ class SeedPlan:
     negatives: np.ndarray
     summary: dict
 
+    @property
+    def excluded(self) -> np.ndarray:
+        """The users never in the audience (sorted): the seeds, and the negatives when they were given
+        (known non-converters), not when they were sampled."""
+        return np.union1d(self.seeds, self.negatives) if self.summary["negatives_given"] else self.seeds
+
+
+class SeedRequestError(ValueError):
+    """A seed request that cannot be served; `counts` says what was known of it (the summary's fields)."""
+
+    def __init__(self, message: str, counts: dict) -> None:
+        super().__init__(message)
+        self.counts = counts
+
 
 def plan_seeds(
     uid_index: pd.Index,
@@ -109,23 +138,25 @@ def plan_seeds(
     config: ExpandConfig,
 ) -> SeedPlan:
     """Seeds and negatives as user indexes (`uid_index`: every user's uid, in user order); negatives are
-    `negative_uids` when given, else users drawn (seeded) from the non-seeds. ValueError on a request that
-    cannot be served (no seeds, none known, top_n out of range)."""
-    if len(seed_uids) == 0:
-        raise ValueError("empty seed set: pass at least one seed uid")
+    `negative_uids` when given (then kept out of the audience too), else users drawn (seeded) from the
+    non-seeds. SeedRequestError on a request that cannot be served (no seeds, none known, top_n out of range)."""
     seeds, unknown_seeds = _user_indexes(uid_index, seed_uids)
+    counts = {"seed_uids": int(len(np.unique(seed_uids))), "seeds_used": int(len(seeds)),
+              "unknown_seed_uids": unknown_seeds}
+    if len(seed_uids) == 0:
+        raise SeedRequestError("empty seed set: pass at least one seed uid", counts)
     if not len(seeds):
-        raise ValueError(
-            f"none of the {unknown_seeds} seed uids is a user of this dataset: check the uids or preprocess their users"
-        )
-    n_users = len(uid_index)
-    candidates = n_users - len(seeds)
-    if not 1 <= top_n <= candidates:
-        raise ValueError(f"top_n {top_n} is not in [1, {candidates}], the users that are not seeds: lower top_n")
+        raise SeedRequestError(f"none of the {unknown_seeds} seed uids is a user of this dataset: check the uids or "
+                               "preprocess their users", counts)
+    given = negative_uids is not None
     if negative_uids is not None:
         negatives, unknown_negatives = _user_indexes(uid_index, negative_uids)
         negatives = negatives[~np.isin(negatives, seeds, assume_unique=True)]  # a seed is a positive, whatever else
-    else:
+    candidates = len(uid_index) - len(seeds) - (len(negatives) if given else 0)
+    if not 1 <= top_n <= candidates:
+        raise SeedRequestError(f"--top-n (parameter top_n) {top_n} is not in [1, {candidates}], the users that are "
+                               "neither seeds nor known negatives: lower it", counts)
+    if not given:
         unknown_negatives = 0
         count = min(round(config.negatives_per_seed * len(seeds)), candidates)
         rng = np.random.default_rng(config.adapt.seed)
@@ -133,10 +164,8 @@ def plan_seeds(
         picked = rng.choice(candidates, size=count, replace=False)
         negatives = picked + np.searchsorted(seeds - np.arange(len(seeds)), picked, side="right")
     summary = {
-        "seed_uids": int(len(np.unique(seed_uids))),
-        "seeds_used": int(len(seeds)),
-        "unknown_seed_uids": unknown_seeds,
-        "negatives_given": negative_uids is not None,
+        **counts,
+        "negatives_given": given,
         "negatives_used": int(len(negatives)),
         "unknown_negative_uids": unknown_negatives,
         "candidates": candidates,
@@ -147,22 +176,27 @@ def plan_seeds(
 def adapt_to_seeds(
     general_model: Network,
     features: Features,
-    campaign_fields: CampaignFields,
+    campaign: tuple[torch.Tensor, int | None],
     seeds: np.ndarray,
     negatives: np.ndarray,
     config: ExpandConfig,
-    vocab: CampaignVocab | None = None,
     adapt: Adapter = adapt_campaigns,
-) -> tuple[AdaptedModel, torch.Tensor, list[str]]:
-    """(the model adapted to the campaign on these users of `features`, its field ids, unknown fields);
-    `adapt` is the method's adaptation (`Method.adapt_campaigns`), by default the official protocol."""
-    ids, existing, unknown_fields = campaign_field_ids(features, campaign_fields, vocab)
-    features, campaign = (features, existing) if existing is not None else _with_campaign(features, ids)
+) -> AdaptedModel:
+    """The model adapted to the campaign (its field ids and index if it exists, from `campaign_field_ids`) on
+    these users of `features`; `adapt` is the method's adaptation (`Method.adapt_campaigns`), by default the
+    official protocol."""
+    ids, existing = campaign
+    features, index = (features, existing) if existing is not None else _with_campaign(features, ids)
     user = torch.from_numpy(np.concatenate([seeds, negatives]).astype(np.int64))
     label = torch.cat([torch.ones(len(seeds)), torch.zeros(len(negatives))])
-    seeds_rows = Rows(torch.full_like(user, campaign), user, label)
-    ((_, model),) = adapt(general_model, features, {campaign: seeds_rows}, config.adapt)
-    return model, ids, unknown_fields
+    seeds_rows = Rows(torch.full_like(user, index), user, label)
+    ((_, model),) = adapt(general_model, features, {index: seeds_rows}, config.adapt)
+    return model
+
+
+def audience_frame(uids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """An audience as every step writes it: uid, score, rank (from 1), best first (`scores` sorted)."""
+    return pd.DataFrame({"uid": uids, "score": scores, "rank": np.arange(1, len(uids) + 1, dtype=np.int64)})
 
 
 def expand(
@@ -176,26 +210,25 @@ def expand(
     vocab: CampaignVocab | None = None,
     adapt: Adapter = adapt_campaigns,
 ) -> pd.DataFrame:
-    """The top-N non-seed users for the campaign: columns uid, score, by score descending.
+    """The top-N users for the campaign that are neither seeds nor given negatives (`audience_frame`).
 
     Negatives are `negative_uids` when given, else users drawn (seeded) from the non-seeds. What was
     used and dropped (unknown uids, fields) is in `frame.attrs["summary"]`. Every user is in memory:
     `audience.expand_users` streams a user base too large for that.
     """
     config = config or ExpandConfig()
+    ids, existing, unknown_fields = campaign_field_ids(features.schema, features.campaigns, campaign_fields, vocab)
     plan = plan_seeds(pd.Index(features.users.uid), seed_uids, negative_uids, top_n, config)
     started = time.perf_counter()
-    model, ids, unknown_fields = adapt_to_seeds(
-        general_model, features, campaign_fields, plan.seeds, plan.negatives, config, vocab, adapt
-    )
+    model = adapt_to_seeds(general_model, features, (ids, existing), plan.seeds, plan.negatives, config, adapt)
     adapted = time.perf_counter()
     features, campaign = _with_campaign(features, ids)
     scores = score(model, features, campaign, torch.arange(len(features.users)), config.adapt.score_batch_size)
     scored = time.perf_counter()
-    is_seed = torch.zeros(len(scores), dtype=torch.bool)
-    is_seed[torch.from_numpy(plan.seeds)] = True
-    top = torch.topk(scores.float().cpu().masked_fill(is_seed, -torch.inf), top_n)
-    frame = pd.DataFrame({"uid": features.users.uid[top.indices.numpy()], "score": top.values.numpy()})
+    excluded = torch.zeros(len(scores), dtype=torch.bool)
+    excluded[torch.from_numpy(plan.excluded)] = True
+    top = torch.topk(scores.float().cpu().masked_fill(excluded, -torch.inf), top_n)
+    frame = audience_frame(features.users.uid[top.indices.numpy()], top.values.numpy())
     frame.attrs["summary"] = {
         **plan.summary,
         "unknown_campaign_fields": unknown_fields,
@@ -206,6 +239,18 @@ def expand(
 
 
 def write_audience(frame: pd.DataFrame, uri: str) -> None:
-    """The audience as Parquet at `uri` (local or gs://), written atomically."""
+    """The audience as Parquet at `uri` (local or gs://), written atomically, marked as ours (`is_audience`)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     with storage.open_write(uri) as f:
-        frame.to_parquet(f, index=False)
+        pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), AUDIENCE_KEY: b"1"}), f)
+
+
+def is_audience(uri: str) -> bool:
+    """Whether `uri` is an audience file `write_audience` wrote: `expand` may replace it without --overwrite."""
+    if not storage.is_file(uri):
+        return False
+    try:
+        with storage.open_read(uri) as f:
+            return AUDIENCE_KEY in (pq.read_schema(f).metadata or {})
+    except pa.ArrowException:
+        return False

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 import tempfile
@@ -63,6 +64,11 @@ def _add_dag_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpu-toleration", default=_DEFAULT_GPU.toleration,
                        help="taint key (effect NoSchedule) of the GPU node pool")
     group.add_argument("--no-cache", action="store_true", help="run every task even when a cached result exists")
+
+
+def _add_allow_failures(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-failures", action="store_true", help="expand: exit 0 when some campaigns failed "
+                        "(default: exit 1, after writing the others' audiences)")
 
 
 def _add_params(parser: argparse.ArgumentParser) -> None:
@@ -134,15 +140,41 @@ def cmd_compile(args: argparse.Namespace) -> None:
         print(f"  {parameter.name} ({parameter.annotation.__name__}, {default}): {' '.join(text.split())}")
 
 
-def _show(run: LocalRun) -> None:
-    """After the task lines: the table once, then where the report, the logs and the run are."""
+class CampaignsFailed(Exception):
+    """An expansion run whose campaigns did not all succeed (exit 1; --allow-failures: 0)."""
+
+
+def _show_campaigns(summary_html: Path) -> list[str]:
+    """Each campaign of an expansion run on one line; returns the failed ones' names."""
+    rows = json.loads(summary_html.with_name("summary.json").read_text())["campaigns"]
+    width = max(len(r["campaign"]) for r in rows) + 2
+    for row in rows:
+        line = {"ok": f"audience {row['audience']:,} users (seeds: {row['seeds_used']:,} known, "
+                      f"{row['unknown_seed_uids']:,} unknown)",
+                "skipped": "its audience for this model version is already in the audiences folder",
+                "failed": row["error"]}[row["status"]]
+        print(f"  {row['campaign']:<{width}} {row['status']:<8} {line}")
+    count = {k: sum(r["status"] == k for r in rows) for k in ("ok", "failed", "skipped")}
+    print(f"campaigns: {count['ok']} ok, {count['failed']} failed, {count['skipped']} skipped")
+    if count["ok"]:
+        print(f"audiences: {summary_html.parent / 'audiences'}/<campaign>.parquet (uid, score, rank)")
+    return [r["campaign"] for r in rows if r["status"] == "failed"]
+
+
+def _show(run: LocalRun, allow_failures: bool = False) -> None:
+    """After the task lines: the table or the campaigns once, then where the report, the logs and the run
+    are; raises CampaignsFailed after that when a campaign failed and `allow_failures` is not set."""
     for table in run.tables:
         print(f"\n{table.read_text().rstrip()}\n")
         print(f"report: {table.with_name('report.html')}")
+    failed = [name for summary in run.summaries for name in _show_campaigns(summary)]
     for summary in run.summaries:
-        print(f"audiences: {summary.parent / 'audiences'}\nsummary: {summary}")
+        print(f"summary: {summary} (and summary.json)")
     print(f"logs: {run.folder / LOGS}/<task>.log")
     print(f"run: {run.folder}")
+    if failed and not allow_failures:
+        raise CampaignsFailed(f"{len(failed)} campaign(s) failed ({', '.join(failed)}): their reasons are above; "
+                              "the others' audiences are written (--allow-failures: exit 0 all the same)")
 
 
 def cmd_run_local(args: argparse.Namespace) -> None:
@@ -151,7 +183,7 @@ def cmd_run_local(args: argparse.Namespace) -> None:
     pipeline = build_pipeline(options)
     print(f"{options.name}: running the pipeline here with kfp.local under {args.output} "
           f"(a task whose inputs and arguments are unchanged since an earlier run is reused)")
-    _show(run_local(pipeline, arguments, Path(args.output), options.caching))
+    _show(run_local(pipeline, arguments, Path(args.output), options.caching), args.allow_failures)
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -208,11 +240,13 @@ def _schedule_local(args: argparse.Namespace, options: DagOptions, expression: s
         arguments = _arguments(options, args.param, lambda text: cron.substitute(text, index, scheduled, now))
         print(f"run {index} (scheduled {scheduled.isoformat()}):")
         done = run_local(pipeline, arguments, output, options.caching)
-        _show(done)
+        _show(done, args.allow_failures)
         return done.folder
 
     succeeded, failed = run_schedule(expression, run, args.max_runs)
     print(f"{succeeded} runs succeeded, {failed} failed")
+    if failed:
+        raise CampaignsFailed(f"{failed} of {succeeded + failed} scheduled runs failed (their reasons are above)")
 
 
 def cmd_schedule_list(args: argparse.Namespace) -> None:
@@ -257,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="runs", help="folder for the run's outputs (local)")
     _add_dag_options(p)
     _add_params(p)
+    _add_allow_failures(p)
     p.set_defaults(func=cmd_run_local)
 
     p = commands.add_parser("submit", help="start one run on a KFP server")
@@ -285,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     version.add_argument("--version-id", help="pin an existing version of the pipeline instead of uploading")
     _add_dag_options(p)
     _add_params(p)
+    _add_allow_failures(p)
     p.set_defaults(func=cmd_schedule_create)
 
     p = schedule.add_parser("list", help="list recurring runs")
@@ -305,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
+    except CampaignsFailed as error:
+        print(f"python -m pipelines: error: {error}", file=sys.stderr)
+        return 1
     except (ValueError, ConnectionError, RuntimeError) as error:
         print(f"python -m pipelines: error: {error}", file=sys.stderr)
         return 2

@@ -176,29 +176,37 @@ def run_local(pipeline: GraphComponent, arguments: dict[str, Any], root: Path, c
         say(str(tasks[-1]))
 
     staging = root / f".logs-{os.getpid()}"
+    before = set(_run_folders(root, pipeline.name))
     logs = _TaskLogs(staging, done)
     failure: RuntimeError | ValueError | None = None
-    with (
-        _environment(**environment),
-        contextlib.redirect_stdout(logs),
-        warnings.catch_warnings(),
-    ):
-        # Intended: our image's code is this environment's, so kfp.local need not warn that it is not Python's.
-        warnings.filterwarnings("ignore", "You may be attemping to run a task that uses custom", RuntimeWarning)
-        try:
-            pipeline(**arguments)
-        except RuntimeError as error:
-            failure = error
-        except ValueError as error:  # kfp.local's, when a later task asks for a lost task's outputs
-            if not any(t.status == LOST for t in tasks):
-                raise
-            failure = error
-    logs.close()
-    folders = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(f"{pipeline.name}-")]
+    finished = False
+    try:
+        with (
+            _environment(**environment),
+            contextlib.redirect_stdout(logs),
+            warnings.catch_warnings(),
+        ):
+            # Intended: our image's code is this environment's, so kfp.local need not warn that it is not Python's.
+            warnings.filterwarnings("ignore", "You may be attemping to run a task that uses custom", RuntimeWarning)
+            try:
+                pipeline(**arguments)
+            except RuntimeError as error:
+                failure = error
+            except ValueError as error:  # kfp.local's, when a later task asks for a lost task's outputs
+                if not any(t.status == LOST for t in tasks):
+                    raise
+                failure = error
+        finished = True
+    finally:  # interrupted too: the logs go where the README says they are, the run folder's logs/
+        logs.close()
+        folders = [p for p in _run_folders(root, pipeline.name) if p not in before]
+        if folders:
+            shutil.move(staging, folders[0] / LOGS)
+            if not finished:
+                say(f"interrupted: the logs so far are in {folders[0] / LOGS}")
     if not folders:  # kfp.local failed before its first task
         raise RuntimeError(f"the pipeline did not start: {failure} (its log: {staging})")
-    run = LocalRun(max(folders, key=lambda p: p.stat().st_mtime), tasks)
-    shutil.move(staging, run.folder / LOGS)
+    run = LocalRun(folders[0], tasks)
     failed = [t for t in tasks if t.status != "SUCCESS"]
     if failure is not None or failed:
         name = failed[0].name if failed else "pipeline"
@@ -209,6 +217,12 @@ def run_local(pipeline: GraphComponent, arguments: dict[str, Any], root: Path, c
         reason = errors[-1].strip() if errors else "it ended without writing its outputs" if lost else str(failure)
         raise RuntimeError(f"task {name} failed: {reason} (its log: {task_log})")
     return run
+
+
+def _run_folders(root: Path, pipeline: str) -> list[Path]:
+    """The run folders kfp.local made under `root` for this pipeline, newest first."""
+    folders = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(f"{pipeline}-")]
+    return sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def run_schedule(
@@ -228,7 +242,10 @@ def run_schedule(
     index = 0
     while max_runs is None or index < max_runs:
         scheduled = next(cron.fire_times(expression, clock()))
-        sleep(max(0.0, (scheduled - clock()).total_seconds()))
+        wait = max(0.0, (scheduled - clock()).total_seconds())
+        print(f"next run at {scheduled.isoformat(timespec='seconds')} (in {wait:.0f} s; Ctrl-C stops the schedule)",
+              flush=True)
+        sleep(wait)
         index += 1
         try:
             result = run(index, scheduled)

@@ -13,7 +13,14 @@ import torch
 from metaheac import storage
 from metaheac.adaptation import AdaptConfig, adapt, score
 from metaheac.data.tensors import Rows
-from metaheac.expand import CAMPAIGN_VOCAB_FILE, ExpandConfig, expand, load_campaign_vocab, write_audience
+from metaheac.expand import (
+    CAMPAIGN_VOCAB_FILE,
+    ExpandConfig,
+    expand,
+    is_audience,
+    load_campaign_vocab,
+    write_audience,
+)
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from tests.tiny import tiny_features
@@ -34,18 +41,19 @@ def run(**changes) -> pd.DataFrame:
     return expand(general(), FEATURES, **arguments)
 
 
-def test_the_audience_is_the_top_scored_non_seeds_in_order() -> None:
+def test_the_audience_is_the_top_scored_users_neither_seeds_nor_known_negatives_in_order() -> None:
     negatives = FEATURES.users.uid[100:140]
     frame = run(negative_uids=negatives)
-    assert list(frame.columns) == ["uid", "score"] and len(frame) == 50
-    assert not set(frame.uid) & set(SEEDS)
+    assert list(frame.columns) == ["uid", "score", "rank"] and len(frame) == 50
+    assert frame["rank"].tolist() == list(range(1, 51))
+    assert not set(frame.uid) & (set(SEEDS) | set(negatives))
     assert frame.score.is_monotonic_decreasing
     # The same adaptation by hand: seeds positive, the given negatives negative, every user scored.
     user = torch.cat([torch.arange(20), torch.arange(100, 140)])
     label = torch.cat([torch.ones(20), torch.zeros(40)])
     model = adapt(general(), FEATURES, Rows(torch.full_like(user, 2), user, label), CONFIG.adapt)
     scores = score(model, FEATURES, 2, torch.arange(len(FEATURES.users))).numpy().copy()
-    scores[:20] = -np.inf
+    scores[:20] = scores[100:140] = -np.inf
     best = np.argsort(-scores, kind="stable")[:50]
     np.testing.assert_allclose(frame.score.to_numpy(), scores[best], rtol=1e-6)
     assert frame.uid.tolist() == FEATURES.users.uid[best].tolist()
@@ -60,6 +68,14 @@ def test_negatives_are_sampled_from_non_seeds_seeded() -> None:
         general(), FEATURES, {"aid": 502}, SEEDS, top_n=50, config=ExpandConfig(AdaptConfig(batch_size=16, seed=3))
     )
     assert not np.allclose(frame.score.to_numpy(), other.score.to_numpy())
+    assert len(run(top_n=280)) == 280  # sampled negatives stay candidates: they are not known non-converters
+
+
+def test_the_campaign_is_checked_before_the_seeds_and_the_audience_size() -> None:
+    with pytest.raises(ValueError, match="aid 424242 is not a campaign of this dataset"):
+        run(campaign_fields={"aid": 424242}, top_n=10_000)
+    with pytest.raises(ValueError, match=r"no ad field of the campaign is known to this dataset \(advertiserId=9"):
+        run(campaign_fields={"advertiserId": 9}, vocab={"advertiserId": {"3": 1}, "productType": {"1": 1}})
 
 
 def test_unknown_uids_are_counted_not_fatal() -> None:
@@ -68,7 +84,7 @@ def test_unknown_uids_are_counted_not_fatal() -> None:
     summary = run(seed_uids=seeds, negative_uids=negatives).attrs["summary"]
     assert summary["seed_uids"] == 23 and summary["seeds_used"] == 20 and summary["unknown_seed_uids"] == 3
     assert summary["negatives_used"] == 30 and summary["unknown_negative_uids"] == 2
-    assert summary["candidates"] == 280
+    assert summary["candidates"] == 250  # neither seeds nor known negatives
 
 
 @pytest.mark.parametrize(
@@ -76,8 +92,10 @@ def test_unknown_uids_are_counted_not_fatal() -> None:
     [
         ({"seed_uids": np.array([], dtype=np.int64)}, "empty seed set"),
         ({"seed_uids": np.array([1, 2])}, "none of the 2 seed uids is a user of this dataset"),
-        ({"top_n": 281}, r"top_n 281 is not in \[1, 280\]"),
-        ({"top_n": 0}, r"top_n 0 is not in \[1, 280\]"),
+        ({"top_n": 281}, r"--top-n \(parameter top_n\) 281 is not in \[1, 280\]"),
+        ({"top_n": 261, "negative_uids": FEATURES.users.uid[100:120]},  # known negatives are no candidates
+         r"--top-n \(parameter top_n\) 261 is not in \[1, 260\]"),
+        ({"top_n": 0}, r"--top-n \(parameter top_n\) 0 is not in \[1, 280\]"),
         ({"campaign_fields": {"aid": 9}}, "aid 9 is not a campaign of this dataset"),
         ({"campaign_fields": {"aid": 502, "productType": 1}}, re.escape("either as {'aid': ...} or by its ad fields")),
         ({"campaign_fields": {"creativeSize": 1}}, r"unknown campaign fields \['creativeSize'\]"),
@@ -124,3 +142,7 @@ def test_write_audience_writes_parquet_atomically(where: str, tmp_path, request)
     pd.testing.assert_frame_equal(back, frame)
     assert back.attrs["summary"]["seeds_used"] == 20
     assert storage.list_files(folder) == [uri]  # no temporary file left behind
+    other = storage.join(folder, "other.parquet")
+    with storage.open_write(other) as f:
+        frame.to_parquet(f, index=False)
+    assert is_audience(uri) and not is_audience(other) and not is_audience(storage.join(folder, "missing.parquet"))

@@ -27,7 +27,7 @@ from metaheac.data.loading import load_features, load_rows
 from metaheac.evaluation.intervals import table_intervals
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
-from metaheac.expand import CampaignFields, ExpandConfig, expand, load_campaign_vocab, write_audience
+from metaheac.expand import CampaignFields, ExpandConfig, expand, is_audience, load_campaign_vocab, write_audience
 from metaheac.memory import check_fits, table_bytes
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import METHODS, load_model, method
@@ -326,7 +326,7 @@ class Expand(Step):
     dataset: str = arg(help="canonical dataset URI: its users are the candidates")
     model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
     seeds: str = arg(help="seed users (positives): a text file with one uid a line, or Parquet with a `uid` column")
-    output: str = arg(help="Parquet file to write the audience into (uid, score), best first")
+    output: str = arg(help="Parquet file to write the audience into (uid, score, rank), best first")
     aid: int | None = arg(None, help="an existing campaign's aid (or give --ad-fields for a new campaign)")
     ad_fields: str | None = arg(None, help="a new campaign's raw field values as in the campaigns table, e.g. "
                                 "category=3,brand=acme")
@@ -335,13 +335,14 @@ class Expand(Step):
     top_n: int = arg(10_000, help="audience size", minimum=1)
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
-    overwrite: bool = arg(False, help="replace an existing file at --output")
+    overwrite: bool = arg(False, help="replace an existing file at --output that is not an audience of `expand`")
 
     def run(self) -> dict:
         if (self.aid is None) == (self.ad_fields is None):
             raise InputError("give exactly one of --aid (an existing campaign) and --ad-fields (a new one)")
         inputs = [self.dataset, self.model, self.seeds] + ([self.negatives] if self.negatives else [])
-        with claim(self.output, self.name, inputs, self.overwrite, is_file=True):
+        # an audience file written by `expand` is ours to replace, as a step's own folder is
+        with claim(self.output, self.name, inputs, self.overwrite or is_audience(self.output), is_file=True):
             return self.expand()
 
     def expand(self) -> dict:

@@ -26,7 +26,7 @@ from metaheac.audience import (
 )
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_campaigns
-from metaheac.expand import ExpandConfig, load_campaign_vocab
+from metaheac.expand import ExpandConfig, load_campaign_vocab, write_audience
 from metaheac.methods import load_model, method
 from metaheac.model.store import check_same_data
 from metaheac.outputs import claim
@@ -113,7 +113,11 @@ class ExpandShard(Step):
         config = ExpandConfig(adapt=spec.adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
         status: dict[str, dict] = {}
         requests = {}
-        seed_sets = sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)[self.group :: self.groups]
+        every_set = sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)
+        if not every_set:  # a wrong folder, not a quiet hour: an empty run would look like a success
+            raise InputError(f"{self.seeds}: no seed sets in this folder (a <campaign>.json beside its "
+                             "<campaign>.txt or .parquet each; metaheac/seedsets.py)")
+        seed_sets = every_set[self.group :: self.groups]
         score_config = ScoreConfig(project_mb=PROJECT_MB / max(1, len(seed_sets)))
         for seed_set in seed_sets:
             name = seed_set.campaign
@@ -186,10 +190,9 @@ class MergeAudiences(Step):
                         frames.append(pd.read_parquet(stream))
                 audience = merge_audiences(frames, self.top_n)
                 (folder / "audiences").mkdir(exist_ok=True)
-                audience.to_parquet(folder / "audiences" / f"{name}.parquet", index=False)
+                write_audience(audience, str(folder / "audiences" / f"{name}.parquet"))
                 if self.audiences:
-                    with storage.open_write(audience_uri(self.audiences, name, versions[0])) as stream:
-                        audience.to_parquet(stream, index=False)
+                    write_audience(audience, audience_uri(self.audiences, name, versions[0]))
                 row["audience"] = len(audience)
             rows.append(row)
         summary = {
