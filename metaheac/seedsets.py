@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metaheac import storage
@@ -90,9 +91,19 @@ def read_uids(uri: str) -> np.ndarray:
                 table = pq.read_table(stream)
         except pa.ArrowException as error:
             raise SeedSetError(f"{uri}: not a readable Parquet file ({quote(str(error), 120)})") from None
-        if "uid" not in table.column_names or not pa.types.is_integer(table.schema.field("uid").type):
-            raise SeedSetError(f"{uri}: no integer `uid` column (columns: {quote(', '.join(table.column_names))})")
-        return table.column("uid").to_numpy().astype(np.int64)
+        if "uid" not in table.column_names:
+            raise SeedSetError(f"{uri}: no `uid` column (columns: {quote(', '.join(table.column_names))})")
+        column, kind = table.column("uid"), table.schema.field("uid").type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):  # uids written as text: digits are fine
+            try:
+                column = pc.cast(pc.utf8_trim_whitespace(column), pa.int64())
+            except pa.ArrowInvalid:
+                bad = next(v for v in column.to_pylist() if v is None or not v.strip().isdigit())
+                raise SeedSetError(f"{uri}: column `uid` holds text that is not an integer uid, e.g. "
+                                   f"{quote(str(bad), 60)}") from None
+        elif not pa.types.is_integer(kind):
+            raise SeedSetError(f"{uri}: column `uid` is {kind}, expected integer uids")
+        return column.to_numpy().astype(np.int64)
     data = storage.read_bytes(uri)
     try:
         text = data.decode("utf-8-sig")

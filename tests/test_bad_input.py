@@ -169,7 +169,18 @@ def test_seed_files(tmp_path: Path, content: bytes, message: str | None) -> None
     with pytest.raises(InputError, match=message.replace("*", r"\*").replace("(", r"\(").replace(")", r"\)")):
         read_uids(str(tmp_path / "seeds.txt"))
     pq.write_table(pa.table({"user": [1]}), tmp_path / "s.parquet")
-    with pytest.raises(InputError, match="s.parquet: no integer `uid` column"):
+    with pytest.raises(InputError, match="s.parquet: no `uid` column"):
+        read_uids(str(tmp_path / "s.parquet"))
+
+
+def test_parquet_seed_uids_may_be_digits_as_text(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"uid": ["12", " 7"]}), tmp_path / "s.parquet")
+    assert read_uids(str(tmp_path / "s.parquet")).tolist() == [12, 7]
+    pq.write_table(pa.table({"uid": ["12", "u7"]}), tmp_path / "s.parquet")
+    with pytest.raises(InputError, match="column `uid` holds text that is not an integer uid, e.g. 'u7'"):
+        read_uids(str(tmp_path / "s.parquet"))
+    pq.write_table(pa.table({"uid": [1.5]}), tmp_path / "s.parquet")
+    with pytest.raises(InputError, match="column `uid` is double, expected integer uids"):
         read_uids(str(tmp_path / "s.parquet"))
 
 

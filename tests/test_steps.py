@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
@@ -65,12 +66,20 @@ def test_expand_excludes_seeds_and_counts_unknown_uids(chain, tmp_path):
     (tmp_path / "seeds.txt").write_text("\n".join(map(str, [*users[:20], 999_999_999_999])) + "\n")
     aid = int(load_campaign_frame(str(dataset))["aid"].iloc[0])
     out = tmp_path / "audience.parquet"
-    assert main(["expand", "--dataset", str(dataset), "--model", str(root / "MetaHeac"), "--seeds",
-                 str(tmp_path / "seeds.txt"), "--aid", str(aid), "--top-n", "50", "--output", str(out),
-                 "--device", "cpu"]) == 0
+
+    def expand(output: Path) -> int:
+        return main(["expand", "--dataset", str(dataset), "--model", str(root / "MetaHeac"), "--seeds",
+                     str(tmp_path / "seeds.txt"), "--aid", str(aid), "--top-n", "50", "--output", str(output),
+                     "--device", "cpu"])
+
+    assert expand(out) == 0
     audience = pd.read_parquet(out)
+    assert list(audience.columns) == ["uid", "score", "rank"] and audience["rank"].tolist() == list(range(1, 51))
     assert len(audience) == 50 and audience["score"].is_monotonic_decreasing
     assert not set(audience["uid"]) & set(users[:20])
+    assert expand(out) == 0  # its own audience: replaced, as a step replaces its own folder
+    audience.to_parquet(tmp_path / "foreign.parquet")
+    assert expand(tmp_path / "foreign.parquet") == 2  # a file it did not write: only with --overwrite
 
 
 @pytest.mark.parametrize(
