@@ -77,8 +77,20 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank fails alike: one line in all
             print(f"metaheac {step.name}: error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str))
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        print(json.dumps(result, indent=2, default=str))
+    elif int(os.environ.get("RANK", "0")) == 0:  # under torchrun: one line for the job, not one per rank
+        print(summary_line(step.name, result))
     return 0
+
+
+def summary_line(step: str, result: dict) -> str:
+    """The step's result in one line: its scalar values; the nested ones are named, and -v prints them."""
+    scalars = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+                        if not isinstance(v, dict | list | tuple))
+    nested = [k for k, v in result.items() if isinstance(v, dict | list | tuple)]
+    more = f" (with -v also: {', '.join(nested)})" if nested else ""
+    return f"metaheac {step}: done: {scalars}{more}"
 
 
 if __name__ == "__main__":

@@ -144,8 +144,8 @@ class CampaignsFailed(Exception):
     """An expansion run whose campaigns did not all succeed (exit 1; --allow-failures: 0)."""
 
 
-def _show_campaigns(summary_html: Path) -> list[str]:
-    """Each campaign of an expansion run on one line; returns the failed ones' names."""
+def _show_campaigns(summary_html: Path) -> list[dict]:
+    """Each campaign of an expansion run on one line, then the counts; returns the campaigns' rows."""
     rows = json.loads(summary_html.with_name("summary.json").read_text())["campaigns"]
     width = max(len(r["campaign"]) for r in rows) + 2
     for row in rows:
@@ -158,7 +158,7 @@ def _show_campaigns(summary_html: Path) -> list[str]:
     print(f"campaigns: {count['ok']} ok, {count['failed']} failed, {count['skipped']} skipped")
     if count["ok"]:
         print(f"audiences: {summary_html.parent / 'audiences'}/<campaign>.parquet (uid, score, rank)")
-    return [r["campaign"] for r in rows if r["status"] == "failed"]
+    return rows
 
 
 def _show(run: LocalRun, allow_failures: bool = False) -> None:
@@ -167,14 +167,16 @@ def _show(run: LocalRun, allow_failures: bool = False) -> None:
     for table in run.tables:
         print(f"\n{table.read_text().rstrip()}\n")
         print(f"report: {table.with_name('report.html')}")
-    failed = [name for summary in run.summaries for name in _show_campaigns(summary)]
+    rows = [row for summary in run.summaries for row in _show_campaigns(summary)]
     for summary in run.summaries:
         print(f"summary: {summary} (and summary.json)")
     print(f"logs: {run.folder / LOGS}/<task>.log")
     print(f"run: {run.folder}")
+    failed = [r["campaign"] for r in rows if r["status"] == "failed"]
     if failed and not allow_failures:
-        raise CampaignsFailed(f"{len(failed)} campaign(s) failed ({', '.join(failed)}): their reasons are above; "
-                              "the others' audiences are written (--allow-failures: exit 0 all the same)")
+        written = sum(r["status"] == "ok" for r in rows)
+        raise CampaignsFailed(f"{len(failed)} of {len(rows)} campaigns failed ({', '.join(failed)}; reasons above), "
+                              f"{written} audiences written: exit 1 (--allow-failures: 0)")
 
 
 def cmd_run_local(args: argparse.Namespace) -> None:

@@ -191,8 +191,13 @@ def test_campaigns_share_one_read_of_the_base_and_a_bad_request_fails_alone(tmp_
     runs, summaries = prepare_campaigns(network(), base, uid_index, FEATURES.campaigns, requests, 50, CONFIG, exact)
     assert sorted(runs) == ["a", "b"] and list(summaries) == ["a", "b", "bad"]
     assert summaries["bad"]["status"] == "failed" and "none of the 2 seed uids" in summaries["bad"]["error"]
+    assert summaries["bad"]["unknown_seed_uids"] == 2 and summaries["bad"]["seeds_used"] == 0
     assert summaries["b"]["negatives_used"] == 3 and summaries["a"]["negatives_used"] == 12
     assert len(decoded) == len(set(decoded))  # a row group decoded once for every campaign
+    every = len(uids) - 5  # all but b's 2 seeds and 3 known negatives
+    runs_b, _ = prepare_campaigns(network(), base, uid_index, FEATURES.campaigns, {"b": requests["b"]}, every, CONFIG)
+    (top,) = score_shard(base, runs_b, range(base.file.num_row_groups)).values()
+    assert len(top[1]) == every and not set(top[1].tolist()) & {0, 600, 601, 401, 990}
     for name in ("a", "b"):  # as each campaign prepared alone
         alone, _ = prepare_campaign(network(), base, uid_index, FEATURES.campaigns, {"aid": 503},
                                     requests[name].seed_uids, 50, CONFIG, exact,

@@ -4,6 +4,7 @@ schedule that skips what is written; and the training pipeline's optional publis
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from metaheac.registry import publish
@@ -58,10 +59,12 @@ def test_expansion_runs_locally_and_a_bad_seed_set_fails_alone(trained, tmp_path
     dataset, model = trained
     version = publish(str(model), str(tmp_path / "models")).version
     argv = ["run-local", "--pipeline", "expand", "--shards", "2", "--output", str(tmp_path / "runs"),
-            *arguments(dataset, tmp_path / "models", tmp_path)]
+            "--allow-failures", *arguments(dataset, tmp_path / "models", tmp_path)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     run = Path(out.strip().splitlines()[-1].removeprefix("run: "))
+    assert re.search(r"^  bad +failed +\S*bad.txt line 2", out, re.MULTILINE)  # the console names it and why
+    assert "campaigns: 2 ok, 1 failed, 0 skipped" in out
     merged = run / "merge-audiences" / "output"
     summary = json.loads((merged / "summary.json").read_text())
     assert summary["model_version"] == version
@@ -79,8 +82,10 @@ def test_a_local_schedule_expands_only_what_is_not_written_yet(trained, tmp_path
     publish(str(model), str(tmp_path / "models"))
     argv = ["schedule", "create", "--local", "--pipeline", "expand", "--cron", "* * * * * *", "--max-runs", "2",
             "--shards", "2", "--output", str(tmp_path / "runs"), *arguments(dataset, tmp_path / "models", tmp_path)]
-    assert main(argv) == 0
-    assert "2 runs succeeded, 0 failed" in capsys.readouterr().out
+    assert main(argv) == 1  # a failed campaign fails its run, but not the schedule, nor the others' audiences
+    captured = capsys.readouterr()
+    assert "0 runs succeeded, 2 failed" in captured.out and "next run at " in captured.out
+    assert "2 of 2 scheduled runs failed" in captured.err
     runs = sorted((tmp_path / "runs").iterdir())
     statuses = []
     for run in runs:
