@@ -233,7 +233,7 @@ def expand(
     Args:
         dataset: canonical dataset URI: its users are the candidates
         model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
-        output: Parquet file to write the audience into (uid, score), best first
+        output: Parquet file to write the audience into (uid, score, rank), best first
         seeds: seed users (positives): a text file with one uid a line, or Parquet with a `uid` column
         aid: an existing campaign's aid (or give --ad-fields for a new campaign)
         ad_fields: a new campaign's raw field values as in the campaigns table, e.g. category=3,brand=acme
@@ -241,7 +241,7 @@ def expand(
         top_n: audience size
         seed: seeds the adaptation and the negative sampling
         device: auto (CUDA when present), cpu or cuda
-        overwrite: replace an existing file at --output
+        overwrite: replace an existing file at --output that is not an audience of `expand`
     """
     run_metaheac_step('expand', locals())
 

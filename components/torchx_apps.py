@@ -11,6 +11,8 @@ from torchx.components import dist
 from components.spec import CLI_MODULE, command, image_for
 from metaheac.steps.registry import STEPS
 
+TORCHRUN_MODULE = "components.torchrun"
+
 
 def app(step: str, given: Mapping[str, Any]) -> specs.AppDef:
     """`given`: a component's arguments (its `locals()`): the step's arguments, then `image`, `mounts` and,
@@ -30,7 +32,13 @@ def app(step: str, given: Mapping[str, Any]) -> specs.AppDef:
         # torchrun -m metaheac.cli <argv>: the console script's module, one process per rank
         app = dist.ddp(*argv[1:], m=CLI_MODULE, image=image, name=step, j=j or "1x1", mounts=mounts,
                         **resource)
-        app.roles[0].name = step
+        role = app.roles[0]
+        role.name = step
+        # torchrun through components/torchrun.py: the ranks' error is the last line, not its report
+        assert role.args[0] == "-c" and role.args[1].startswith("torchrun "), role.args
+        role.args[1] = f"python -m {TORCHRUN_MODULE} {role.args[1].removeprefix('torchrun ')}"
+        # torchrun's own default (one thread a rank when several share a node), set so that it need not warn
+        role.env.setdefault("OMP_NUM_THREADS", "1")
         return app
     role = specs.Role(name=step, image=image, entrypoint=argv[0], args=argv[1:], resource=specs.Resource(**resource),
                       mounts=specs.parse_mounts(mounts) if mounts else [])

@@ -206,14 +206,14 @@ def expand(
         dataset: canonical dataset URI: its users are the candidates
         model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
         seeds: seed users (positives): a text file with one uid a line, or Parquet with a `uid` column
-        output: Parquet file to write the audience into (uid, score), best first
+        output: Parquet file to write the audience into (uid, score, rank), best first
         aid: an existing campaign's aid (or give --ad-fields for a new campaign)
         ad_fields: a new campaign's raw field values as in the campaigns table, e.g. category=3,brand=acme
         negatives: known non-converting users (same formats); sampled from the users if not given
         top_n: audience size
         seed: seeds the adaptation and the negative sampling
         device: auto (CUDA when present), cpu or cuda
-        overwrite: replace an existing file at --output
+        overwrite: replace an existing file at --output that is not an audience of `expand`
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
         mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """

@@ -276,7 +276,7 @@ def test_format_table_with_intervals_prints_them_under_each_method_and_improve()
     lines = metrics.format_table(summary, intervals=ci).splitlines()
     assert lines[3].split() == ["[0.250,0.750]"] * 8
     assert lines[-2].split()[0] == "Improve"
-    assert lines[-1].split() == ["95%", "CI"] + ["[-0.020,+0.040]"] * 8
+    assert lines[-1].split() == ["diff", "95%", "CI"] + ["[-0.020,+0.040]"] * 8  # not a % like the line above
 
 
 def test_format_table_without_the_recommended_method_has_no_improve_line() -> None:

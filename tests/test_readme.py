@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.pipeline_helpers import ROOT
@@ -26,9 +28,8 @@ SKIPPED = {
     "python -m pipelines submit": "needs a KFP API server",
     "python -m pipelines schedule create --host": "needs a KFP API server",
     "python -m pipelines schedule list": "needs a KFP API server",
+    "python -m pipelines schedule pause": "needs a KFP API server",
     "python -m pipelines schedule create --local": "waits for its cron times",
-    "python -m pipelines run-local --pipeline expand": "needs a folder of your seed sets "
-                                                       "(tests/test_expand_pipeline.py runs one)",
 }
 _BLOCK = re.compile(r"^```bash\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
@@ -60,19 +61,49 @@ def _fresh_copy(target: Path) -> None:
 
 
 def test_readme_commands_work_in_a_fresh_copy(tmp_path: Path) -> None:
+    """Every command runs, and what it prints and writes is what the README says: one line a step, the
+    online section's audiences (uid, score, rank; neither seeds nor known non-converters)."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs the repository's git checkout to list its files")
     clone = tmp_path / "clone"
     _fresh_copy(clone)
     (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)  # what the first commands create
-    script = ["set -euo pipefail"]
-    for command in readme_commands((clone / "README.md").read_text()):
-        if not skipped(command):
-            script += [f"echo {shlex.quote(command)} > .last-command", command]
+    script = ["set -euo pipefail", "mkdir -p .out"]
+    commands = [c for c in readme_commands((clone / "README.md").read_text()) if not skipped(c)]
+    for number, command in enumerate(commands):  # each command's output to its own files (a newline: comments)
+        script += [f"echo {shlex.quote(command)} > .last-command",
+                   f"{{ {command}\n}} > .out/{number} 2> .out/{number}.err"]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(clone), "LANG": "C.UTF-8"}
     done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=clone, env=env, capture_output=True, text=True,
-                          timeout=900)
-    last = (clone / ".last-command").read_text().strip() if (clone / ".last-command").exists() else "-"
-    assert done.returncode == 0, f"README command failed: {last}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert (clone / "runs" / "audience.parquet").exists() and (clone / "runs" / "metaheac-pipeline.yaml").exists()
-    assert not (clone / "metaheac-pipeline.yaml").exists()  # compile writes under runs/
+                          timeout=1200)
+    outputs = [(c, (clone / ".out" / str(n)).read_text() if (clone / ".out" / str(n)).exists() else "")
+               for n, c in enumerate(commands)]
+    if done.returncode != 0:
+        last = (clone / ".last-command").read_text().strip()
+        number = commands.index(last) if last in commands else -1
+        err = (clone / ".out" / f"{number}.err").read_text() if number >= 0 else done.stderr
+        pytest.fail(f"README command failed: {last}\n{outputs[number][1][-3000:]}\n{err[-3000:]}")
+    runs = clone / "runs"
+    assert (runs / "metaheac-pipeline.yaml").exists() and not (clone / "metaheac-pipeline.yaml").exists()
+    for command, out in outputs:  # a step prints one line
+        if command.startswith("metaheac "):
+            step = command.split()[1]
+            said = [line for line in out.splitlines() if line.startswith("metaheac ")]
+            assert said == [out.splitlines()[-1]] and said[0].startswith(f"metaheac {step}: done: "), (command, out)
+            assert len(out.splitlines()) == 1 or step == "evaluate", (command, out)  # evaluate: the table first
+    audience = pd.read_parquet(runs / "audience.parquet")
+    seeds = set(np.loadtxt(runs / "seeds.txt", dtype=np.int64))
+    assert list(audience.columns) == ["uid", "score", "rank"] and len(audience) == 1000
+    assert not set(audience["uid"]) & seeds
+    (expanded,) = [out for command, out in outputs if command.startswith("python -m pipelines run-local --pipeline")]
+    assert "campaigns: 2 ok, 0 failed, 0 skipped" in expanded
+    (run,) = (runs / "expand").glob("metaheac-expand-*/merge-audiences/output")
+    for name, excluded in (("spring-shoes", "spring-shoes-no.txt"), ("new-brand", None)):
+        found = pd.read_parquet(run / "audiences" / f"{name}.parquet")
+        assert list(found.columns) == ["uid", "score", "rank"] and len(found) == 500
+        assert found["rank"].tolist() == list(range(1, 501)) and found["score"].is_monotonic_decreasing
+        kept_out = set(np.loadtxt(runs / "seeds" / f"{name}.txt", dtype=np.int64))
+        kept_out |= set(np.loadtxt(runs / "seeds" / excluded, dtype=np.int64)) if excluded else set()
+        assert not set(found["uid"]) & kept_out
+        assert len(list((runs / "audiences" / name).glob("*/audience.parquet"))) == 1
+        assert f"  {name}" in expanded and "audience 500 users" in expanded

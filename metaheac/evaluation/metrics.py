@@ -390,6 +390,8 @@ def _cell(value: float, best: float, mark: str) -> str:
 
 
 Interval = tuple[float, float, float]  # (estimate, low, high)
+# under "Improve" (a relative gain in %): the interval is of the absolute difference, recommended - best other
+_GAP_LABEL = "  diff 95% CI"
 
 
 def _interval_cell(interval: Interval | None, signed: bool = False) -> str:
@@ -407,11 +409,12 @@ def format_table(
     The best value of each column carries `mark` (when there are two methods or more); an "Improve" line
     gives the recommended method's (`FOCUS_METHOD`) relative gain over the best other method of each
     column when it is present. With `intervals` (`intervals.bootstrap`), each method's line is followed by
-    its 95% intervals, and "Improve" by the interval of (recommended - best other). NaN shows as "-".
+    its 95% intervals, and "Improve" by the interval of the absolute difference (recommended - best other),
+    labelled so. NaN shows as "-".
     """
     columns = table_columns(summary)
     best = best_per_column(summary) if len(summary) > 1 else {}  # a lone method is no one's best
-    width = max(len(m) for m in [*summary, "Improve", "Method"]) + 2
+    width = max(len(m) for m in [*summary, "Improve", "Method", _GAP_LABEL]) + 2
     cell = 16 if intervals else 9
     per_group = len(columns) // len(TABLE_GROUPS)
     lines = [
@@ -429,5 +432,5 @@ def format_table(
         lines.append(f"{'Improve':<{width}}" + "".join(f"{c:<{cell}}" for c in cells))
         if intervals and "gap" in intervals:
             gap = [_interval_cell(intervals["gap"].get(c), True) for c in columns]
-            lines.append(f"{'  95% CI':<{width}}" + "".join(f"{c:<{cell}}" for c in gap))
+            lines.append(f"{_GAP_LABEL:<{width}}" + "".join(f"{c:<{cell}}" for c in gap))
     return "\n".join(line.rstrip() for line in lines)

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -26,30 +27,13 @@ from matplotlib.lines import Line2D
 from metaheac import __version__, storage
 from metaheac.evaluation import metrics
 from metaheac.evaluation.intervals import table_intervals
+from metaheac.evaluation.style import STYLE
 
 REPORT_NAME = "report.html"
 GROUP_SPLITS = {"cold": "test_cold", "hot": "test_hot"}
 GROUP_TITLES = {"cold": "Cold campaigns (S ≤ T)", "hot": "Hot campaigns (S > T)"}
 GROUP_MARKERS = {"cold": ("o", "#1f77b4"), "hot": ("^", "#ff7f0e")}
 ROC_POINTS = 400
-
-_STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
-       max-width: 1100px; margin: 2em auto; padding: 0 1em; line-height: 1.45; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; }
-h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; }
-th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.improve td { font-style: italic; background: #fafafa; }
-table.context td:first-child { font-weight: 600; white-space: nowrap; }
-table.context td { vertical-align: top; word-break: break-word; }
-figure { margin: 1em 0; }
-figure img { max-width: 100%; height: auto; }
-figcaption, .note { color: #555; font-size: 0.92em; max-width: 60em; }
-footer { margin-top: 3em; color: #888; font-size: 0.85em; }
-"""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -99,7 +83,7 @@ def render_report(
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{_esc(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f"<title>{_esc(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         + "\n".join(sections)
         + f"\n<footer>Generated {generated} by metaheac {__version__}.</footer>\n</body>\n</html>\n"
     )
@@ -184,12 +168,20 @@ def _format_context_value(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
+def _context_cell(value: Any) -> str:
+    """A value of the Run table; several paths as a list under their common folder, not one joined line."""
+    if isinstance(value, list | tuple) and len(value) > 1 and all(isinstance(v, str) for v in value):
+        common = os.path.commonprefix(list(value))
+        common = common[: common.rfind("/") + 1]
+        items = "".join(f"<li>{_esc(v[len(common):])}</li>" for v in value)
+        return f"{len(value)} in {_esc(common or '-')}<ul class=\"paths\">{items}</ul>"
+    return _esc(_format_context_value(value))
+
+
 def _context_table(context: Mapping[str, Any]) -> str:
     if not context:
         return '<p class="note">No run context was given.</p>'
-    rows = "".join(
-        f"<tr><td>{_esc(k)}</td><td>{_esc(_format_context_value(v))}</td></tr>" for k, v in _flatten(context)
-    )
+    rows = "".join(f"<tr><td>{_esc(k)}</td><td>{_context_cell(v)}</td></tr>" for k, v in _flatten(context))
     return f'<table class="context"><tbody>{rows}</tbody></table>'
 
 
@@ -200,8 +192,8 @@ def _metric_cell(value: float, best: float) -> str:
     return f'<td class="num">{"<b>" + text + "</b>" if value == best else text}</td>'
 
 
-def _interval_row(cells: list[str]) -> str:
-    return '<tr class="interval"><td>95% interval</td>' + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>"
+def _interval_row(cells: list[str], label: str = "95% interval") -> str:
+    return f'<tr class="interval"><td>{label}</td>' + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>"
 
 
 def _span(interval: tuple[float, float, float] | None, signed: bool = False) -> str:
@@ -234,7 +226,9 @@ def _metrics_table(summary: dict[str, dict], ci: dict | None = None) -> str:
         cells = "".join(f'<td class="num">{"–" if math.isnan(x) else f"{x:+.1f}%"}</td>' for x in gains.values())
         body.append(f'<tr class="improve"><td>Improve ({_esc(metrics.FOCUS_METHOD)})</td>{cells}</tr>')
         if ci and "gap" in ci:
-            body.append(_interval_row([_span(ci["gap"].get(c), signed=True) for c in columns]))
+            # of the absolute difference, not of the % above it
+            gaps = [_span(ci["gap"].get(c), signed=True) for c in columns]
+            body.append(_interval_row(gaps, "difference, 95% interval"))
     return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 
 

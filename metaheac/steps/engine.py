@@ -87,10 +87,11 @@ class Train(Step):
 
     @classmethod
     def resources_for(cls, arguments: Mapping[str, object]) -> Resources:
-        """Only a meta-trained method gets a GPU; joint and from-scratch methods train on CPU, with memory
+        """Only a meta-trained method (not told --device cpu) gets a GPU; the others train on CPU, with memory
         sized from the dataset (see `cpu_train_memory_gb`)."""
         name = arguments.get("method", cls.__dataclass_fields__["method"].default)
-        if not isinstance(name, str) or method(name).training == "meta":  # unknown yet: the most
+        on_cpu = arguments.get("device") == "cpu"  # asked for: no GPU to request (nor TorchX to warn about)
+        if not on_cpu and (not isinstance(name, str) or method(name).training == "meta"):  # unknown yet: the most
             return cls.resources
         return Resources(cpu=4, memory_gb=cpu_train_memory_gb(arguments.get("dataset")))
     dataset: str = arg(help="canonical dataset URI (from `preprocess`)")
@@ -292,7 +293,7 @@ class Evaluate(Step):
         threshold = load_schema(self.dataset).provenance.get("cold_threshold") if self.dataset else None
         table = "\n".join([format_table(summary, intervals=table_intervals(results, FOCUS_METHOD)),
                            *empty_split_notes(results, threshold)])
-        context = {"dataset": self.dataset or "-", "scores": self.scores,
+        context = {"dataset": self.dataset or "-", "scores": [u for u in self.scores.split(",") if u],
                    "methods": ", ".join(results), "rows": sum(len(f) for f in results.values())}
         storage.write_text(storage.join(self.output, "metrics.json"), pd.Series(summary).to_json(indent=2))
         storage.write_text(storage.join(self.output, "kfp_metrics.json"), json.dumps(kfp_metrics(summary)))

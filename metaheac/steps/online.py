@@ -26,6 +26,7 @@ from metaheac.audience import (
 )
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_campaigns
+from metaheac.evaluation.style import STYLE
 from metaheac.expand import ExpandConfig, load_campaign_vocab, write_audience
 from metaheac.methods import load_model, method
 from metaheac.model.store import check_same_data
@@ -216,11 +217,23 @@ class MergeAudiences(Step):
 
 
 def _html(summary: dict, metrics: dict) -> str:
-    columns = ["campaign", "status", "seeds_used", "unknown_seed_uids", "audience", "error"]
-    head = "".join(f"<th>{c}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in columns) + "</tr>"
-                   for r in summary["campaigns"])
-    totals = ", ".join(f"{k} {v}" for k, v in metrics.items())
-    return (f"<!doctype html><meta charset=utf-8><title>Audience expansion</title><h1>Audience expansion</h1>"
-            f"<p>model version {html.escape(str(summary['model_version']))}; {html.escape(totals)}</p>"
-            f"<table border=1><tr>{head}</tr>{body}</table>\n")
+    """summary.html: the campaigns (failed ones in red, with their reason), then the run's totals."""
+    columns = {"campaign": "Campaign", "status": "Status", "seeds_used": "Seeds used",
+               "unknown_seed_uids": "Unknown seed uids", "audience": "Audience", "error": "Reason"}
+    head = "".join(f"<th>{title}</th>" for title in columns.values())
+
+    def cell(row: dict, column: str) -> str:
+        value = row[column]
+        kind = "num" if isinstance(value, int) else row["status"] if column == "status" else ""
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+        return f'<td class="{kind}">{html.escape(text)}</td>'
+
+    body = "".join("<tr>" + "".join(cell(r, c) for c in columns) + "</tr>" for r in summary["campaigns"])
+    totals = "".join(f'<tr><td>{html.escape(k.replace("_", " "))}</td><td class="num">{v:,}</td></tr>'
+                     for k, v in metrics.items())
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Audience expansion</title>"
+            f"<style>{STYLE}</style></head><body>\n<h1>Audience expansion</h1>\n"
+            f"<p class=\"note\">Model version {html.escape(str(summary['model_version']))}. Audiences: "
+            f"audiences/&lt;campaign&gt;.parquet (uid, score, rank) beside this page.</p>\n<h2>Campaigns</h2>\n"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n<h2>Totals</h2>\n"
+            f"<table class=\"context\"><tbody>{totals}</tbody></table>\n</body></html>\n")
