@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import kfp_server_api
 import requests
 
 HEALTHZ = "/apis/v2beta1/healthz"
+_OBJECT = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>: ")  # e.g. urllib3's HTTPSConnection
 
 
 def connect(host: str, namespace: str | None = None, timeout_s: float = 10.0) -> kfp.Client:
@@ -24,8 +26,14 @@ def connect(host: str, namespace: str | None = None, timeout_s: float = 10.0) ->
     try:
         requests.get(url, timeout=timeout_s).raise_for_status()
     except requests.RequestException as error:
-        raise ConnectionError(f"no KFP API server answers at {host} ({type(error).__name__}: {error})") from None
+        raise ConnectionError(f"no KFP API server answers at {host} ({type(error).__name__}: {_why(error)})") from None
     return kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
+
+
+def _why(error: requests.RequestException) -> str:
+    """The cause of a failed request in words: urllib3's own reason, without its connection object's repr."""
+    cause = error.args[0] if error.args else error
+    return _OBJECT.sub("", str(getattr(cause, "reason", cause)))
 
 
 def submit(

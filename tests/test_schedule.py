@@ -166,6 +166,12 @@ def test_a_server_that_never_answers_fails_fast() -> None:
         assert time.monotonic() - started < 5
 
 
+def test_an_unknown_host_is_named_without_the_client_s_objects() -> None:
+    with pytest.raises(ConnectionError, match="no KFP API server answers at https://kfp-host.invalid") as error:
+        remote.connect("https://kfp-host.invalid", timeout_s=2)
+    assert " object at 0x" not in str(error.value) and "kfp-host.invalid" in str(error.value)
+
+
 def test_remote_commands_need_a_host(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schedule", "list"]) == 2
     assert "--host is required" in capsys.readouterr().err
