@@ -199,3 +199,28 @@ def test_a_failed_task_names_its_log(tmp_path: Path, capsys: pytest.CaptureFixtu
     log = Path(error.rsplit("(its log: ", 1)[1].rstrip(")"))
     assert log.name == "preprocess.log" and "Traceback" not in captured.out
     assert "metaheac preprocess: error: " in log.read_text()
+
+
+class _Interrupted:
+    """A pipeline that starts its first task, then is interrupted (Ctrl-C) as kfp.local runs it."""
+
+    name = "interrupted"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self) -> None:
+        (self.root / f"{self.name}-2026-12-04").mkdir()
+        print("Executing task 'train-metaheac'\nstep 1 of 9")  # kfp.local's output goes to the task logs
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_leaves_its_logs_in_the_run_folder(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.local import run_local
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(_Interrupted(tmp_path), {}, tmp_path)  # type: ignore[arg-type]
+    log = tmp_path / "interrupted-2026-12-04" / "logs" / "train-metaheac.log"
+    assert "step 1 of 9" in log.read_text() and not list(tmp_path.glob(".logs-*"))
+    assert f"interrupted: the logs so far are in {log.parent}" in capsys.readouterr().out
