@@ -17,6 +17,7 @@ ul.paths { margin: 0.2em 0 0; padding-left: 1.2em; font-family: ui-monospace, Me
            font-size: 0.9em; }
 td.failed { color: #b00020; font-weight: 600; }
 td.skipped { color: #777; }
+td.name { white-space: nowrap; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; }
 figcaption, .note { color: #555; font-size: 0.92em; max-width: 60em; }

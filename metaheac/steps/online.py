@@ -224,7 +224,7 @@ def _html(summary: dict, metrics: dict) -> str:
 
     def cell(row: dict, column: str) -> str:
         value = row[column]
-        kind = "num" if isinstance(value, int) else row["status"] if column == "status" else ""
+        kind = "num" if isinstance(value, int) else {"status": row["status"], "campaign": "name"}.get(column, "")
         text = f"{value:,}" if isinstance(value, int) else str(value)
         return f'<td class="{kind}">{html.escape(text)}</td>'
 
