@@ -144,6 +144,8 @@ def test_torchx_train_gets_a_gpu_only_for_meta_training() -> None:
     (joint,) = torchx_components.train(dataset="d", output="o", method="MMoE+pre-training").roles
     assert (meta.resource.gpu, meta.image) == (1, CUDA_IMAGE)
     assert (joint.resource.gpu, joint.image) == (0, CPU_IMAGE)
+    (on_cpu,) = torchx_components.train(dataset="d", output="o", method="MetaHeac", device="cpu").roles
+    assert (on_cpu.resource.gpu, on_cpu.image) == (0, CPU_IMAGE)  # asked for the CPU: no GPU to wait for
 
 
 def test_torchx_component_checks_choices() -> None:
@@ -155,8 +157,8 @@ def test_distributed_step_runs_under_torchrun() -> None:
     app = torchx_components.train(dataset="x", output="y", j="1x2")
     (role,) = app.roles
     command_line = role.args[-1]
-    assert command_line.startswith("torchrun ")
-    assert "--nproc_per_node 2" in command_line
+    assert command_line.startswith("python -m components.torchrun ")  # torchrun, its error line last
+    assert "--nproc_per_node 2" in command_line and role.env["OMP_NUM_THREADS"] == "1"
     assert f"-m {CLI_MODULE} train " in command_line
     assert role.resource.gpu == STEPS["train"].resources_for({"method": "MetaHeac"}).gpu
 
