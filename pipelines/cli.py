@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `kill PID` as Ctrl-C: the run's finally blocks put its logs in the run folder (kill -9 cannot be caught)
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
