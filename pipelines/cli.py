@@ -338,10 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(number: int, frame: object) -> None:
+    """`kill PID` as Ctrl-C: the run's logs go to its folder, and kfp.local does not wait for its task (as it
+    would on any other exception); kill -9 cannot be caught."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # `kill PID` as Ctrl-C: the run's finally blocks put its logs in the run folder (kill -9 cannot be caught)
-    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
