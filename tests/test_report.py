@@ -24,7 +24,8 @@ SECTIONS = (
     "<h2>Precision and recall",
     "<h2>Per-campaign AUC</h2>",
 )
-CONTEXT = {"dataset": {"uri": "gs://bucket/data/v1", "campaigns": 12}, "seeds": [0, 1], "timings_s": {"train": 12.5}}
+CONTEXT = {"dataset": {"uri": "gs://bucket/data/v1", "campaigns": 12}, "seeds": [0, 1], "timings_s": {"train": 12.5},
+           "scores": ["gs://bucket/run/adapt-lr-1of2/output", "gs://bucket/run/adapt-lr-2of2/output"]}
 
 
 def scored_rows(signal: float, seed: int, campaigns: range = range(12), hot_from: int = 6) -> pd.DataFrame:
@@ -109,6 +110,9 @@ def test_report_shows_context_and_summary_values(full_report: tuple[str, dict]) 
             if groups[group][key] == best[(group, key)]:
                 assert f"<b>{value}</b>" in text
     assert 'class="improve"' in text
+    # several paths: a list under their common folder, not one joined line
+    assert ('<td>scores</td><td>2 under gs://bucket/run/<ul class="paths"><li>adapt-lr-1of2/output</li>'
+            "<li>adapt-lr-2of2/output</li></ul></td>") in text
 
 
 def write_and_read(tmp_path: Path, results: dict[str, pd.DataFrame]) -> str:

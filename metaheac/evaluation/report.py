@@ -174,7 +174,7 @@ def _context_cell(value: Any) -> str:
         common = os.path.commonprefix(list(value))
         common = common[: common.rfind("/") + 1]
         items = "".join(f"<li>{_esc(v[len(common):])}</li>" for v in value)
-        return f"{len(value)} in {_esc(common or '-')}<ul class=\"paths\">{items}</ul>"
+        return f"{len(value)} under {_esc(common or '-')}<ul class=\"paths\">{items}</ul>"
     return _esc(_format_context_value(value))
 
 
