@@ -90,7 +90,10 @@ class Train(Step):
         """Only a meta-trained method (not told --device cpu) gets a GPU; the others train on CPU, with memory
         sized from the dataset (see `cpu_train_memory_gb`)."""
         name = arguments.get("method", cls.__dataclass_fields__["method"].default)
-        on_cpu = arguments.get("device") == "cpu"  # asked for: no GPU to request (nor TorchX to warn about)
+        # asked for the CPU: no GPU to request (nor TorchX to warn about); in a pipeline the device is a run-time
+        # parameter, whose == builds a KFP condition, not a bool
+        device = arguments.get("device")
+        on_cpu = isinstance(device, str) and device == "cpu"
         if not on_cpu and (not isinstance(name, str) or method(name).training == "meta"):  # unknown yet: the most
             return cls.resources
         return Resources(cpu=4, memory_gb=cpu_train_memory_gb(arguments.get("dataset")))
