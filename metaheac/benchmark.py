@@ -14,6 +14,7 @@ from metaheac.adaptation import AdaptConfig
 from metaheac.data.tensors import Features, Rows
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
+from metaheac.model.config import ModelConfig
 from metaheac.model.network import Network
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig
@@ -27,8 +28,10 @@ def evaluate_methods(
     train: Rows,
     tests: dict[str, tuple[Rows, Rows]],
     seed: int = 2020,
+    model_config: ModelConfig | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """{method: scored test rows with their split}, `tests` being {split: (stage-1 rows, stage-2 rows)}."""
+    """{method: scored test rows with their split}, `tests` being {split: (stage-1 rows, stage-2 rows)};
+    every network built with `model_config` (default `ModelConfig()`)."""
     meta = MetaTrainConfig(seed=seed, device="cpu")
     joint = JointTrainConfig(seed=seed, device="cpu")
     general: dict[str, Network] = {}
@@ -38,11 +41,11 @@ def evaluate_methods(
             return general[name]
         chosen = method(name)
         if name == RECOMMENDED and "MetaHeac" in methods:  # MetaHeac's meta-training, then the extras
-            model = chosen.build(features.schema)
+            model = chosen.build(features.schema, model_config)
             model.load_state_dict(network("MetaHeac").state_dict(), strict=False)
             chosen.fit_extras(model, features, train, seed)
         else:
-            model = chosen.train(features, train, meta_config=meta, joint_config=joint, seed=seed, progress=False)
+            model = chosen.train(features, train, model_config, meta, joint, seed=seed, progress=False)
         general[name] = model
         return model
 

@@ -292,7 +292,8 @@ class TransferLR(Method):
         bank = cast(TransferNetwork, general_model).bank(features)
 
         def fit(campaign: int, rows: Rows) -> TransferHead:
-            return fit_transfer(general_model, bank, features, campaign, rows, linear_config)
+            return fit_transfer(general_model, bank, features, campaign, rows, linear_config,
+                                general_model.config.residual_lr)
 
         for campaign, head in _fit_each(fit, seeds):
             yield campaign, LinearAdapted(general_model, head)

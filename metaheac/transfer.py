@@ -57,6 +57,8 @@ from metaheac.topics import TopicConfig, TopicModels, UserTopics, fit_topic_mode
 TRANSFER_SCALE = 3.0
 # The per-campaign fit: a wide C grid (the dense columns need small ones) and the one-SE rule.
 TRANSFER_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+# The residual LR's grid (`fit_transfer`): the raw design's many columns need no C below 0.01.
+RESIDUAL_CS = (0.01, 0.1, 1.0)
 STATS_ROWS = 20_000  # training rows sampled for the bank's logit mean and std
 
 
@@ -180,9 +182,17 @@ def transfer_columns(
 
 
 def fit_transfer(
-    network: Network, bank: TransferBank, features: Features, campaign: int, rows: Rows, config: LinearConfig
+    network: Network,
+    bank: TransferBank,
+    features: Features,
+    campaign: int,
+    rows: Rows,
+    config: LinearConfig,
+    residual: bool = False,
 ) -> TransferHead:
-    """The campaign's head, fit on its seed rows (module doc); without seed rows, its prior."""
+    """The campaign's head, fit on its seed rows (module doc); without seed rows, its prior. With `residual`,
+    then an L2 LR on the seeds' raw design with the head's logit as offset (C by CV), added into the head:
+    where the seeds carry more than the few dense columns can take (real data, bench/README.md)."""
     category = bank.category_lr.model(features, campaign)
     topics, topic_prior = bank.topics, bank.topic_models.prior(features, campaign)
     if not len(rows):
@@ -201,7 +211,7 @@ def fit_transfer(
     e = fit.weight[models + 3:models + 3 + len(h_std)] / h_std
     g = fit.weight[models + 3 + len(h_std):] / mix_std
     on_topic_prior = w[models + 2] / topic_std
-    return TransferHead(
+    head = TransferHead(
         weight=category.weight + bank.weight @ a + factors.embedding @ (w[models + 1] * vector / factor_std + e),
         bias=float(category.bias + topic_prior.bias * (1 + on_topic_prior) + fit.bias + (bank.bias - bank.mean) @ a
                    - factors.mean @ e - topics.mean @ g),
@@ -210,6 +220,11 @@ def fit_transfer(
         topic_weight=topic_prior.weight * (1 + on_topic_prior) + g,
         topics=topics,
     )
+    if residual:
+        offset = head.logit(x, general, mixes)
+        fit = fit_cv(x, rows.label.cpu().numpy(), LinearConfig(cs=RESIDUAL_CS, seed=config.seed), offset=offset)
+        head.weight, head.bias = head.weight + fit.weight, head.bias + fit.bias
+    return head
 
 
 def design_width(schema: DatasetSchema) -> int:

@@ -210,6 +210,17 @@ def test_transfer_head_folds_the_priors_and_the_bank_into_one_linear_head() -> N
     empty = transfer.fit_transfer(network, bank, features, 4, seeds.select(seeds.campaign < 0), config)
     assert empty.logit(x, np.zeros(100), mixes) == pytest.approx(prior(x, mixes))  # no seeds: the prior
 
+    # the residual LR: the raw design's fit with the head's logit as offset, folded into the same head
+    with_residual = transfer.fit_transfer(network, bank, features, 4, seeds, config, residual=True)
+    seed_x = linear.design(features, seeds.user)
+    seed_general = transfer.general_logit(network, features, 4, seeds.user)
+    offset = head.logit(seed_x, seed_general, seed_mixes)
+    residual = linear.fit_cv(seed_x, seeds.label.numpy(), linear.LinearConfig(cs=transfer.RESIDUAL_CS, seed=0),
+                             offset=offset)
+    assert np.abs(residual.weight).max() > 1e-3  # it has something to add, so the check below can fail
+    assert with_residual.logit(x, general, mixes) == pytest.approx(head.logit(x, general, mixes)
+                                                                   + residual.logit(x), abs=1e-8)
+
 
 def test_recommended_method_trains_adapts_and_scores_through_the_method_contract(tmp_path) -> None:
     features = with_category([1, 1, 2, 2, 1, 3, 2, 2])

@@ -24,6 +24,8 @@ class ModelConfig:
     audience_factors: int = 32
     audience_factor_fits: int = 3
     user_topics: int = 32  # the recommended method's user topics (metaheac/topics.py)
+    # the recommended method: a residual LR on the seeds' raw design after its head (transfer.fit_transfer)
+    residual_lr: bool = False
 
     def __post_init__(self) -> None:
         if self.experts < 1 or self.critics < 1:
