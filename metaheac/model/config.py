@@ -24,8 +24,9 @@ class ModelConfig:
     audience_factors: int = 32
     audience_factor_fits: int = 3
     user_topics: int = 32  # the recommended method's user topics (metaheac/topics.py)
-    # the recommended method: a residual LR on the seeds' raw design after its head (transfer.fit_transfer)
-    residual_lr: bool = False
+    # the recommended method: a residual LR on the seeds' raw design after its head (transfer.fit_transfer);
+    # on by default since it leads sklearn LR on MovieLens (bench/README.md, "Ninth round, second part")
+    residual_lr: bool = True
 
     def __post_init__(self) -> None:
         if self.experts < 1 or self.critics < 1:
