@@ -98,13 +98,16 @@ def test_two_ranks_equal_one_process_with_their_tasks(dataset: Path) -> None:
     assert said.count("metaheac train: done: ") == 1, said
     assert "Sparse invariant" not in said and "CUDA_VISIBLE_DEVICES" not in said and "OMP_NUM_THREADS" not in said
     cli = [a.replace("_", "-") if a.startswith("--") else a for a in train]
-    assert metaheac(["train", *cli, "--task-count", "4", "--output", str(root / "single")]) == 0
+    # its checkpoint outside the output: a finished run's own OUTPUT/checkpoint is not kept
+    assert metaheac(["train", *cli, "--task-count", "4", "--output", str(root / "single"),
+                     "--checkpoint", str(root / "single-checkpoint")]) == 0
     ddp, single = _weights(root / "ddp"), _weights(root / "single")
     assert ddp.keys() == single.keys()
     for name in ddp:
         torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
     # 2 ranks cannot resume the 1-process checkpoint: the ranks' error is the role's last line
-    done = torchx(root / "logs", "train", "-j", "1x2", *train, "--task_count", "2", "--output", str(root / "single"))
+    done = torchx(root / "logs", "train", "-j", "1x2", *train, "--task_count", "2", "--output", str(root / "again"),
+                  "--checkpoint", str(root / "single-checkpoint"))
     assert done.returncode != 0
     role = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("train/0 ")]
     assert role[-1].startswith("train/0 torchrun: exit code ") and "written by 1 process(es)" in role[-1], role
