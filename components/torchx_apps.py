@@ -7,11 +7,17 @@ from typing import Any
 
 from torchx import specs
 from torchx.components import dist
+from torchx.schedulers import docker_scheduler
 
 from components.spec import CLI_MODULE, command, image_for
 from metaheac.steps.registry import STEPS
 
 TORCHRUN_MODULE = "components.torchrun"
+
+# podman's Docker API reports a container that has exited but is not yet cleaned up as "stopped", a state
+# TorchX 0.7's local_docker does not know (KeyError in its status poll): read it as still running, so the
+# next poll sees "exited" and its exit code.
+docker_scheduler.CONTAINER_STATE.setdefault("stopped", specs.AppState.RUNNING)
 
 
 def app(step: str, given: Mapping[str, Any]) -> specs.AppDef:
