@@ -305,12 +305,14 @@ def clean_stale(dir_uri: str | os.PathLike[str]) -> list[str]:
 
 def abandoned(folder: str | os.PathLike[str]) -> list[str]:
     """The outputs directly in a local `folder` that killed writes may have left debris of: those with
-    temp files or staging folders beside them, and folders without ``_SUCCESS`` (clean them with
-    `clean_stale` under their lock)."""
+    staging folders beside them, and folders without ``_SUCCESS`` (clean them with `clean_stale` under their
+    lock). A single file's temp file (a pointer's) is not counted: its writer holds no lock that would tell
+    a live write from a killed one, and it is a few bytes."""
     parent = normalize(folder)
     if is_gcs(parent):
         return []
-    names = {m.group(1) for n in _listdir(parent) if (m := _IN_FLIGHT_OF.fullmatch(n))}
+    names = {m.group(1) for n in _listdir(parent)
+             if (m := _IN_FLIGHT_OF.fullmatch(n)) and os.path.isdir(os.path.join(parent, n))}
     names |= {n for n in _listdir(parent) if not n.startswith(".") and os.path.isdir(os.path.join(parent, n))
               and not os.path.exists(os.path.join(parent, n, SUCCESS_MARKER))}
     return sorted(os.path.join(parent, n) for n in names)
