@@ -28,12 +28,12 @@ from meta_train import random_data
 from metaheac.adaptation import AdaptConfig, adapt, campaign_seed, score
 from metaheac.data.tensors import Features, Rows
 from metaheac.expand import expand
-from metaheac.linear import LinearConfig, fit_category_lr
+from metaheac.linear.lr import LinearConfig, fit_category_lr
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.topics import TopicConfig
-from metaheac.transfer import TransferNetwork, train_bank
+from metaheac.recommended.head import TransferNetwork, train_bank
+from metaheac.recommended.topics import TopicConfig
 
 TARGET_S = 20.0
 RATIO = 1.5  # the recommended method's adapt + score against MetaHeac's

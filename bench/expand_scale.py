@@ -56,8 +56,8 @@ from metaheac.audience import (
 from metaheac.data.dataset import ROW_GROUP_ROWS, users_arrow_schema, users_record_batch, write_dataset
 from metaheac.data.tensors import CampaignTable, Features
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.topics import TopicConfig, fit_topics
-from metaheac.transfer import LinearAdapted, TransferHead, TransferNetwork, design_width
+from metaheac.recommended.head import LinearAdapted, TransferHead, TransferNetwork, design_width
+from metaheac.recommended.topics import TopicConfig, fit_topics
 
 TARGET_S, TARGET_GB = 60.0, 8.0
 AGREEMENT_GROUPS = 16  # row groups (1M users) scored in both precisions for the rank agreement

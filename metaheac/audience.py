@@ -49,12 +49,12 @@ from metaheac.expand import (
     campaign_field_ids,
     plan_seeds,
 )
-from metaheac.linear import list_values
+from metaheac.linear.lr import list_values
 from metaheac.model.embedding import mean_weights
 from metaheac.model.heac import CampaignGates, HybridExpertsCritics
 from metaheac.model.network import Network
+from metaheac.recommended.head import LinearAdapted
 from metaheac.threads import one_thread_workers
-from metaheac.transfer import LinearAdapted
 
 Precision = Literal["auto", "float32", "float16", "bfloat16"]
 

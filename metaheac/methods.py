@@ -25,8 +25,7 @@ from metaheac import adaptation
 from metaheac.adaptation import AdaptConfig, AdaptedModel
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
-from metaheac.factors import fit_factors
-from metaheac.linear import CategoryLR, LinearConfig, LinearModel, campaign_lr, design, fit_category_lr
+from metaheac.linear.lr import CategoryLR, LinearConfig, LinearModel, campaign_lr, design, fit_category_lr
 from metaheac.method_names import RECOMMENDED, check_method
 from metaheac.model import store
 from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
@@ -34,11 +33,8 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
 from metaheac.phases import phase
-from metaheac.topics import TopicConfig, fit_topics
-from metaheac.training.config import MetaTrainConfig
-from metaheac.training.joint import JointTrainConfig, joint_train
-from metaheac.training.meta import meta_train
-from metaheac.transfer import (
+from metaheac.recommended.factors import fit_factors
+from metaheac.recommended.head import (
     CategoryNetwork,
     LinearAdapted,
     LinearTables,
@@ -51,6 +47,10 @@ from metaheac.transfer import (
     store_category_lr,
     transfer_config,
 )
+from metaheac.recommended.topics import TopicConfig, fit_topics
+from metaheac.training.config import MetaTrainConfig
+from metaheac.training.joint import JointTrainConfig, joint_train
+from metaheac.training.meta import meta_train
 
 Training = Literal["none", "joint", "meta"]
 _FITS_AHEAD = 2  # campaign fits queued per thread: enough to keep every core busy, few heads held at once
@@ -168,7 +168,7 @@ class EarlyStopped(Method):
 @dataclass(frozen=True)
 class CampaignLR(Method):
     """`LR` as a practitioner fits it: per campaign, L2 logistic regression on the raw features solved by
-    L-BFGS, C cross-validated on the seeds (`metaheac.linear`)."""
+    L-BFGS, C cross-validated on the seeds (`metaheac.linear.lr`)."""
 
     def adapt_campaigns(
         self, general_model: Network, features: Features, seeds: dict[int, Rows], config: AdaptConfig | None = None
@@ -269,7 +269,7 @@ class CategoryLROnly(Method):
 
 @dataclass(frozen=True)
 class TransferLR(Method):
-    """The recommended method (`metaheac.transfer`): the meta-trained network, the Category LR models and the
+    """The recommended method (`metaheac.recommended.head`): the meta-trained network, the Category LR models and the
     audience factors as the general model; per campaign, an L2 logistic regression on the seeds over their
     scores, pulled toward the campaign's category and advertiser prior."""
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from metaheac import linear
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.audience import (
     CampaignRequest,
@@ -31,11 +30,12 @@ from metaheac.audience import (
 from metaheac.data.dataset import users_arrow_schema, users_record_batch, write_dataset
 from metaheac.data.tensors import Features
 from metaheac.expand import ExpandConfig, expand
+from metaheac.linear import lr as linear
 from metaheac.model.baselines import MLP
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.topics import TopicConfig, UserTopics, fit_topics
-from metaheac.transfer import LinearAdapted, TransferHead
+from metaheac.recommended.head import LinearAdapted, TransferHead
+from metaheac.recommended.topics import TopicConfig, UserTopics, fit_topics
 from tests.test_expand import CONFIG, TINY
 from tests.tiny import tiny_features
 

@@ -7,8 +7,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from metaheac import factors, linear
 from metaheac.evaluation.metrics import roc_auc
+from metaheac.linear import lr as linear
+from metaheac.recommended import factors
 from tests.test_linear import with_category
 from tests.tiny import tiny_rows
 

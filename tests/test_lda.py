@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.decomposition import LatentDirichletAllocation
 
-from metaheac import lda
+from metaheac.recommended import lda
 
 
 @pytest.mark.parametrize("batch", [7, 1024])  # many batches of like lengths, or one

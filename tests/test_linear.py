@@ -12,15 +12,17 @@ import scipy.sparse as sp
 import torch
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
-from metaheac import linear, methods, transfer
+from metaheac import methods
 from metaheac.data.schema import Field
 from metaheac.data.tensors import CampaignTable, Features
-from metaheac.factors import FactorConfig, fit_factors
+from metaheac.linear import lr as linear
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model, method
 from metaheac.model.baselines import LogisticRegression
 from metaheac.model.store import save_model
-from metaheac.topics import TopicConfig, fit_topics
+from metaheac.recommended import head as transfer
+from metaheac.recommended.factors import FactorConfig, fit_factors
+from metaheac.recommended.topics import TopicConfig, fit_topics
 from metaheac.training.config import MetaTrainConfig
 from tests.tiny import tiny_features, tiny_rows
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from sklearn.decomposition import LatentDirichletAllocation
 
-from metaheac import linear, topics
 from metaheac.data.tensors import Features, UserTable
 from metaheac.evaluation.metrics import roc_auc
+from metaheac.linear import lr as linear
+from metaheac.recommended import topics
 from tests.test_linear import with_category
 from tests.tiny import tiny_features, tiny_rows
 

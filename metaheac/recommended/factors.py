@@ -1,6 +1,6 @@
 """Shared audience factors: a low-rank logistic regression over every training campaign at once.
 
-A user's factors are h = x @ embedding (x: the raw design row of `metaheac.linear`, so the factors are as
+A user's factors are h = x @ embedding (x: the raw design row of `metaheac.linear.lr`, so the factors are as
 linear in the features as Category LR is); a training campaign's logit is h . (category vector +
 advertiser vector + its own vector) + its bias. One embedding serves every campaign, so an id seen by a
 few users of many campaigns is learnt once, where a per-category LR learns it per category; the
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from metaheac.data.tensors import Features, Rows
-from metaheac.linear import advertiser_column, category_column, column_offsets, design, user_columns
+from metaheac.linear.lr import advertiser_column, category_column, column_offsets, design, user_columns
 
 log = logging.getLogger(__name__)
 

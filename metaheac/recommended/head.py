@@ -6,9 +6,9 @@ The general model (fit on the training campaigns only, never on a new campaign's
 - a bank of linear models on the raw features (`TransferBank`): `Category LR`'s (one per category, the
   schema's coarsest hierarchy field, and one over all training campaigns), with the mean and std of each
   model's logit over training rows;
-- the shared audience factors (`metaheac.factors`): a user's factors h, linear in the raw features, and a
+- the shared audience factors (`metaheac.recommended.factors`): a user's factors h, linear in the raw features, and a
   vector per category and advertiser;
-- the user topics (`metaheac.topics`): a topic model of every user's ids (no labels) giving each user a
+- the user topics (`metaheac.recommended.topics`): a topic model of every user's ids (no labels) giving each user a
   topic mix m, and weights over m per category and advertiser.
 
 Per campaign, the prior logit is its category's LR plus m . (its category's + its advertiser's topic
@@ -36,8 +36,7 @@ from torch import nn
 from metaheac.adaptation import AdaptedModel, score
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
-from metaheac.factors import AudienceFactors, FactorConfig, fit_factors
-from metaheac.linear import (
+from metaheac.linear.lr import (
     CategoryLR,
     LinearConfig,
     LinearModel,
@@ -52,7 +51,8 @@ from metaheac.model.baselines import LogisticRegression
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
-from metaheac.topics import TopicConfig, TopicModels, UserTopics, fit_topic_models, fit_topics
+from metaheac.recommended.factors import AudienceFactors, FactorConfig, fit_factors
+from metaheac.recommended.topics import TopicConfig, TopicModels, UserTopics, fit_topic_models, fit_topics
 
 TRANSFER_SCALE = 3.0
 # The per-campaign fit: a wide C grid (the dense columns need small ones) and the one-SE rule.

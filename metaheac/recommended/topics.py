@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from metaheac.data.tensors import Features, Rows
-from metaheac.lda import dirichlet_expectation, fit_lda
-from metaheac.linear import (
+from metaheac.linear.lr import (
     LinearConfig,
     LinearModel,
     advertiser_column,
@@ -36,6 +35,7 @@ from metaheac.linear import (
     fit_cv,
     user_columns,
 )
+from metaheac.recommended.lda import dirichlet_expectation, fit_lda
 from metaheac.threads import one_thread_workers
 
 # C grid of the topic models: a mix sums to 1, so its weights need a light penalty to reach a logit's range
