@@ -6,7 +6,7 @@ and the recommended method's scorer, many campaigns in one pass.
                                  [--campaigns-per-pass 1,10,50] [--only-recommended]
 
 The recommended method's passes (`--campaigns-per-pass`, "" to skip) score every user for 1, 10, 50
-campaigns of `MetaHeac+LR` in one read of the users (`audience.LinearHeads`; random heads and network,
+campaigns of `MetaHeac+LR` in one read of the users (`linear.head.LinearHeads`; random heads and network,
 `recommended_runs`), each pass its own process, and print user-campaign scorings per second of wall time
 and of the process's CPU time while it scores (on a shared machine the CPU figure is the steadier one; 2
 idle cores give up to twice it); campaign 0 is the same campaign in every pass, and its top N must equal
@@ -41,22 +41,13 @@ import torch
 from meta_train import tencent_schema, zipf_ids
 
 from metaheac import storage
-from metaheac.audience import (
-    CampaignRun,
-    CampaignScorer,
-    Precision,
-    ScoreConfig,
-    TopN,
-    UserBase,
-    campaign_scorer,
-    merge_audiences,
-    prepare_campaign,
-    score_shard,
-)
+from metaheac.audience import CampaignRun, TopN, UserBase, merge_audiences, prepare_campaign, score_shard
 from metaheac.data.dataset import ROW_GROUP_ROWS, users_arrow_schema, users_record_batch, write_dataset
 from metaheac.data.tensors import CampaignTable, Features
+from metaheac.linear.head import LinearAdapted, LinearHead, design_width
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.recommended.head import LinearAdapted, TransferHead, TransferNetwork, design_width
+from metaheac.model.scoring import CampaignScorer, Precision, ScoreConfig
+from metaheac.recommended.head import TransferNetwork
 from metaheac.recommended.topics import TopicConfig, fit_topics
 
 TARGET_S, TARGET_GB = 60.0, 8.0
@@ -140,7 +131,8 @@ def agreement(args: argparse.Namespace) -> dict:
     run, _ = adapt(base, base.uids(), args, "float32")
     exact = run.scorer
     assert isinstance(exact, CampaignScorer)
-    reduced = CampaignScorer(exact.model, exact.campaign_ids, ScoreConfig(precision=args.precision))
+    reduced = CampaignScorer(exact.network, exact.dense, exact.tables, exact.campaign_ids,
+                             ScoreConfig(precision=args.precision))
     scores: list[list[torch.Tensor]] = [[], []]
     for _, users in base.batches(range(min(AGREEMENT_GROUPS, base.file.num_row_groups))):
         for k, scorer in enumerate((exact, reduced)):
@@ -174,9 +166,9 @@ def recommended_runs(base: UserBase, count: int, args: argparse.Namespace) -> di
     runs = {}
     for k in range(count):
         rng = np.random.default_rng(100 + k)
-        head = TransferHead(rng.normal(0, 0.1, design_width(schema)), -3.0, 0.5, 0.1,
-                            rng.normal(0, 1, topics.word.shape[1]), topics)
-        scorer = campaign_scorer(LinearAdapted(network, head), fields[k], ScoreConfig(precision=args.precision), trunks)
+        head = LinearHead(rng.normal(0, 0.1, design_width(schema)), -3.0, 0.1, 0.5,
+                          rng.normal(0, 1, topics.word.shape[1]), topics)
+        scorer = LinearAdapted(network, head).scorer(fields[k], ScoreConfig(precision=args.precision), trunks)
         runs[f"c{k}"] = CampaignRun(scorer, np.zeros(0, np.int64), TopN(args.top_n))
     return runs
 

@@ -29,8 +29,12 @@ from torch import nn
 from tqdm import tqdm
 
 from metaheac.data.tensors import Batch, Features, Rows
-from metaheac.model.embedding import TableLayout, embed_campaigns, mean_weights, pool_one_table, pool_users
+from metaheac.model.embedding import TableLayout, embed_campaigns, mean_weights, pool_one_table, pool_user_tables
 from metaheac.model.network import Network
+from metaheac.model.scoring import CampaignScorer, ScoreConfig, UserScorer
+
+# network scorers by general network (`id`): campaigns prepared together share their network's user side
+Trunks = dict[int, CampaignScorer]
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,8 @@ class AdaptedModel(nn.Module):
 
     def user(self, tables: list[torch.Tensor], single_ids: torch.Tensor, list_ids: torch.Tensor) -> torch.Tensor:
         """Pooled user field embeddings [..., F_u, d] from `tables()` and ids [..., S], [..., L]."""
-        lengths = self.network.embeddings.list_lengths
-        n_user = self.network.embeddings.n_user_fields
-        weights = mean_weights(list_ids, lengths, tables[0].dtype)
-        return pool_users(tables[:n_user], single_ids, list_ids, weights, lengths)
+        embeddings = self.network.embeddings
+        return pool_user_tables(tables[: embeddings.n_user_fields], single_ids, list_ids, embeddings.list_lengths)
 
     def campaign(self, tables: list[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
         """Campaign field embeddings [..., F_c, d] from `tables()` and ids [..., F_c]."""
@@ -108,12 +110,25 @@ class AdaptedModel(nn.Module):
         user = self.user(tables, batch.user_single, batch.user_lists)
         return self.network.predict(self.dense, user, self.campaign(tables, batch.campaign))
 
+    def network_scorer(self, campaign_ids: torch.Tensor, config: ScoreConfig | None = None) -> CampaignScorer:
+        """The adapted network's fast scorer of batches of users (`model.scoring`) for campaign fields
+        `campaign_ids` [F_c]."""
+        return CampaignScorer(self.network, self.dense, self.tables(), campaign_ids, config)
+
+    def scorer(
+        self, campaign_ids: torch.Tensor, config: ScoreConfig | None = None, trunks: Trunks | None = None
+    ) -> UserScorer:
+        """This campaign's scorer of a user base's batches (ids [B, S], [B, L] -> probabilities [B]), as
+        `expand_shard` scores; a method whose `score` differs provides its own, which must agree with `score`
+        (`tests/test_scorers.py`). `trunks`: what campaigns prepared together share, filled as they are."""
+        return self.network_scorer(campaign_ids, config)
+
     def score(
         self, features: Features, campaign: int, users: torch.Tensor, batch_size: int | None = None
     ) -> torch.Tensor:
-        """Probabilities [len(users)] on `campaign`; its embeddings are computed once. The default batch
-        is 4096 users on CPU (measured fastest: bigger batches spill the caches; 2048-4096 score ~1.8x
-        faster than 32768 at the Tencent sizes) and 65536 on a GPU."""
+        """Probabilities [len(users)] on `campaign`, as `adapt` and `expand` score; its embeddings are computed
+        once. The default batch is 4096 users on CPU (measured fastest: bigger batches spill the caches;
+        2048-4096 score ~1.8x faster than 32768 at the Tencent sizes) and 65536 on a GPU."""
         device = next(self.network.parameters()).device
         batch_size = batch_size or (4096 if device.type == "cpu" else 65536)
         table = features.to(device).users

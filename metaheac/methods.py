@@ -25,6 +25,14 @@ from metaheac import adaptation
 from metaheac.adaptation import AdaptConfig, AdaptedModel
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
+from metaheac.linear.head import (
+    CategoryNetwork,
+    LinearAdapted,
+    LinearHead,
+    LinearTables,
+    load_category_lr,
+    store_category_lr,
+)
 from metaheac.linear.lr import CategoryLR, LinearConfig, LinearModel, campaign_lr, design, fit_category_lr
 from metaheac.method_names import RECOMMENDED, check_method
 from metaheac.model import store
@@ -34,19 +42,7 @@ from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
 from metaheac.phases import phase
 from metaheac.recommended.factors import fit_factors
-from metaheac.recommended.head import (
-    CategoryNetwork,
-    LinearAdapted,
-    LinearTables,
-    TransferHead,
-    TransferNetwork,
-    factor_config,
-    fit_bank,
-    fit_transfer,
-    load_category_lr,
-    store_category_lr,
-    transfer_config,
-)
+from metaheac.recommended.head import TransferNetwork, factor_config, fit_bank, fit_transfer, transfer_config
 from metaheac.recommended.topics import TopicConfig, fit_topics
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig, joint_train
@@ -57,13 +53,13 @@ _FITS_AHEAD = 2  # campaign fits queued per thread: enough to keep every core bu
 
 
 def _fit_each(
-    fit: Callable[[int, Rows], TransferHead], seeds: Mapping[int, Rows]
-) -> Iterator[tuple[int, TransferHead]]:
+    fit: Callable[[int, Rows], LinearHead], seeds: Mapping[int, Rows]
+) -> Iterator[tuple[int, LinearHead]]:
     """(campaign, fit(campaign, seed rows)) in `seeds`' order, fit on threads: the per-campaign fits are
     independent and spend their time in numpy and scipy, which release the GIL."""
     threads = torch.get_num_threads()
     with ThreadPoolExecutor(threads) as pool:
-        pending: deque[tuple[int, Future[TransferHead]]] = deque()
+        pending: deque[tuple[int, Future[LinearHead]]] = deque()
         for campaign, rows in seeds.items():
             pending.append((campaign, pool.submit(fit, campaign, rows)))
             if len(pending) >= _FITS_AHEAD * threads:
@@ -175,9 +171,9 @@ class CampaignLR(Method):
     ) -> Iterator[tuple[int, AdaptedModel]]:
         linear_config = LinearConfig(seed=self.adapt_config(config).seed)
 
-        def fit(campaign: int, rows: Rows) -> TransferHead:
+        def fit(campaign: int, rows: Rows) -> LinearHead:
             model = campaign_lr(features, rows, linear_config)
-            return TransferHead(model.weight, model.bias, 0.0, model.c)
+            return LinearHead(model.weight, model.bias, model.c)
 
         for campaign, head in _fit_each(fit, seeds):
             yield campaign, LinearAdapted(general_model, head)
@@ -187,18 +183,18 @@ SKLEARN_CS = (0.01, 0.03, 0.1, 0.3, 1.0)  # scikit-learn's C grid: half-decade s
 SKLEARN_SCORING = "neg_log_loss"  # the CV criterion of `sklearn LR` (bench/README.md: it ranks better than AUC's)
 
 
-def _sklearn_head(model: Any, c: float) -> TransferHead:
-    return TransferHead(model.coef_.ravel().astype(np.float64), float(model.intercept_[0]), 0.0, c)
+def _sklearn_head(model: Any, c: float) -> LinearHead:
+    return LinearHead(model.coef_.ravel().astype(np.float64), float(model.intercept_[0]), c)
 
 
-def sklearn_lr(x: Any, y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None) -> TransferHead:
+def sklearn_lr(x: Any, y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None) -> LinearHead:
     """scikit-learn's own L2 `LogisticRegression` on the design `x`, C by `GridSearchCV` over `SKLEARN_CS`
     (folds stratified by label, or grouped by `groups`), refit on every row. With one class, or too few rows of
     a class (or groups) to validate, the smallest C is fit; with one class, only the bias."""
     positives = int(y.sum())
     if positives in (0, len(y)):
         bias = float(np.log((positives + 0.5) / (len(y) - positives + 0.5)))
-        return TransferHead(np.zeros(x.shape[1]), bias, 0.0, 0.0)
+        return LinearHead(np.zeros(x.shape[1]), bias, 0.0)
     base = SkLogisticRegression(C=SKLEARN_CS[0], max_iter=1000)
     enough = len(np.unique(groups)) >= folds if groups is not None else min(positives, len(y) - positives) >= folds
     if not enough:
@@ -219,7 +215,7 @@ class SklearnLR(Method):
     ) -> Iterator[tuple[int, AdaptedModel]]:
         seed = self.adapt_config(config).seed
 
-        def fit(campaign: int, rows: Rows) -> TransferHead:
+        def fit(campaign: int, rows: Rows) -> LinearHead:
             return sklearn_lr(design(features, rows.user), rows.label.cpu().numpy(), LinearConfig().folds, seed)
 
         for campaign, head in _fit_each(fit, seeds):
@@ -241,7 +237,7 @@ class PooledLR(Method):
     ) -> Iterator[tuple[int, AdaptedModel]]:
         model = categories(general_model).models()[-1]
         for campaign in seeds:
-            yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, 0.0))
+            yield campaign, LinearAdapted(general_model, LinearHead(model.weight, model.bias, 0.0))
 
 
 def categories(network: Network) -> LinearTables:
@@ -264,7 +260,7 @@ class CategoryLROnly(Method):
         category_lr = load_category_lr(categories(general_model), features)
         for campaign in seeds:
             model = category_lr.model(features, campaign)
-            yield campaign, LinearAdapted(general_model, TransferHead(model.weight, model.bias, 0.0, 0.0))
+            yield campaign, LinearAdapted(general_model, LinearHead(model.weight, model.bias, 0.0))
 
 
 @dataclass(frozen=True)
@@ -291,7 +287,7 @@ class TransferLR(Method):
         linear_config = transfer_config(self.adapt_config(config).seed)
         bank = cast(TransferNetwork, general_model).bank(features)
 
-        def fit(campaign: int, rows: Rows) -> TransferHead:
+        def fit(campaign: int, rows: Rows) -> LinearHead:
             return fit_transfer(general_model, bank, features, campaign, rows, linear_config,
                                 general_model.config.residual_lr)
 

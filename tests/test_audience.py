@@ -14,27 +14,23 @@ from metaheac.adaptation import AdaptedModel, score
 from metaheac.audience import (
     CampaignRequest,
     CampaignRun,
-    CampaignScorer,
-    LinearHeads,
-    Precision,
-    ScoreConfig,
     TopN,
     UserBase,
-    campaign_scorer,
-    linear_groups,
     merge_audiences,
     prepare_campaign,
     prepare_campaigns,
     score_shard,
+    scorer_groups,
 )
 from metaheac.data.dataset import users_arrow_schema, users_record_batch, write_dataset
 from metaheac.data.tensors import Features
 from metaheac.expand import ExpandConfig, expand
 from metaheac.linear import lr as linear
+from metaheac.linear.head import LinearAdapted, LinearHead, LinearHeads
 from metaheac.model.baselines import MLP
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.recommended.head import LinearAdapted, TransferHead
+from metaheac.model.scoring import Precision, ScoreConfig
 from metaheac.recommended.topics import TopicConfig, UserTopics, fit_topics
 from tests.test_expand import CONFIG, TINY
 from tests.tiny import tiny_features
@@ -73,7 +69,7 @@ def test_the_scorer_gives_the_scores_of_score(kind: type[torch.nn.Module], proje
     tables = model.tables()[: model.network.embeddings.n_user_fields]
     rows = sorted(t.shape[0] for t in tables)[:projected]
     row_bytes = 4 * (TINY.experts * TINY.expert_hidden[0] + TINY.embedding_dim)  # a projected row, float32
-    scorer = CampaignScorer(model, FEATURES.campaigns.fields[3],
+    scorer = model.network_scorer(FEATURES.campaigns.fields[3],
                             ScoreConfig(precision="float32", project_mb=sum(rows) * row_bytes / 2**20))
     if kind is HybridExpertsCritics:
         assert len(scorer.large) == len(tables) - len(rows)
@@ -102,8 +98,8 @@ def test_reduced_precision_ranks_the_top_users_as_float32_does(precision: Precis
     torch.manual_seed(0)
     model = AdaptedModel.unchanged(HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=16)))
     campaign = FEATURES.campaigns.fields[3]
-    exact = CampaignScorer(model, campaign, ScoreConfig(precision="float32", project_mb=project_mb))
-    reduced = CampaignScorer(model, campaign, ScoreConfig(precision=precision, project_mb=project_mb))
+    exact = model.network_scorer(campaign, ScoreConfig(precision="float32", project_mb=project_mb))
+    reduced = model.network_scorer(campaign, ScoreConfig(precision=precision, project_mb=project_mb))
     assert reduced.table_dtype == torch.float16 or not project_mb
     scores = [scorer(FEATURES.users.single, FEATURES.users.lists) for scorer in (exact, reduced)]
     assert not torch.equal(*scores)  # the reduced precision did run
@@ -116,7 +112,7 @@ def test_float16_tables_fall_back_to_float32_where_they_would_overflow() -> None
     net = HybridExpertsCritics(FEATURES.schema, ModelConfig(embedding_dim=16))
     with torch.no_grad():
         net.embeddings.tables()[0].weight.mul_(1e5)
-    scorer = CampaignScorer(AdaptedModel.unchanged(net), FEATURES.campaigns.fields[3], ScoreConfig(precision="float16"))
+    scorer = AdaptedModel.unchanged(net).network_scorer(FEATURES.campaigns.fields[3], ScoreConfig(precision="float16"))
     assert scorer.table_dtype == torch.float32
     assert torch.isfinite(scorer(FEATURES.users.single, FEATURES.users.lists)).all()
 
@@ -211,7 +207,7 @@ def test_campaigns_share_one_read_of_the_base_and_a_bad_request_fails_alone(tmp_
 def test_worker_threads_give_the_top_of_one_and_leave_torch_threads_as_they_were(tmp_path) -> None:
     write_users(FEATURES, str(tmp_path / "d"))
     base = UserBase(str(tmp_path / "d"))
-    scorer = CampaignScorer(AdaptedModel.unchanged(network()), FEATURES.campaigns.fields[3])
+    scorer = AdaptedModel.unchanged(network()).network_scorer(FEATURES.campaigns.fields[3])
     seeds = np.array([0, 127, 128, 500])
     threads = torch.get_num_threads()
     tops = [
@@ -236,9 +232,9 @@ def test_negatives_given_or_drawn_are_never_seeds() -> None:
 TOPICS = fit_topics(FEATURES, TopicConfig(topics=4, passes=3, seed=0))
 
 
-def linear_head(seed: int, general_weight: float, topics: UserTopics | None) -> TransferHead:
+def linear_head(seed: int, general_weight: float, topics: UserTopics | None) -> LinearHead:
     rng = np.random.default_rng(seed)
-    head = TransferHead(rng.normal(size=int(linear.column_offsets(FEATURES)[-1])), -1.0, general_weight, 0.1)
+    head = LinearHead(rng.normal(size=int(linear.column_offsets(FEATURES.schema)[-1])), -1.0, 0.1, general_weight)
     if topics is not None:
         head.topic_weight, head.topics = rng.normal(0, 3, topics.word.shape[1]), topics
     return head
@@ -257,7 +253,7 @@ def test_a_linear_head_scores_as_its_model_and_expansion_adapts_through_the_meth
         return ((campaign, LinearAdapted(general, head)) for campaign in seeds)
 
     expected = LinearAdapted(net, head).score(FEATURES, 3, torch.arange(len(FEATURES.users)))
-    scorer = campaign_scorer(LinearAdapted(net, head), FEATURES.campaigns.fields[3])
+    scorer = LinearAdapted(net, head).scorer(FEATURES.campaigns.fields[3])
     assert (scorer.network is None) == (general_weight == 0)
     assert scorer(FEATURES.users.single, FEATURES.users.lists).numpy() == pytest.approx(expected.numpy(), abs=1e-5)
     write_users(FEATURES, str(tmp_path / "d"))
@@ -275,7 +271,7 @@ def test_campaigns_scoring_one_batch_infer_its_topic_mixes_once_and_each_gets_it
     net = network()
     topics = dataclasses.replace(TOPICS)  # none of its users' mixes known yet
     heads = [linear_head(seed, 0.0, topics) for seed in (1, 2)]
-    scorers = [campaign_scorer(LinearAdapted(net, head), FEATURES.campaigns.fields[3]) for head in heads]
+    scorers = [LinearAdapted(net, head).scorer(FEATURES.campaigns.fields[3]) for head in heads]
     calls = []
     infer = topics.mixes
     topics.mixes = lambda *a, **k: calls.append(len(a[0])) or infer(*a, **k)  # type: ignore[method-assign]
@@ -299,13 +295,13 @@ def test_many_linear_heads_in_one_pass_score_each_campaign_as_alone(tmp_path) ->
     heads = [linear_head(seed, weight, TOPICS if seed % 2 else None)
              for seed, weight in enumerate((0.0, 0.7, -0.4, 0.0, 1.1))]
     trunks: dict = {}
-    scorers = [campaign_scorer(LinearAdapted(net, head), FEATURES.campaigns.fields[c], trunks=trunks)
+    scorers = [LinearAdapted(net, head).scorer(FEATURES.campaigns.fields[c], trunks=trunks)
                for c, head in enumerate(heads)]
     assert len(trunks) == 1 and scorers[1].network is scorers[2].network is scorers[4].network
     for group in ([0, 2, 4], [1, 3]):  # without topics, with them
         together = LinearHeads([scorers[k] for k in group])(FEATURES.users.single, FEATURES.users.lists)
         for g, k in enumerate(group):
-            alone = campaign_scorer(LinearAdapted(net, heads[k]), FEATURES.campaigns.fields[k])
+            alone = LinearAdapted(net, heads[k]).scorer(FEATURES.campaigns.fields[k])
             assert torch.equal(together[:, g], alone(FEATURES.users.single, FEATURES.users.lists))
             expected = LinearAdapted(net, heads[k]).score(FEATURES, k, torch.arange(len(FEATURES.users)))
             assert together[:, g].numpy() == pytest.approx(expected.numpy(), abs=1e-5)
@@ -315,7 +311,7 @@ def test_many_linear_heads_in_one_pass_score_each_campaign_as_alone(tmp_path) ->
     base = UserBase(str(tmp_path / "d"))
     groups = base.shard_groups(0, 1)
     runs = {f"c{k}": CampaignRun(s, np.array([3, 77]), TopN(40)) for k, s in enumerate(scorers)}
-    assert [names for names, _ in linear_groups(runs)] == [["c0", "c2", "c4"], ["c1", "c3"]]
+    assert [names for names, _ in scorer_groups(runs)] == [["c0", "c2", "c4"], ["c1", "c3"]]
     many = score_shard(base, runs, groups)
     for k, scorer in enumerate(scorers):
         ((scores, index),) = score_shard(base, {"c": CampaignRun(scorer, np.array([3, 77]), TopN(40))},

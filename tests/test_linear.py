@@ -16,6 +16,7 @@ from metaheac import methods
 from metaheac.data.schema import Field
 from metaheac.data.tensors import CampaignTable, Features
 from metaheac.linear import lr as linear
+from metaheac.linear.head import LinearAdapted, LinearHead
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model, method
 from metaheac.model.baselines import LogisticRegression
@@ -49,7 +50,7 @@ def test_design_rows_are_binary_multi_hot() -> None:
     round), and an empty list nothing; a linear head's score is the sigmoid of design @ weight + bias."""
     users = torch.arange(50)
     x = linear.design(FEATURES, users).toarray()
-    offsets = linear.column_offsets(FEATURES)
+    offsets = linear.column_offsets(FEATURES.schema)
     single, lists = FEATURES.users.single[users].numpy(), FEATURES.users.lists[users].numpy()
     assert (x[np.arange(50), offsets[0] + single[:, 0]] == 1).all()
     assert (x[:, offsets[0]:offsets[1]].sum(1) == 1).all()
@@ -59,8 +60,8 @@ def test_design_rows_are_binary_multi_hot() -> None:
         block = x[u, offsets[2]:offsets[3]]
         assert block.sum() == len(ids) and (block[ids] >= 1).all()  # a repeated id counts twice
     w = np.random.default_rng(0).normal(size=offsets[-1])
-    head = transfer.TransferHead(w, 0.3, 0.0, 0.0)
-    adapted = transfer.LinearAdapted(LogisticRegression(FEATURES.schema), head)
+    head = LinearHead(w, 0.3, 0.0)
+    adapted = LinearAdapted(LogisticRegression(FEATURES.schema), head)
     expected = x @ w + 0.3
     assert torch.logit(adapted.score(FEATURES, 0, users).double()).numpy() == pytest.approx(expected, abs=1e-4)
 
@@ -270,10 +271,10 @@ def test_category_lr_scores_the_same_after_a_save_and_load(tmp_path) -> None:
 def test_campaign_fits_on_threads_keep_the_order_and_stay_a_bounded_window_ahead() -> None:
     submitted: list[int] = []
 
-    def fit(campaign: int, rows: object) -> transfer.TransferHead:
+    def fit(campaign: int, rows: object) -> LinearHead:
         submitted.append(campaign)
         time.sleep(0.01 * (campaign % 3))  # later campaigns often finish first
-        return transfer.TransferHead(np.full(2, float(campaign)), 0.0, 0.0, 0.0)
+        return LinearHead(np.full(2, float(campaign)), 0.0, 0.0)
 
     window = methods._FITS_AHEAD * torch.get_num_threads()
     for k, (campaign, head) in enumerate(methods._fit_each(fit, {c: None for c in range(20)})):

@@ -41,11 +41,17 @@ class LinearConfig:
             raise ValueError("LinearConfig: need at least one C > 0 and folds >= 2")
 
 
-def column_offsets(features: Features) -> np.ndarray:
+def column_offsets(schema: DatasetSchema) -> np.ndarray:
     """Where each user field's columns start, and (last) the column count."""
-    schema = features.schema
     sizes = [f.vocab_size for f in schema.user_single] + [f.vocab_size for f in schema.user_lists]
     return np.concatenate(([0], np.cumsum(sizes)))
+
+
+def design_offsets(schema: DatasetSchema) -> torch.Tensor:
+    """Each id column's first design column, for a user's ids [single | lists] side by side (int32): the one
+    place the design's column layout is computed."""
+    widths = [1] * len(schema.user_single) + list(schema.list_lengths)
+    return torch.from_numpy(np.repeat(column_offsets(schema)[:-1], widths)).int()
 
 
 def list_values(lists: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -54,24 +60,24 @@ def list_values(lists: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (lists != 0).to(dtype)
 
 
+def design_bag(
+    single: torch.Tensor, lists: torch.Tensor, schema: DatasetSchema, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Users' design rows from their ids [n, S] and [n, L] as a bag: (columns [n, K] int64, values [n, K] of
+    `dtype`; padding has value 0)."""
+    columns = torch.cat([single, lists], 1).long() + design_offsets(schema).to(single.device)
+    values = torch.cat([torch.ones(single.shape, dtype=dtype, device=single.device), list_values(lists, dtype)], 1)
+    return columns, values
+
+
 def user_columns(
     features: Features, users: torch.Tensor, dtype: torch.dtype = torch.float64
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The design rows of `users` as (columns [n, K], values [n, K] of `dtype`) where the users table lives;
     padding has value 0."""
-    table, schema = features.users, features.schema
-    device = table.single.device
-    n_single = table.single.shape[1]
-    field = torch.cat([
-        torch.arange(n_single),
-        n_single + torch.repeat_interleave(torch.arange(len(schema.list_lengths)), torch.tensor(schema.list_lengths)),
-    ]).to(device)
-    users = torch.as_tensor(users, device=device)
-    lists = table.lists[users].long()
-    values = torch.cat([torch.ones(len(users), n_single, dtype=dtype, device=device),
-                        list_values(lists, dtype)], dim=1)
-    columns = torch.cat([table.single[users].long(), lists], dim=1)
-    return columns + torch.as_tensor(column_offsets(features)[:-1], device=device)[field], values
+    table = features.users
+    users = torch.as_tensor(users, device=table.single.device)
+    return design_bag(table.single[users], table.lists[users], features.schema, dtype)
 
 
 def design(features: Features, users: torch.Tensor | np.ndarray) -> sp.csr_matrix:
@@ -79,7 +85,7 @@ def design(features: Features, users: torch.Tensor | np.ndarray) -> sp.csr_matri
     columns, values = (t.cpu().numpy() for t in user_columns(features, torch.as_tensor(users)))
     n, k = columns.shape
     x = sp.csr_matrix((values.ravel(), columns.ravel(), np.arange(0, n * k + 1, k)),
-                      shape=(n, int(column_offsets(features)[-1])))
+                      shape=(n, int(column_offsets(features.schema)[-1])))
     x.sum_duplicates()
     x.eliminate_zeros()
     return x

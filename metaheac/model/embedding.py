@@ -70,6 +70,14 @@ def pool_users(
     return torch.stack(single + lists, dim=-2)
 
 
+def pool_user_tables(
+    tables: list[torch.Tensor], single_ids: torch.Tensor, list_ids: torch.Tensor, list_lengths: list[int]
+) -> torch.Tensor:
+    """`pool_users` with the lists' masked means (`mean_weights`), as scoring pools a user."""
+    weights = mean_weights(list_ids, list_lengths, tables[0].dtype)
+    return pool_users(tables, single_ids, list_ids, weights, list_lengths)
+
+
 def pool_one_table(
     table: torch.Tensor, single_ids: torch.Tensor, list_ids: torch.Tensor, weights: torch.Tensor,
     list_lengths: list[int],

@@ -88,7 +88,7 @@ def fit_factors(features: Features, train_rows: Rows, config: FactorConfig) -> A
     divided by their number, so a prior logit is the mean of theirs."""
     users, user_of_row = torch.unique(train_rows.user.cpu(), return_inverse=True)
     columns, values = user_columns(features.to("cpu"), users)
-    n_columns = int(column_offsets(features)[-1])
+    n_columns = int(column_offsets(features.schema)[-1])
     seen = torch.bincount(columns[values > 0], minlength=n_columns)
     values = values.float() * (seen[columns] >= config.min_users)
     cat_col, adv_col = category_column(features), advertiser_column(features)

@@ -30,12 +30,12 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from metaheac.adaptation import AdaptedModel, score
+from metaheac.adaptation import score
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
+from metaheac.linear.head import LinearHead, LinearTables, design_width, load_category_lr, network_logit
 from metaheac.linear.lr import (
     CategoryLR,
     LinearConfig,
@@ -45,9 +45,7 @@ from metaheac.linear.lr import (
     design,
     fit_cv,
     hierarchy_fields,
-    user_columns,
 )
-from metaheac.model.baselines import LogisticRegression
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
@@ -73,25 +71,7 @@ def factor_config(config: ModelConfig, seed: int) -> FactorConfig:
 
 def general_logit(network: Network, features: Features, campaign: int, users: torch.Tensor) -> np.ndarray:
     """The general network's logit of each user for `campaign`, unadapted."""
-    p = score(network, features, campaign, users).double().clamp(1e-7, 1 - 1e-7)
-    return torch.logit(p).cpu().numpy()
-
-
-@dataclass
-class TransferHead:
-    """logit = x @ weight + bias + general_weight * general logit + mix @ topic_weight (x: the raw design
-    rows; mix: the users' topic mixes under `topics`, where the head has a topic weight)."""
-
-    weight: np.ndarray
-    bias: float
-    general_weight: float
-    c: float
-    topic_weight: np.ndarray | None = None
-    topics: UserTopics | None = None
-
-    def logit(self, x: sp.spmatrix, general: np.ndarray, mixes: np.ndarray | None = None) -> np.ndarray:
-        logit = np.asarray(x @ self.weight).ravel() + self.bias + self.general_weight * general
-        return logit if self.topic_weight is None or mixes is None else logit + mixes @ self.topic_weight
+    return network_logit(score(network, features, campaign, users)).cpu().numpy()
 
 
 @dataclass
@@ -189,14 +169,15 @@ def fit_transfer(
     rows: Rows,
     config: LinearConfig,
     residual: bool = False,
-) -> TransferHead:
+) -> LinearHead:
     """The campaign's head, fit on its seed rows (module doc); without seed rows, its prior. With `residual`,
     then an L2 LR on the seeds' raw design with the head's logit as offset (C by CV), added into the head:
     where the seeds carry more than the few dense columns can take (real data, bench/README.md)."""
     category = bank.category_lr.model(features, campaign)
     topics, topic_prior = bank.topics, bank.topic_models.prior(features, campaign)
     if not len(rows):
-        return TransferHead(category.weight, category.bias + topic_prior.bias, 0.0, 0.0, topic_prior.weight, topics)
+        return LinearHead(category.weight, category.bias + topic_prior.bias, 0.0, topic_weight=topic_prior.weight,
+                          topics=topics)
     x = design(features, rows.user)
     mixes = topics.of_users(features, rows.user)
     factors, vector = bank.factors, bank.factors.prior(features, campaign)
@@ -211,7 +192,7 @@ def fit_transfer(
     e = fit.weight[models + 3:models + 3 + len(h_std)] / h_std
     g = fit.weight[models + 3 + len(h_std):] / mix_std
     on_topic_prior = w[models + 2] / topic_std
-    head = TransferHead(
+    head = LinearHead(
         weight=category.weight + bank.weight @ a + factors.embedding @ (w[models + 1] * vector / factor_std + e),
         bias=float(category.bias + topic_prior.bias * (1 + on_topic_prior) + fit.bias + (bank.bias - bank.mean) @ a
                    - factors.mean @ e - topics.mean @ g),
@@ -225,63 +206,6 @@ def fit_transfer(
         fit = fit_cv(x, rows.label.cpu().numpy(), LinearConfig(cs=RESIDUAL_CS, seed=config.seed), offset=offset)
         head.weight, head.bias = head.weight + fit.weight, head.bias + fit.bias
     return head
-
-
-def design_width(schema: DatasetSchema) -> int:
-    """Columns of a design row (`linear.design`): every user field's vocabulary end to end."""
-    return sum(f.vocab_size for f in [*schema.user_single, *schema.user_lists])
-
-
-class LinearTables(nn.Module):
-    """Linear models on the raw features (or on `columns` others) as buffers sized by the schema: one weight
-    column per value of the campaign field `field` and a last one (key -1: over all training campaigns);
-    `fitted` marks the columns trained on; `mean` and `std` are each model's logit statistics (`TransferBank`)."""
-
-    weight: torch.Tensor  # buffers: [user feature columns, values + 1], then [values + 1] each
-    bias: torch.Tensor
-    fitted: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, schema: DatasetSchema, field: str | None, columns: int | None = None) -> None:
-        super().__init__()
-        columns = design_width(schema) if columns is None else columns
-        values = next((f.vocab_size for f in schema.campaign_fields if f.name == field), 0) + 1
-        self.register_buffer("weight", torch.zeros(columns, values, dtype=torch.float64))
-        for name in ("bias", "mean"):
-            self.register_buffer(name, torch.zeros(values, dtype=torch.float64))
-        self.register_buffer("std", torch.ones(values, dtype=torch.float64))
-        self.register_buffer("fitted", torch.zeros(values, dtype=torch.bool))
-
-    def store(self, models: dict[int, LinearModel], mean: list[float], std: list[float]) -> None:
-        with torch.no_grad():
-            for (value, model), m, s in zip(models.items(), mean, std, strict=True):
-                self.weight[:, value] = torch.from_numpy(model.weight)
-                self.bias[value], self.mean[value], self.std[value] = model.bias, m, s
-                self.fitted[value] = True
-
-    def values(self) -> list[int]:
-        """The fitted values in ascending order (as they were fit), the overall model (-1) last."""
-        fitted = torch.nonzero(self.fitted[:-1]).flatten().tolist()
-        return fitted + [-1] * bool(self.fitted[-1])
-
-    def models(self) -> dict[int, LinearModel]:
-        return {v: LinearModel(self.weight[:, v].cpu().numpy(), float(self.bias[v]), 0.0) for v in self.values()}
-
-    def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        values = self.values()
-        return self.mean[values].cpu().numpy(), self.std[values].cpu().numpy()
-
-
-def store_category_lr(tables: LinearTables, category_lr: CategoryLR) -> None:
-    count = len(category_lr.by_category) + 1
-    tables.store({**category_lr.by_category, -1: category_lr.overall}, [0.0] * count, [1.0] * count)
-
-
-def load_category_lr(tables: LinearTables, features: Features) -> CategoryLR:
-    models = tables.models()
-    overall = models.pop(-1)
-    return CategoryLR(models, overall, category_column(features))
 
 
 class FactorTables(nn.Module):
@@ -372,46 +296,3 @@ class TransferNetwork(HybridExpertsCritics):
     def bank(self, features: Features) -> TransferBank:
         return TransferBank(load_category_lr(self.categories, features), self.factors.factors(features),
                             *self.categories.stats(), self.topics.topics(), self.topics.models(features))
-
-
-class CategoryNetwork(LogisticRegression):
-    """`Category LR`'s general model: the Category LR models (the network itself stays unused)."""
-
-    def __init__(self, schema: DatasetSchema, config: ModelConfig | None = None) -> None:
-        super().__init__(schema, config)
-        self.categories = LinearTables(schema, hierarchy_fields(schema)[0])
-
-
-def _bag(features: Features, users: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x @ weight for the users' design rows x, as one embedding bag over 1-dim weights."""
-    columns, values = user_columns(features, users, weight.dtype)
-    return F.embedding_bag(columns, weight, mode="sum", per_sample_weights=values).squeeze(-1)
-
-
-class LinearAdapted(AdaptedModel):
-    """A campaign's `TransferHead` over the unadapted general network: its score is a linear head (a bag
-    of 1-dim weights per user, like the LR network), plus weights on the users' topic mixes where it has
-    them, plus, where its weight is not 0, a weight on the network's logit."""
-
-    def __init__(self, network: Network, head: TransferHead) -> None:
-        super().__init__(network, {name: w.detach() for name, w in network.dense_parameters().items()})
-        self.head = head
-
-    def score(
-        self, features: Features, campaign: int, users: torch.Tensor, batch_size: int | None = None
-    ) -> torch.Tensor:
-        device = next(self.network.parameters()).device
-        features, users = features.to(device), users.to(device)
-        weight = torch.as_tensor(self.head.weight, dtype=torch.float32, device=device)[:, None]  # 1.6x float64's speed
-        logit = torch.cat([_bag(features, chunk, weight) for chunk in users.split(batch_size or 65536)])
-        logit = logit + self.head.bias
-        topics = self.head.topics
-        if self.head.topic_weight is not None and topics is not None:
-            topic_weight = torch.as_tensor(self.head.topic_weight, device=device)
-            # by chunks of users: a chunk's float64 mixes at a time, not every user's
-            logit = logit + torch.cat([torch.from_numpy(topics.of_users(features, chunk)).to(device) @ topic_weight
-                                       for chunk in users.split(65536)])
-        if self.head.general_weight:
-            general = super().score(features, campaign, users, batch_size).double().clamp(1e-7, 1 - 1e-7)
-            logit = logit + self.head.general_weight * torch.logit(general)
-        return torch.sigmoid(logit).float()

@@ -171,7 +171,7 @@ def fit_topics(features: Features, config: TopicConfig) -> UserTopics:
     x = design(features, users)
     x.data[:] = 1.0  # an id counts once a user, whatever its list's length
     kept = np.flatnonzero(np.asarray(x.sum(0)).ravel() >= config.min_users)
-    word = np.zeros((int(column_offsets(features)[-1]), config.topics), dtype=np.float32)
+    word = np.zeros((int(column_offsets(features.schema)[-1]), config.topics), dtype=np.float32)
     if len(kept):  # else no id is common enough: every user gets the flat mix
         word[kept] = fit_lda(x[:, kept], config.topics, config.doc_topic_prior, config.passes, config.seed).T
     return UserTopics(word, config.doc_topic_prior, config.inference_steps, np.zeros(config.topics),
