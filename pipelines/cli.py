@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -22,38 +23,57 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import kfp
 from kfp import compiler
 
 from components.spec import CPU_IMAGE, CUDA_IMAGE, GpuScheduling, pinned
-from metaheac.method_names import RECOMMENDED, parse_methods
 from pipelines import cron, remote
-from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
-from pipelines.expansion import EXPAND_NAME
+from pipelines.dag import TrainingOptions
+from pipelines.expansion import ExpansionOptions
 from pipelines.local import LOGS, LocalRun, run_local, run_schedule
+from pipelines.options import PipelineOptions, build_pipeline
 
 _DEFAULT_GPU = GpuScheduling()
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
-def _add_dag_options(parser: argparse.ArgumentParser) -> None:
+# Each pipeline by its --pipeline name; a flag is made of each of its own shape fields.
+PIPELINES: dict[str, type[PipelineOptions]] = {"train": TrainingOptions, "expand": ExpansionOptions}
+
+
+def _shape_fields() -> dict[str, list[tuple[str, dataclasses.Field]]]:
+    """Every pipeline's own fields by name, with the pipelines that have each."""
+    fields: dict[str, list[tuple[str, dataclasses.Field]]] = {}
+    for pipeline, options in PIPELINES.items():
+        for field in options.own_fields():
+            fields.setdefault(field.name, []).append((pipeline, field))
+    return fields
+
+
+def _add_shape_flag(group: argparse._ArgumentGroup, name: str, owners: list[tuple[str, dataclasses.Field]]) -> None:
+    kind = get_type_hints(PIPELINES[owners[0][0]])[name]
+    text = "; ".join(f"{pipeline}: {field.metadata['help']} (default {field.default!r})" for pipeline, field in owners)
+    flag = f"--{name.replace('_', '-')}"
+    if kind is bool:
+        group.add_argument(flag, action="store_true", default=None, help=text)
+    elif get_origin(kind) is Literal:
+        group.add_argument(flag, choices=get_args(kind), help=text)
+    else:  # parsed by the field's `parse` when it has one (`_options`), else by its type
+        group.add_argument(flag, type=kind if kind in (int, float, str) else str, help=text)
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline shape (fixed at compile time)")
-    group.add_argument("--pipeline", choices=("train", "expand"), default="train",
+    group.add_argument("--pipeline", choices=tuple(PIPELINES), default="train",
                        help="train: the offline stage (train, adapt, evaluate); expand: the online stage "
                        "(every seed set's audience)")
-    group.add_argument("--campaign-groups", type=int, default=1,
-                       help="expand: tasks per user shard, each expanding every N-th campaign")
-    group.add_argument("--publish", action="store_true",
-                       help="train: end with `publish`, the first method's model to the publish_registry root")
-    group.add_argument("--source", choices=("generate", "input"), default="generate",
-                       help="generate synthetic data, or import raw files from the input_uri parameter")
-    group.add_argument("--methods", default=RECOMMENDED, help="comma-separated methods (or all), one train task each")
-    group.add_argument("--shards", type=int, default=2,
-                       help="train: adapt tasks per method (campaign shards); expand: user shards")
+    for name, owners in _shape_fields().items():
+        _add_shape_flag(group, name, owners)
+    names = " or ".join(options.name for options in PIPELINES.values())
     group.add_argument("--pipeline-name", help=f"the pipeline's name (on a server, versions are uploaded under "
-                       f"it; default {DagOptions.name} or {EXPAND_NAME})")
+                       f"it; default {names})")
     group.add_argument("--image", help=f"image of the CPU steps: NAME@sha256:..., or a tag, written as the digest "
                        f"the local docker or podman has for it (default {CPU_IMAGE}, as is)")
     group.add_argument("--cuda-image", help=f"image of the GPU steps, the same way (default {CUDA_IMAGE})")
@@ -77,20 +97,30 @@ def _add_params(parser: argparse.ArgumentParser) -> None:
                         help="a pipeline parameter, e.g. generate_users=5000 (`compile` lists them all)")
 
 
-def _dag_options(args: argparse.Namespace) -> DagOptions:
+def _options(args: argparse.Namespace) -> PipelineOptions:
+    """The chosen pipeline's options: the shared shell options and the shape flags given, each of which must be
+    one of that pipeline's own fields."""
+    options = PIPELINES[args.pipeline]
+    own = {field.name: field for field in options.own_fields()}
+    shape = {}
+    for name, owners in _shape_fields().items():
+        text = getattr(args, name)
+        if text is None:
+            continue
+        if name not in own:
+            pipelines = " or ".join(f"--pipeline {pipeline}" for pipeline, _ in owners)
+            flag = f"--{name.replace('_', '-')}"
+            raise ValueError(f"{flag} is an option of {pipelines}, not of --pipeline {args.pipeline}")
+        parse = own[name].metadata["parse"]
+        shape[name] = parse(text) if parse else text
     label, _, value = args.gpu_node_selector.partition("=")
-    return DagOptions(
-        source=args.source,
-        methods=tuple(parse_methods(args.methods)),
-        shards=args.shards,
+    return options(
+        name=args.pipeline_name or options.name,
         image=pinned(args.image) if args.image else CPU_IMAGE,
         cuda_image=pinned(args.cuda_image) if args.cuda_image else CUDA_IMAGE,
         gpu=GpuScheduling(args.accelerator_type, (label, value), args.gpu_toleration, args.gpus),
-        name=args.pipeline_name or (EXPAND_NAME if args.pipeline == "expand" else DagOptions.name),
         caching=not args.no_cache,
-        publish=args.publish,
-        pipeline=args.pipeline,
-        campaign_groups=args.campaign_groups,
+        **shape,
     )
 
 
@@ -105,10 +135,10 @@ def _coerce(kind: type, name: str, text: str) -> Any:
         raise ValueError(f"--param {name}: expected {kind.__name__}, got {text!r}") from None
 
 
-def _arguments(options: DagOptions, pairs: list[str], render: Callable[[str], str] = str) -> dict[str, Any]:
+def _arguments(options: PipelineOptions, pairs: list[str], render: Callable[[str], str] = str) -> dict[str, Any]:
     """Typed pipeline arguments from NAME=VALUE pairs; `render` rewrites each value first (schedule macros)."""
-    kinds = {p.name: p.annotation for p, _ in pipeline_parameters(options)}
-    required = {p.name for p, _ in pipeline_parameters(options) if p.default is p.empty}
+    kinds = {p.name: p.annotation for p, _ in options.parameters()}
+    required = {p.name for p, _ in options.parameters() if p.default is p.empty}
     arguments = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
@@ -121,7 +151,7 @@ def _arguments(options: DagOptions, pairs: list[str], render: Callable[[str], st
     return arguments
 
 
-def _compile(options: DagOptions, path: Path) -> Path:
+def _compile(options: PipelineOptions, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(options), str(path))
     return path
@@ -134,9 +164,9 @@ def _client(args: argparse.Namespace) -> kfp.Client:
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
-    options = _dag_options(args)
+    options = _options(args)
     print(_compile(options, Path(args.output)))
-    for parameter, text in pipeline_parameters(options):
+    for parameter, text in options.parameters():
         default = "required" if parameter.default is parameter.empty else f"default {parameter.default!r}"
         print(f"  {parameter.name} ({parameter.annotation.__name__}, {default}): {' '.join(text.split())}")
 
@@ -181,7 +211,7 @@ def _show(run: LocalRun, allow_failures: bool = False) -> None:
 
 
 def cmd_run_local(args: argparse.Namespace) -> None:
-    options = _dag_options(args)
+    options = _options(args)
     arguments = _arguments(options, args.param)
     pipeline = build_pipeline(options)
     print(f"{options.name}: running the pipeline here with kfp.local under {args.output} "
@@ -190,7 +220,7 @@ def cmd_run_local(args: argparse.Namespace) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
-    options = _dag_options(args)
+    options = _options(args)
     arguments = _arguments(options, args.param)
     client = _client(args)
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,7 +231,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 
 def cmd_schedule_create(args: argparse.Namespace) -> None:
-    options = _dag_options(args)
+    options = _options(args)
     expression = cron.validate(args.cron)
     if args.local:
         _schedule_local(args, options, expression)
@@ -232,7 +262,7 @@ def cmd_schedule_create(args: argparse.Namespace) -> None:
     print(created.recurring_run_id)
 
 
-def _schedule_local(args: argparse.Namespace, options: DagOptions, expression: str) -> None:
+def _schedule_local(args: argparse.Namespace, options: PipelineOptions, expression: str) -> None:
     now = dt.datetime.now().astimezone()  # fail now, not at the first fire time, on a malformed --param:
     _arguments(options, args.param, lambda text: cron.substitute(text, 1, now, now))
     pipeline = build_pipeline(options)
@@ -287,12 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("compile", help="write the pipeline's IR YAML")
     p.add_argument("--output", default="runs/metaheac-pipeline.yaml", help="YAML file to write")
-    _add_dag_options(p)
+    _add_pipeline_options(p)
     p.set_defaults(func=cmd_compile)
 
     p = commands.add_parser("run-local", help="run the whole DAG here with kfp.local")
     p.add_argument("--output", default="runs", help="folder for the run's outputs (local)")
-    _add_dag_options(p)
+    _add_pipeline_options(p)
     _add_params(p)
     _add_allow_failures(p)
     p.set_defaults(func=cmd_run_local)
@@ -301,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server(p)
     _add_run_settings(p)
     p.add_argument("--run-name", help="display name of the run")
-    _add_dag_options(p)
+    _add_pipeline_options(p)
     _add_params(p)
     p.set_defaults(func=cmd_submit)
 
@@ -321,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     version.add_argument("--latest", action="store_true",
                          help="upload this pipeline, then always run the pipeline's latest version")
     version.add_argument("--version-id", help="pin an existing version of the pipeline instead of uploading")
-    _add_dag_options(p)
+    _add_pipeline_options(p)
     _add_params(p)
     _add_allow_failures(p)
     p.set_defaults(func=cmd_schedule_create)

@@ -1,7 +1,7 @@
 """The KFP DAG: generate-or-import -> preprocess -> train (per method) -> adapt (per shard) -> evaluate.
 
 One definition serves the cluster and `kfp.local`, which shapes it:
-- Its shape is fixed at compile time (`DagOptions`): methods and campaign shards are Python loops, not
+- Its shape is fixed at compile time (`TrainingOptions`): methods and campaign shards are Python loops, not
   `dsl.ParallelFor`, because kfp.local cannot gather a ParallelFor's outputs (`dsl.Collected` fails) and
   silently skips `dsl.If`; so generate-or-import is a compile-time choice too. On a cluster the loop's
   tasks still run in parallel: nothing orders them but their inputs.
@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kfp import dsl
-from kfp.dsl.graph_component import GraphComponent
 
-from components.kfp_tasks import Cluster, task
-from components.spec import CPU_IMAGE, CUDA_IMAGE, MAX_FAN_IN, GpuScheduling
-from metaheac.method_names import RECOMMENDED
+from components.kfp_tasks import task
+from components.spec import MAX_FAN_IN
+from metaheac.method_names import RECOMMENDED, parse_methods
 from metaheac.steps.registry import STEPS
-from pipelines import expansion
+from pipelines.options import Parameters, PipelineOptions, option, ordered
 
 PIPELINE_NAME = "metaheac"
 INPUT_PARAMETER = "input_uri"
@@ -43,38 +42,44 @@ _STEPS = ("generate", "preprocess", "train", "adapt", "evaluate")
 
 
 @dataclass(frozen=True)
-class DagOptions:
-    """What is fixed when the pipeline is compiled."""
+class TrainingOptions(PipelineOptions):
+    """The training pipeline's shape: its source, its methods, its adapt shards and its optional stages."""
 
-    source: Literal["generate", "input"] = "generate"  # synthetic data, or import raw files from input_uri
-    methods: tuple[str, ...] = (RECOMMENDED,)  # one train task each
-    shards: int = 2  # adapt tasks per method, each adapting one shard of the test campaigns
-    image: str = CPU_IMAGE
-    cuda_image: str = CUDA_IMAGE
-    gpu: GpuScheduling = GpuScheduling()
     name: str = PIPELINE_NAME
-    caching: bool = True  # False: no task reuses a cached result, whatever its step allows
-    publish: bool = False  # end with `publish`: the first method's model to the registry root parameter
-    pipeline: Literal["train", "expand"] = "train"  # the expansion pipeline: pipelines/expansion.py
-    campaign_groups: int = 1  # expand: tasks per user shard, each expanding every groups-th campaign
+    source: Literal["generate", "input"] = option(
+        "generate", "generate synthetic data, or import raw files from the input_uri parameter")
+    methods: tuple[str, ...] = option((RECOMMENDED,), "comma-separated methods (or all), one train task each",
+                                      parse=lambda text: tuple(parse_methods(text)))
+    shards: int = option(2, "adapt tasks per method, each adapting one shard of the test campaigns")
+    publish: bool = option(False, "end with `publish`, the first method's model to the publish_registry root")
 
     def __post_init__(self) -> None:
-        if not self.methods or self.shards < 1 or self.campaign_groups < 1:
-            raise ValueError("a pipeline needs at least one method, one shard and one campaign group")
-        tasks = self.shards * (self.campaign_groups if self.pipeline == "expand" else len(self.methods))
-        if tasks > MAX_FAN_IN:
-            raise ValueError(f"{tasks} tasks to merge is more than the {MAX_FAN_IN} a merge takes: use fewer shards")
+        if not self.methods or self.shards < 1:
+            raise ValueError("a training pipeline needs at least one method and one shard")
+        if self.shards * len(self.methods) > MAX_FAN_IN:
+            raise ValueError(f"{self.shards * len(self.methods)} adapt tasks is more than the {MAX_FAN_IN} "
+                             "evaluate takes: use fewer shards")
+
+    def parameters(self) -> Parameters:
+        return pipeline_parameters(self)
+
+    def summary(self) -> str:
+        source = "generated data" if self.source == "generate" else f"the raw files at {INPUT_PARAMETER}"
+        return (f"MetaHeac audience expansion on {source}: preprocess, train {', '.join(self.methods)}, "
+                f"adapt in {self.shards} shards per method, evaluate"
+                + (f", publish {self.methods[0]} to the registry." if self.publish else "."))
+
+    def body(self) -> Callable[..., None]:
+        return training_body(self)
 
 
-def _stages(options: DagOptions) -> tuple[str, ...]:
+def _stages(options: TrainingOptions) -> tuple[str, ...]:
     stages = _STEPS if options.source == "generate" else _STEPS[1:]
     return (*stages, "publish") if options.publish else stages
 
 
-def pipeline_parameters(options: DagOptions) -> list[tuple[inspect.Parameter, str]]:
+def pipeline_parameters(options: TrainingOptions) -> Parameters:
     """The pipeline's parameters and their help, generated from the Steps."""
-    if options.pipeline == "expand":
-        return expansion.expand_parameters()
     parameters = []
     if options.source == "input":
         parameters.append((inspect.Parameter(INPUT_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -90,8 +95,7 @@ def pipeline_parameters(options: DagOptions) -> list[tuple[inspect.Parameter, st
             parameter = inspect.Parameter(f"{step}_{argument.name}", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                           default=default, annotation=kind)
             parameters.append((parameter, text))
-    # Python wants parameters without defaults first; the order is otherwise irrelevant to KFP.
-    return sorted(parameters, key=lambda p: p[0].default is not inspect.Parameter.empty)
+    return ordered(parameters)
 
 
 def _arguments(step: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -99,15 +103,10 @@ def _arguments(step: str, params: dict[str, Any]) -> dict[str, Any]:
     return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
 
 
-def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
-    """The pipeline for these options, ready for `kfp.compiler` or a local run."""
-    cluster = Cluster(options.image, options.cuda_image, options.gpu)
-    if options.pipeline == "expand":
-        expand = expansion.expand_body(options, cluster)
-        describe(expand, options.name, expansion.summary(options), expansion.expand_parameters())
-        return dsl.pipeline(name=options.name)(expand)
-    parameters = pipeline_parameters(options)
-    names = [p.name for p, _ in parameters]
+def training_body(options: TrainingOptions) -> Callable[..., None]:
+    """The pipeline function (its signature is set by `options.build_pipeline`)."""
+    cluster = options.cluster
+    names = [p.name for p, _ in pipeline_parameters(options)]
 
     def step(name: str, params: dict[str, Any], label: str | None = None, **bound: Any) -> dsl.PipelineTask:
         return task(name, cluster, options.caching, label, **bound, **_arguments(name, params))
@@ -134,21 +133,4 @@ def build_pipeline(options: DagOptions = DagOptions()) -> GraphComponent:
             step("publish", params, model=trained[0].outputs["output"], dataset=dataset,
                  metrics=evaluation.outputs["output"], run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
 
-    source = "generated data" if options.source == "generate" else f"the raw files at {INPUT_PARAMETER}"
-    summary = (
-        f"MetaHeac audience expansion on {source}: preprocess, train {', '.join(options.methods)}, "
-        f"adapt in {options.shards} shards per method, evaluate"
-        + (f", publish {options.methods[0]} to the registry." if options.publish else ".")
-    )
-    describe(body, options.name, summary, parameters)
-    return dsl.pipeline(name=options.name)(body)
-
-
-def describe(
-    body: Callable[..., None], name: str, summary: str, parameters: list[tuple[inspect.Parameter, str]]
-) -> None:
-    """Give the generated body the signature and docstring KFP reads the pipeline's interface from."""
-    args = "\n".join(f"    {p.name}: {' '.join(text.split())}" for p, text in parameters)
-    body.__doc__ = f"{summary}\n\nArgs:\n{args}\n"
-    body.__signature__ = inspect.Signature([p for p, _ in parameters])  # type: ignore[attr-defined]
-    body.__name__ = body.__qualname__ = name.replace("-", "_")
+    return body

@@ -17,22 +17,47 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from kfp import dsl
 
 from components.kfp_tasks import Cluster, task
+from components.spec import MAX_FAN_IN
 from metaheac.steps.registry import STEPS
-
-if TYPE_CHECKING:
-    from pipelines.dag import DagOptions
+from pipelines.options import Parameters, PipelineOptions, option, ordered
 
 EXPAND_NAME = "metaheac-expand"
 DATASET_PARAMETER = "dataset_uri"
 _BOUND = {"dataset", "output", "shard", "shards", "group", "groups"}  # set by the DAG itself
 
 
-def expand_parameters() -> list[tuple[inspect.Parameter, str]]:
+@dataclass(frozen=True)
+class ExpansionOptions(PipelineOptions):
+    """The expansion pipeline's shape: its user shards and campaign groups."""
+
+    name: str = EXPAND_NAME
+    shards: int = option(2, "user shards: expand tasks per campaign group, each scoring one block of the users")
+    campaign_groups: int = option(1, "expand tasks per user shard, each expanding every N-th campaign")
+
+    def __post_init__(self) -> None:
+        if self.shards < 1 or self.campaign_groups < 1:
+            raise ValueError("an expansion pipeline needs at least one shard and one campaign group")
+        if self.shards * self.campaign_groups > MAX_FAN_IN:
+            raise ValueError(f"{self.shards * self.campaign_groups} tasks to merge is more than the {MAX_FAN_IN} "
+                             "a merge takes: use fewer shards")
+
+    def parameters(self) -> Parameters:
+        return expand_parameters()
+
+    def summary(self) -> str:
+        return summary(self)
+
+    def body(self) -> Callable[..., None]:
+        return expand_body(self, self.cluster)
+
+
+def expand_parameters() -> Parameters:
     """The pipeline's parameters: the user base's URI, and expand_shard's own arguments by their names."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     parameters = [(inspect.Parameter(DATASET_PARAMETER, kind, annotation=str),
@@ -42,16 +67,16 @@ def expand_parameters() -> list[tuple[inspect.Parameter, str]]:
             default = inspect.Parameter.empty if argument.required else argument.default
             parameters.append((inspect.Parameter(argument.name, kind, default=default, annotation=argument.kind),
                                argument.help))
-    return sorted(parameters, key=lambda p: p[0].default is not inspect.Parameter.empty)
+    return ordered(parameters)
 
 
-def summary(options: DagOptions) -> str:
+def summary(options: ExpansionOptions) -> str:
     return (f"MetaHeac audience expansion of every seed set: {options.campaign_groups} campaign group(s) x "
             f"{options.shards} user shard(s), then one merge of each campaign's top N.")
 
 
-def expand_body(options: DagOptions, cluster: Cluster) -> Callable[..., None]:
-    """The pipeline function (its signature is set by `dag.describe`)."""
+def expand_body(options: ExpansionOptions, cluster: Cluster) -> Callable[..., None]:
+    """The pipeline function (its signature is set by `options.build_pipeline`)."""
     names = [p.name for p, _ in expand_parameters()]
 
     def body(*values: Any) -> None:

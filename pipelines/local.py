@@ -6,8 +6,10 @@ gs:// root would become a folder named "gs:"), so a local run always writes unde
 folder per run: <output>/<pipeline>-<time>/<task>/<output name>, and <output>/<pipeline>-<time>/logs/.
 
 kfp.local prints each task's executor input and its whole output; here that goes to one log file per task
-(logs/<task>.log) and the console gets one line per task. kfp.local has no cache, so the components reuse
-an unchanged step's result from an earlier run under the same output folder (metaheac/steps/reuse.py).
+(logs/<task>.log) and the console gets one line per task. kfp.local 2.16 has no cache, so the components reuse
+an unchanged step's result from an earlier run under the same output folder (metaheac/steps/reuse.py);
+2.17's cache would replace it, but kfp 2.17 cannot be installed beside TorchX 0.7 (bench/README.md,
+"kfp 2.17.3").
 """
 
 from __future__ import annotations

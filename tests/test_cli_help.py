@@ -21,7 +21,7 @@ def _examples() -> list[str]:
 def test_pipelines_help_examples_parse_and_name_real_methods(example: str) -> None:
     args = cli.build_parser().parse_args(shlex.split(example)[3:])
     if hasattr(args, "methods"):
-        cli._dag_options(args)  # an unknown method name fails here
+        cli._options(args)  # an unknown method name fails here
     if getattr(args, "cron", None):
         cron.validate(args.cron)
     for param in getattr(args, "param", []):

@@ -21,12 +21,12 @@ from kfp.dsl.graph_component import GraphComponent
 from components.spec import pinned
 from metaheac import __version__
 from pipelines.cli import main
-from pipelines.dag import DagOptions, build_pipeline, pipeline_parameters
+from pipelines.dag import TrainingOptions
 from pipelines.local import LocalRun, run_local
-from tests.pipeline_helpers import ROOT, TINY_PARAMS
+from pipelines.options import build_pipeline
+from tests.pipeline_helpers import BUILD_LOCK, ROOT, TINY_PARAMS
 
 COMPONENTS = "components/torchx_components.py"
-BUILD_LOCK = ROOT / "runs" / ".image-build.lock"  # docker/build.sh runs one at a time (pytest-xdist workers)
 # What docker/Dockerfile copies into /app; nothing else of the checkout (no tests, .venv, data).
 APP_FILES = {"README.md", "components", "constraints.txt", "metaheac", "pipelines", "pyproject.toml", "setup.cfg"}
 
@@ -138,8 +138,8 @@ def evaluation(run: LocalRun) -> dict[str, object]:
 
 def dag(image: Image, **overrides: object) -> tuple[GraphComponent, dict[str, object]]:
     """The demo DAG (its default methods) with one adapt task, in the image; its tiny arguments."""
-    options = DagOptions(shards=1, image=image.reference, cuda_image=image.reference, caching=False)
-    kinds = {p.name: p.annotation for p, _ in pipeline_parameters(options)}
+    options = TrainingOptions(shards=1, image=image.reference, cuda_image=image.reference, caching=False)
+    kinds = {p.name: p.annotation for p, _ in options.parameters()}
     arguments = {k: kinds[k](v) for k, v in {**TINY_PARAMS, **overrides}.items() if k in kinds}
     return build_pipeline(options), arguments
 

@@ -5,38 +5,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from components.spec import CPU_IMAGE
 from metaheac.steps.engine import CPU_TRAIN_MEMORY_GB
 from metaheac.steps.registry import STEPS
 from pipelines.cli import main
-from pipelines.dag import DagOptions, pipeline_parameters
-from tests.pipeline_helpers import params
+from pipelines.dag import TrainingOptions
+from tests.pipeline_helpers import compiled, params, producers
 
 METHODS = "MetaHeac,LR"
 CUDA_DIGEST = "reg/mh@sha256:" + "a" * 64  # a reference by digest is written as given
 TASK_LINE = re.compile(r"^  (\S+) +(.+?) +\d+\.\d s  (ran|reused|failure)$")  # name, method, wall time, state
-
-
-def compiled(tmp_path: Path, *options: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pipeline spec, platform spec) of `python -m pipelines compile <options>`."""
-    path = tmp_path / "pipeline.yaml"
-    assert main(["compile", "--output", str(path), *options]) == 0
-    spec, *platform = yaml.safe_load_all(path.read_text())
-    return spec, platform[0] if platform else {}
-
-
-def producers(task: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Input artifact -> (producer task, its output) of a compiled task."""
-    artifacts = task.get("inputs", {}).get("artifacts", {})
-    return {
-        name: (a["taskOutputArtifact"]["producerTask"], a["taskOutputArtifact"]["outputArtifactKey"])
-        for name, a in artifacts.items()
-    }
 
 
 def test_dag_edges_and_artifact_types(tmp_path: Path) -> None:
@@ -119,7 +100,7 @@ def test_caching_flags(tmp_path: Path) -> None:
 def test_parameters_come_from_the_steps(tmp_path: Path) -> None:
     spec, _ = compiled(tmp_path)
     declared = spec["root"]["inputDefinitions"]["parameters"]
-    expected = {p.name: p for p, _ in pipeline_parameters(DagOptions())}
+    expected = {p.name: p for p, _ in TrainingOptions().parameters()}
     assert set(declared) == set(expected)
     for step in ("generate", "preprocess", "train", "adapt", "evaluate"):
         for argument in STEPS[step].parameters():
@@ -146,9 +127,18 @@ def test_bad_parameter_is_one_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert not list(tmp_path.iterdir())
 
 
+def test_each_pipeline_takes_only_its_own_shape_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = str(tmp_path / "p.yaml")
+    assert main(["compile", "--pipeline", "expand", "--methods", "LR", "--output", output]) == 2
+    assert "--methods is an option of --pipeline train, not of --pipeline expand" in capsys.readouterr().err
+    assert main(["compile", "--campaign-groups", "2", "--output", output]) == 2
+    assert "--campaign-groups is an option of --pipeline expand, not of --pipeline train" in capsys.readouterr().err
+    assert main(["compile", "--pipeline", "expand", "--shards", "3", "--output", output]) == 0
+
+
 def test_whole_dag_runs_locally_and_reuses_what_has_not_changed(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    names = {p.name for p, _ in pipeline_parameters(DagOptions())}
+    names = {p.name for p, _ in TrainingOptions().parameters()}
     argv = ["run-local", "--output", str(tmp_path), "--methods", METHODS, "--shards", "2", *params(names)]
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -190,7 +180,7 @@ def test_whole_dag_runs_locally_and_reuses_what_has_not_changed(tmp_path: Path,
 
 
 def test_a_failed_task_names_its_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    names = {p.name for p, _ in pipeline_parameters(DagOptions(shards=1))}
+    names = {p.name for p, _ in TrainingOptions(shards=1).parameters()}
     argv = ["run-local", "--output", str(tmp_path), "--shards", "1", *params(names, preprocess_source="official")]
     assert main(argv) == 2
     captured = capsys.readouterr()

@@ -18,7 +18,7 @@ import pytest
 from metaheac.cli import main as metaheac
 from pipelines import cron, remote
 from pipelines.cli import main
-from pipelines.dag import DagOptions, pipeline_parameters
+from pipelines.dag import TrainingOptions
 from pipelines.local import run_schedule
 from tests.kfp_stub import API, KfpStub, Request, default_routes, kfp_stub
 from tests.pipeline_helpers import TINY_PARAMS, params
@@ -70,7 +70,7 @@ def test_local_schedule_runs_the_pipeline_failing_then_passing(tmp_path: Path,
     """The first run's input is missing, so that run fails; the schedule goes on and the second run passes."""
     assert metaheac(["generate", "--output", str(tmp_path / "raw-2"), "--users", str(TINY_PARAMS["generate_users"]),
                      "--campaigns", str(TINY_PARAMS["generate_campaigns"])]) == 0
-    names = {p.name for p, _ in pipeline_parameters(DagOptions(source="input"))}
+    names = {p.name for p, _ in TrainingOptions(source="input").parameters()}
     argv = ["schedule", "create", "--local", "--cron", "* * * * * *", "--max-runs", "2",
             "--output", str(tmp_path / "runs"), "--source", "input", "--shards", "1",
             f"--param=input_uri={tmp_path}/raw-[[Index]]", *params(names)]
