@@ -1,4 +1,6 @@
-"""Shared fixtures: a real GCS emulator (gcp-storage-emulator) reached by the real google-cloud-storage client."""
+"""Shared fixtures: a real GCS emulator (gcp-storage-emulator) reached by the real google-cloud-storage client, and a
+small trained model. Shared plain helpers live in the helper modules beside it (tiny.py, tiny_meta.py,
+rawfiles.py, online_helpers.py, pipeline_helpers.py), never in a test module."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import pytest
 from gcp_storage_emulator.server import Server, create_server
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+
+from metaheac.cli import main
 
 
 def start_emulator() -> tuple[Server, str]:
@@ -38,6 +42,18 @@ def gcs_bucket(gcs_server: str) -> str:
     name = f"test-{uuid.uuid4().hex[:16]}"
     storage.Client(project="local", credentials=AnonymousCredentials()).create_bucket(name)
     return name
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small dataset and a model of the default method (MetaHeac+LR) trained on it for a few steps."""
+    root = tmp_path_factory.mktemp("online")
+    raw, dataset, model = root / "raw", root / "dataset", root / "model"
+    assert main(["generate", "--output", str(raw), "--users", "1500", "--campaigns", "12", "--seed", "3"]) == 0
+    assert main(["preprocess", "--input", str(raw), "--output", str(dataset), "--cold-threshold", "15"]) == 0
+    assert main(["train", "--dataset", str(dataset), "--output", str(model), "--max-steps", "2",
+                 "--embedding-dim", "8", "--device", "cpu"]) == 0
+    return dataset, model
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The official processed pickles, a real sample (shared/data); the tests that need it skip without it.
+SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/metaheac-processed-sample"
 USERS = [
     "uid 11|age 4|gender 2|LBS 950|interest1 93 70 77|kw1 5 6 7 8 9 10 11|carrier 1|house 1",
     "uid 12|age 3|gender 1|marriageStatus 2 3|education 7|interest2 4",

@@ -32,8 +32,7 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.scoring import Precision, ScoreConfig
 from metaheac.recommended.topics import TopicConfig, UserTopics, fit_topics
-from tests.test_expand import CONFIG, TINY
-from tests.tiny import tiny_features
+from tests.tiny import TINY, TINY_EXPAND, tiny_features
 
 FEATURES = tiny_features(users=1000, seed=1)
 
@@ -160,12 +159,12 @@ def test_two_shards_merged_give_the_audience_of_expand(tmp_path) -> None:
     parts = []
     for shard in range(2):
         run, summary = prepare_campaign(network(), base, pd.Index(uids), FEATURES.campaigns, {"aid": 503}, seeds,
-                                        50, CONFIG, ScoreConfig(precision="float32"))  # exact, as expand
+                                        50, TINY_EXPAND, ScoreConfig(precision="float32"))  # exact, as expand
         ((scores, index),) = score_shard(base, {"c": run}, base.shard_groups(shard, 2), batch_size=100).values()
         assert len(index) == 50 and not set(index.tolist()) & {5, 9, 400, 401, 990}
         parts.append(pd.DataFrame({"uid": uids[index.numpy()], "score": scores.numpy()}))
     merged = merge_audiences(parts, 50)
-    expected = expand(network(), FEATURES, {"aid": 503}, seeds, top_n=50, config=CONFIG)
+    expected = expand(network(), FEATURES, {"aid": 503}, seeds, top_n=50, config=TINY_EXPAND)
     assert summary["seeds_used"] == 5 and summary["negatives_used"] == 20
     assert merged["uid"].tolist() == expected["uid"].tolist()
     np.testing.assert_allclose(merged["score"], expected["score"], rtol=1e-5)
@@ -184,19 +183,21 @@ def test_campaigns_share_one_read_of_the_base_and_a_bad_request_fails_alone(tmp_
                 "b": CampaignRequest({"aid": 503}, uids[[401, 990]], negative_uids=uids[[0, 600, 601]]),
                 "bad": CampaignRequest({"aid": 503}, np.array([-1, -2]))}
     exact = ScoreConfig(precision="float32")
-    runs, summaries = prepare_campaigns(network(), base, uid_index, FEATURES.campaigns, requests, 50, CONFIG, exact)
+    runs, summaries = prepare_campaigns(network(), base, uid_index, FEATURES.campaigns, requests, 50, TINY_EXPAND,
+                                        exact)
     assert sorted(runs) == ["a", "b"] and list(summaries) == ["a", "b", "bad"]
     assert summaries["bad"]["status"] == "failed" and "none of the 2 seed uids" in summaries["bad"]["error"]
     assert summaries["bad"]["unknown_seed_uids"] == 2 and summaries["bad"]["seeds_used"] == 0
     assert summaries["b"]["negatives_used"] == 3 and summaries["a"]["negatives_used"] == 12
     assert len(decoded) == len(set(decoded))  # a row group decoded once for every campaign
     every = len(uids) - 5  # all but b's 2 seeds and 3 known negatives
-    runs_b, _ = prepare_campaigns(network(), base, uid_index, FEATURES.campaigns, {"b": requests["b"]}, every, CONFIG)
+    runs_b, _ = prepare_campaigns(network(), base, uid_index, FEATURES.campaigns, {"b": requests["b"]}, every,
+                                  TINY_EXPAND)
     (top,) = score_shard(base, runs_b, range(base.file.num_row_groups)).values()
     assert len(top[1]) == every and not set(top[1].tolist()) & {0, 600, 601, 401, 990}
     for name in ("a", "b"):  # as each campaign prepared alone
         alone, _ = prepare_campaign(network(), base, uid_index, FEATURES.campaigns, {"aid": 503},
-                                    requests[name].seed_uids, 50, CONFIG, exact,
+                                    requests[name].seed_uids, 50, TINY_EXPAND, exact,
                                     negative_uids=requests[name].negative_uids)
         users = (FEATURES.users.single, FEATURES.users.lists)
         torch.testing.assert_close(runs[name].scorer(*users), alone.scorer(*users))
@@ -260,9 +261,9 @@ def test_a_linear_head_scores_as_its_model_and_expansion_adapts_through_the_meth
     base = UserBase(str(tmp_path / "d"))
     seeds = FEATURES.users.uid[[5, 9, 400]]
     run, _ = prepare_campaign(net, base, pd.Index(base.uids()), FEATURES.campaigns, {"aid": 503}, seeds, 30,
-                              CONFIG, adapt=adapt)
+                              TINY_EXPAND, adapt=adapt)
     ((scores, index),) = score_shard(base, {"c": run}, base.shard_groups(0, 1)).values()
-    audience = expand(net, FEATURES, {"aid": 503}, seeds, top_n=30, config=CONFIG, adapt=adapt)
+    audience = expand(net, FEATURES, {"aid": 503}, seeds, top_n=30, config=TINY_EXPAND, adapt=adapt)
     assert base.uids()[index.numpy()].tolist() == audience["uid"].tolist()
     np.testing.assert_allclose(scores.numpy(), audience["score"], rtol=1e-5)
 

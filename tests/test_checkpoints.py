@@ -14,8 +14,8 @@ import torch
 from metaheac.data.errors import InputError
 from metaheac.training import meta
 from metaheac.training.meta import CHECKPOINT_FILE, meta_train
-from tests.test_meta_training import COUNTS, config, data, model
 from tests.tiny import tiny_rows
+from tests.tiny_meta import COUNTS, config, data, model
 
 
 def one_line(text: str) -> str:

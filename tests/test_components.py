@@ -21,8 +21,7 @@ from components.kfp_tasks import component
 from components.spec import CLI_MODULE, CONSOLE_SCRIPT, CPU_IMAGE, CUDA_IMAGE, MAX_FAN_IN, command
 from metaheac import __version__
 from metaheac.steps.registry import STEPS
-from tests.pipeline_helpers import ROOT
-from tests.test_container import BUILD_LOCK
+from tests.pipeline_helpers import BUILD_LOCK, ROOT
 
 KFP_TYPES = {str: "String", int: "Integer", float: "Float", bool: "Boolean"}
 

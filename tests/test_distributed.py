@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from metaheac.training.meta import CHECKPOINT_FILE, meta_train
-from tests.test_meta_training import config, data, model
+from tests.tiny_meta import config, data, model
 
 RANKS, TASKS, STEPS = 2, 2, 4
 

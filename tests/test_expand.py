@@ -21,12 +21,9 @@ from metaheac.expand import (
     load_campaign_vocab,
     write_audience,
 )
-from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
-from tests.tiny import tiny_features
+from tests.tiny import TINY, TINY_EXPAND, tiny_features
 
-TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)
-CONFIG = ExpandConfig(AdaptConfig(batch_size=16))
 FEATURES = tiny_features()  # 300 users, uids 1000..1299; 8 campaigns, aids 500..507
 SEEDS = FEATURES.users.uid[:20]
 
@@ -37,7 +34,7 @@ def general() -> HybridExpertsCritics:
 
 
 def run(**changes) -> pd.DataFrame:
-    arguments = {"campaign_fields": {"aid": 502}, "seed_uids": SEEDS, "top_n": 50, "config": CONFIG} | changes
+    arguments = {"campaign_fields": {"aid": 502}, "seed_uids": SEEDS, "top_n": 50, "config": TINY_EXPAND} | changes
     return expand(general(), FEATURES, **arguments)
 
 
@@ -51,7 +48,7 @@ def test_the_audience_is_the_top_scored_users_neither_seeds_nor_known_negatives_
     # The same adaptation by hand: seeds positive, the given negatives negative, every user scored.
     user = torch.cat([torch.arange(20), torch.arange(100, 140)])
     label = torch.cat([torch.ones(20), torch.zeros(40)])
-    model = adapt(general(), FEATURES, Rows(torch.full_like(user, 2), user, label), CONFIG.adapt)
+    model = adapt(general(), FEATURES, Rows(torch.full_like(user, 2), user, label), TINY_EXPAND.adapt)
     scores = score(model, FEATURES, 2, torch.arange(len(FEATURES.users))).numpy().copy()
     scores[:20] = scores[100:140] = -np.inf
     best = np.argsort(-scores, kind="stable")[:50]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from metaheac.registry import publish
 from pipelines.cli import main
-from tests.test_online import seed_sets, trained  # noqa: F401 - the fixture, shared
-from tests.test_pipeline import compiled, producers
+from tests.online_helpers import seed_sets
+from tests.pipeline_helpers import compiled, producers
 
 
 def test_compiled_expansion_fans_out_over_groups_and_shards_then_merges(tmp_path: Path) -> None:

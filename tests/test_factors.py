@@ -10,8 +10,7 @@ import torch
 from metaheac.evaluation.metrics import roc_auc
 from metaheac.linear import lr as linear
 from metaheac.recommended import factors
-from tests.test_linear import with_category
-from tests.tiny import tiny_rows
+from tests.tiny import tiny_rows, with_category
 
 # tiny data: a few hundred rows per campaign need more and larger steps than the defaults take
 CONFIG = factors.FactorConfig(dim=4, min_users=5, learning_rate=0.03, batch_size=128, max_epochs=60, seed=0)

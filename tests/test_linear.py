@@ -13,8 +13,6 @@ import torch
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
 from metaheac import methods
-from metaheac.data.schema import Field
-from metaheac.data.tensors import CampaignTable, Features
 from metaheac.linear import lr as linear
 from metaheac.linear.head import LinearAdapted, LinearHead
 from metaheac.method_names import RECOMMENDED
@@ -25,24 +23,12 @@ from metaheac.recommended import head as transfer
 from metaheac.recommended.factors import FactorConfig, fit_factors
 from metaheac.recommended.topics import TopicConfig, fit_topics
 from metaheac.training.config import MetaTrainConfig
-from tests.tiny import tiny_features, tiny_rows
+from tests.tiny import tiny_features, tiny_rows, with_category
 
 FEATURES = tiny_features()
 CONFIG = linear.LinearConfig(cs=(0.01, 0.1, 1.0, 10.0))
 FACTORS = FactorConfig(dim=4, models=2, min_users=5, learning_rate=0.03, batch_size=128, seed=0)
 TOPICS = TopicConfig(topics=4, passes=5, seed=0)
-
-
-def with_category(values: list[int]) -> Features:
-    """FEATURES (whose campaigns have an advertiserId: 3, 2, 3, 4, 2, 2, 6, 3) with a `genre` campaign field
-    (ids 1..3) holding `values`, one per campaign: the hierarchy is genre, then advertiserId (any names)."""
-    schema = FEATURES.schema
-    schema = type(schema)(schema.user_single, schema.user_lists, [*schema.campaign_fields, Field("genre", 4)],
-                          hierarchy=["genre", "advertiserId"])
-    fields = torch.cat([FEATURES.campaigns.fields, torch.tensor(values).int()[:, None]], 1)
-    campaigns = FEATURES.campaigns
-    return Features(schema, FEATURES.users, CampaignTable(campaigns.aid, fields, campaigns.split,
-                                                           campaigns.seed_positives))
 
 
 def test_design_rows_are_binary_multi_hot() -> None:

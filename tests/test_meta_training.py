@@ -10,38 +10,19 @@ import torch
 
 from metaheac.data.tensors import Rows
 from metaheac.model.config import ModelConfig
-from metaheac.model.heac import HybridExpertsCritics, weighted_bce
+from metaheac.model.heac import weighted_bce
 from metaheac.training.bags import BagPlan, bag_sum
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.lazy_adam import LazyAdam
 from metaheac.training.meta import meta_gradients, meta_train
 from metaheac.training.sampling import TaskSampler, campaign_weights, distinct
 from tests.oracle import oracle_meta_gradients
-from tests.tiny import tiny_features, tiny_rows
-
-TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)
-# Campaign 2 has fewer rows than two batches of 16 (padding); few campaigns, so tasks repeat campaigns
-# and two tasks touch the same embedding rows.
-COUNTS = [60, 45, 9, 80, 3]
-
-
-def data(counts: list[int] = COUNTS):
-    features = tiny_features(users=200, campaigns=len(counts))
-    return features, tiny_rows(features, counts)
-
-
-def model(config: ModelConfig = TINY, dtype: torch.dtype = torch.float64, seed: int = 0) -> HybridExpertsCritics:
-    torch.manual_seed(seed)
-    return HybridExpertsCritics(tiny_features().schema, config).to(dtype)
+from tests.tiny import TINY
+from tests.tiny_meta import COUNTS, config, data, model
 
 
 def sampler(rows: Rows, tasks: int = 4, batch: int = 16, sampling: str = "normal", seed: int = 1) -> TaskSampler:
     return TaskSampler(rows, tasks, batch, sampling, torch.Generator().manual_seed(seed))
-
-
-def config(**changes) -> MetaTrainConfig:
-    base = MetaTrainConfig(task_count=3, batch_size=16, outer_lr=1e-2, inner_lr=0.1, device="cpu", seed=7)
-    return replace(base, **changes)
 
 
 @pytest.mark.parametrize("net_config", [TINY, replace(TINY, experts=1), replace(TINY, critics=1)])

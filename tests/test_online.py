@@ -9,24 +9,12 @@ import pytest
 
 from metaheac import storage
 from metaheac.cli import main
-from metaheac.data.dataset import load_campaign_frame
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model
 from metaheac.outputs import OutputError
 from metaheac.registry import POINTER_FILE, ROOT_ENV, publish, read_record, resolve_model
 from metaheac.seedsets import SeedSet, SeedSetError, list_seed_sets
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small dataset and a model of the default method (MetaHeac+LR) trained on it for a few steps."""
-    root = tmp_path_factory.mktemp("online")
-    raw, dataset, model = root / "raw", root / "dataset", root / "model"
-    assert main(["generate", "--output", str(raw), "--users", "1500", "--campaigns", "12", "--seed", "3"]) == 0
-    assert main(["preprocess", "--input", str(raw), "--output", str(dataset), "--cold-threshold", "15"]) == 0
-    assert main(["train", "--dataset", str(dataset), "--output", str(model), "--max-steps", "2",
-                 "--embedding-dim", "8", "--device", "cpu"]) == 0
-    return dataset, model
+from tests.online_helpers import seed_sets
 
 
 @pytest.mark.parametrize("where", ["local", "gcs"])
@@ -66,21 +54,6 @@ def test_model_arguments_that_resolve_to_nothing_fail_in_one_line(tmp_path, monk
         resolve_model("latest")
     with pytest.raises(ValueError, match="neither a model folder"):
         resolve_model(str(tmp_path))
-
-
-def seed_sets(folder, dataset) -> None:
-    """Three campaigns: an existing aid, a new one by raw ad fields, and one whose seed file is malformed."""
-    folder.mkdir()
-    users = pd.read_parquet(dataset / "users.parquet", columns=["uid"])["uid"].tolist()
-    aid = int(load_campaign_frame(str(dataset))["aid"].iloc[0])
-    vocab = json.loads((dataset / "campaign_vocab.json").read_text())
-    advertiser = next(iter(vocab["advertiserId"]))
-    (folder / "known.json").write_text(json.dumps({"aid": aid}))
-    (folder / "known.txt").write_text("uid\n" + "\n".join(map(str, [*users[:30], 987654321987])) + "\n")
-    (folder / "new.json").write_text(json.dumps({"ad_fields": {"advertiserId": advertiser}}))
-    pd.DataFrame({"uid": users[100:140]}).to_parquet(folder / "new.parquet")
-    (folder / "bad.json").write_text(json.dumps({"aid": aid}))
-    (folder / "bad.txt").write_text(f"{users[0]}\nnot-a-uid\n")
 
 
 def test_shards_expand_every_campaign_and_a_bad_seed_set_fails_alone(trained, tmp_path) -> None:

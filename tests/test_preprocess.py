@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,9 +11,7 @@ from metaheac.data.errors import InputError
 from metaheac.data.loading import load_features, load_rows
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
-from tests.rawfiles import STAGE1, STAGE2, USERS, write_raw
-
-SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/metaheac-processed-sample"
+from tests.rawfiles import SAMPLE, STAGE1, STAGE2, USERS, write_raw
 
 
 def config(**changes) -> PreprocessConfig:

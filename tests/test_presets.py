@@ -17,8 +17,7 @@ from metaheac.data.errors import InputError
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
 from metaheac.data.tables import preprocess_tables
-from tests.rawfiles import ADS, STAGE1, STAGE2, USERS, write_raw
-from tests.test_preprocess import SAMPLE
+from tests.rawfiles import ADS, SAMPLE, STAGE1, STAGE2, USERS, write_raw
 
 
 def content(folder: Path) -> dict:

@@ -23,7 +23,7 @@ from metaheac.data.errors import InputError
 from metaheac.outputs import OutputError
 from metaheac.registry import POINTER_FILE, RECORD_FILE, publish, resolve_model
 from metaheac.steps.registry import STEPS
-from tests.test_online import seed_sets
+from tests.online_helpers import seed_sets
 
 
 def one_line(err: str) -> str:

@@ -11,8 +11,7 @@ from metaheac.data.tensors import Features, UserTable
 from metaheac.evaluation.metrics import roc_auc
 from metaheac.linear import lr as linear
 from metaheac.recommended import topics
-from tests.test_linear import with_category
-from tests.tiny import tiny_features, tiny_rows
+from tests.tiny import tiny_features, tiny_rows, with_category
 
 
 def two_pools(users: int = 400) -> tuple[Features, np.ndarray]:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from metaheac.adaptation import AdaptConfig
 from metaheac.data.schema import DatasetSchema, Field
 from metaheac.data.tensors import CampaignTable, Features, Rows, UserTable
+from metaheac.expand import ExpandConfig
+from metaheac.model.config import ModelConfig
+
+TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)  # a tiny network
+TINY_EXPAND = ExpandConfig(AdaptConfig(batch_size=16))
 
 
 def tiny_schema() -> DatasetSchema:
@@ -51,3 +57,16 @@ def tiny_rows(features: Features, counts: list[int], seed: int = 0) -> Rows:
     campaign_sign = np.where(features.campaigns.fields[campaign, 0].numpy() % 2 == 0, 1.0, -1.0)
     label = rng.random(len(campaign)) < 1 / (1 + np.exp(-3 * user_sign * campaign_sign))
     return Rows(torch.from_numpy(campaign), torch.from_numpy(user), torch.from_numpy(label.astype(np.float32)))
+
+
+def with_category(values: list[int]) -> Features:
+    """`tiny_features()` (whose campaigns have an advertiserId: 3, 2, 3, 4, 2, 2, 6, 3) with a `genre` campaign
+    field (ids 1..3) holding `values`, one per campaign: the hierarchy is genre, then advertiserId (any names)."""
+    features = tiny_features()
+    schema = features.schema
+    schema = type(schema)(schema.user_single, schema.user_lists, [*schema.campaign_fields, Field("genre", 4)],
+                          hierarchy=["genre", "advertiserId"])
+    fields = torch.cat([features.campaigns.fields, torch.tensor(values).int()[:, None]], 1)
+    campaigns = features.campaigns
+    return Features(schema, features.users, CampaignTable(campaigns.aid, fields, campaigns.split,
+                                                           campaigns.seed_positives))
