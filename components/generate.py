@@ -3,16 +3,17 @@
     python -m components.generate          # after changing a step's arguments or shell facts
     python -m components.generate --check  # exit 1 when a checked-in file is stale (a test runs this)
 
-Why generated, not hand-written: each function repeats its step's arguments (name, type, default, help):
-53 arguments over the 7 steps, a signature line and a docstring line each, in both files (212 lines);
-written by hand, every argument change would be made three times and could drift. Generated into real
+Why generated, not hand-written: each function repeats its step's arguments (name, type, default, help), a
+signature line and a docstring line each, in both files; written by hand, every argument change would be
+made three times and could drift. Generated into real
 files, their signatures are greppable and tracebacks point at them. Two things KFP needs shape the KFP file:
 - an argument that takes many artifacts (evaluate's scores, one per adapt task) becomes numbered optional
   inputs, up to MAX_FAN_IN; a pipeline keeps only the ones it wires (components/kfp_tasks.py), since a
   compile-time loop's outputs cannot be passed as one list and kfp.local cannot gather a ParallelFor's;
 - an optional argument (`int | None`, `str | None`) is an optional *string* parameter: kfp.local 2.16 casts
   a null integer input with int(None) and cannot default a pipeline input to None, so the pipeline passes
-  "" for "not given" and the container turns it back into None (components/kfp_runtime.py).
+  "" for "not given" and the container turns it back into None (components/kfp_runtime.py); kfp.local
+  2.17 still refuses a None input (bench/README.md, "kfp 2.17.3").
 """
 
 from __future__ import annotations

@@ -9,11 +9,10 @@ row per (table, id)), trained with a copy of the dense parameters (0.55M of the 
 and kept as the campaign's overlay on the general tables, which all campaigns share: `AdaptedModel`.
 `tests/test_adaptation.py` holds the equality with the plain copy + Adam loop (the oracle).
 
-Campaigns adapt one at a time. Batching several small ones into one step (a leading campaign axis on
-the dense parameters, as meta-training does) was built and measured on CPU, one thread: it was slower
-(64 campaigns of 50..512 seed rows: 5.3 s batched vs 2.8 s one at a time; of 10..60 rows: 1.8 s vs
-1.1 s), as padding to the largest campaign and large fresh allocations cost more than the per-step
-overhead it saves.
+Campaigns adapt one at a time: batching several small ones into one step (a leading campaign axis on
+the dense parameters, as meta-training does) is slower on CPU, as padding to the largest campaign and
+large fresh allocations cost more than the per-step overhead it saves (bench/README.md, "Measurements
+behind the code").
 """
 
 from __future__ import annotations
@@ -127,8 +126,8 @@ class AdaptedModel(nn.Module):
         self, features: Features, campaign: int, users: torch.Tensor, batch_size: int | None = None
     ) -> torch.Tensor:
         """Probabilities [len(users)] on `campaign`, as `adapt` and `expand` score; its embeddings are computed
-        once. The default batch is 4096 users on CPU (measured fastest: bigger batches spill the caches;
-        2048-4096 score ~1.8x faster than 32768 at the Tencent sizes) and 65536 on a GPU."""
+        once. The default batch is 4096 users on CPU (bigger batches spill the caches; bench/README.md) and
+        65536 on a GPU."""
         device = next(self.network.parameters()).device
         batch_size = batch_size or (4096 if device.type == "cpu" else 65536)
         table = features.to(device).users

@@ -5,8 +5,8 @@ columns are fit by Newton's method instead.
 
 A user's design row has one column per (user field, id), laid out like the embedding tables end to end:
 a single field puts 1 on its id, a list field 1 on each of its valid ids (binary multi-hot, as a
-practitioner's scikit-learn design has it). The networks' masked mean (1/(valid ids) each) cost LR 0.19
-GAUC on MovieLens (bench/README.md, ninth round). A model is then a 1-dim table per field plus a bias,
+practitioner's scikit-learn design has it); the networks' masked mean (1/(valid ids) each) ranks worse
+(bench/README.md). A model is then a 1-dim table per field plus a bias,
 scored by the same bags.
 """
 
@@ -279,9 +279,8 @@ POOLED_CS = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) -> CategoryLR:
     """Category LR on the training campaigns' stage-1 rows: each model's C by its own cross-validation over
-    held-out campaigns (on `POOLED_CS`). One C for every category, the overall model's, fit them less well:
-    the categories' own CVs chose 0.3 where the shared C was 0.1, and gained +0.018 cold and +0.013 hot GAUC
-    (bench/README.md, "Variants tried")."""
+    held-out campaigns (on `POOLED_CS`): one C for every category, the overall model's, fits them less well
+    (bench/README.md)."""
     column = category_column(features)
     campaigns = train_rows.campaign.cpu().numpy()
     x, y = design(features, train_rows.user), train_rows.label.cpu().numpy()

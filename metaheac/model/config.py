@@ -25,7 +25,7 @@ class ModelConfig:
     audience_factor_fits: int = 3
     user_topics: int = 32  # the recommended method's user topics (metaheac/topics.py)
     # the recommended method: a residual LR on the seeds' raw design after its head (transfer.fit_transfer);
-    # on by default since it leads sklearn LR on MovieLens (bench/README.md, "Ninth round, second part")
+    # on by default since it leads sklearn LR on MovieLens (bench/README.md)
     residual_lr: bool = True
 
     def __post_init__(self) -> None:

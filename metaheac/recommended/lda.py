@@ -5,9 +5,8 @@ in torch instead of a Python loop over them.
 Each user's mix is iterated as scikit-learn does it (the same update, from the same random draw, until its
 mean change is below 1e-3 or 100 steps) and adds its share to the topics' statistics; the tests check the
 result against scikit-learn's. Users of like id counts share a batch, and a batch drops its users as they
-converge. 2.2x faster than scikit-learn's fit on two processes (bench/README.md, eighth round), and the
-same on any number of cores: scikit-learn's processes each start from a copy of one random state, so its
-result depends on `n_jobs`.
+converge. Faster than scikit-learn's fit (bench/README.md), and the same on any number of cores:
+scikit-learn's processes each start from a copy of one random state, so its result depends on `n_jobs`.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ Interest ids come in topics: the ids a user has are drawn from a few interests, 
 all users (not only the labelled ones) tells which topics a user is in. A linear model on the ids learns each
 id from the training labels alone; LDA learns the ids' topics from every user's ids, and a user's mix is
 inferred from all of them at once (an iterative E-step: an id shared by two topics counts for the one the
-user's other ids point to). That inference is what linear pooling of the ids cannot do (bench/README.md,
-"seventh round").
+user's other ids point to). That inference is what linear pooling of the ids cannot do (bench/README.md).
 
 A campaign's topic logit is mix . (its category's weights + its advertiser's) + their biases: an L2 logistic
 regression per category on its training campaigns' rows, C by cross-validation over held-out campaigns, then
@@ -47,7 +46,7 @@ class TopicConfig:
     topics: int = 32  # above the few tens of interests a vocabulary of this kind holds: extra topics stay small
     min_users: int = 5  # users an id needs to be a word of the model; rarer ids are ignored
     max_users: int = 20_000  # users the topic model is fit on (a random sample of a larger users table)
-    passes: int = 20  # EM passes of the fit over those users: 10 ranked worse (bench/README.md, eighth round)
+    passes: int = 20  # EM passes of the fit over those users: 10 rank worse (bench/README.md)
     doc_topic_prior: float = 0.1  # Dirichlet prior of a user's mix: small = a few topics per user
     inference_steps: int = 5  # E-step iterations inferring a user's mix: 5, 10 and 30 rank alike
     seed: int = 2020
