@@ -22,10 +22,8 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.scoring import ScoreConfig
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig
-from tests.test_linear import with_category
-from tests.tiny import tiny_rows
+from tests.tiny import TINY, tiny_rows, with_category
 
-TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)
 FEATURES = with_category([1, 1, 2, 2, 1, 3, 2, 2])
 ROWS = tiny_rows(FEATURES, [150, 150, 150, 150, 0, 120])
 CAMPAIGN = 5
