@@ -21,11 +21,9 @@ from metaheac.adaptation import (
 )
 from metaheac.data.tensors import Features, Rows
 from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
-from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
-from tests.tiny import tiny_features, tiny_rows
+from tests.tiny import TINY, tiny_features, tiny_rows
 
-TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)
 CONFIG = AdaptConfig(batch_size=16)
 # 37 and 16 rows: a short last batch and exact batches; 5 rows: fewer than one batch.
 COUNTS = [37, 16, 5, 60]

@@ -9,13 +9,11 @@ import torch.nn.functional as F
 from metaheac.adaptation import AdaptConfig
 from metaheac.methods import METHODS, method
 from metaheac.model.baselines import MLP, LogisticRegression, MMoE, SharedBottom
-from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig, joint_train
-from tests.tiny import tiny_features, tiny_rows
+from tests.tiny import TINY, tiny_features, tiny_rows
 
-TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)
 BASELINES = [LogisticRegression, MLP, SharedBottom, MMoE]
 
 

@@ -20,9 +20,7 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.embedding import FieldEmbeddings
 from metaheac.model.heac import HybridExpertsCritics, matmul
 from metaheac.model.store import MODEL_FILE, read_model_info, save_model
-from tests.tiny import tiny_features, tiny_rows
-
-TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)
+from tests.tiny import TINY, tiny_features, tiny_rows
 
 
 def tiny_batch(n: int = 40) -> Batch:
