@@ -19,6 +19,7 @@ import argparse
 import copy
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -32,8 +33,8 @@ from metaheac.linear.lr import LinearConfig, fit_category_lr
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.recommended.head import TransferNetwork, train_bank
-from metaheac.recommended.topics import TopicConfig
+from metaheac.recommended.bank import train_bank
+from metaheac.recommended.network import TransferNetwork
 
 TARGET_S = 20.0
 RATIO = 1.5  # the recommended method's adapt + score against MetaHeac's
@@ -105,9 +106,9 @@ def main() -> None:
     torch.manual_seed(0)
     network = TransferNetwork(features.schema)
     bank_rows = seed_rows(features, 0, 3_000, rng)
-    topics = TopicConfig(topics=network.config.user_topics, passes=2, seed=0)  # 2 EM passes: the fit is not timed
+    settings = replace(network.settings, topics=replace(network.settings.topics, passes=2))  # the fit is not timed
     category_lr = fit_category_lr(features, bank_rows, LinearConfig())
-    network.store_bank(train_bank(features, bank_rows, category_lr, network.config, 0, topics))
+    network.store_bank(train_bank(features, bank_rows, settings, 0, category_lr))
     recommended = method(RECOMMENDED)
     head_s, (((_, head),)) = timed(lambda: list(recommended.adapt_campaigns(network, features, {0: rows}, config)))
     first_s, _ = timed(lambda: score(head, features, 0, users, config.score_batch_size))

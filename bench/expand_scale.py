@@ -47,7 +47,7 @@ from metaheac.data.tensors import CampaignTable, Features
 from metaheac.linear.head import LinearAdapted, LinearHead, design_width
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.scoring import CampaignScorer, Precision, ScoreConfig
-from metaheac.recommended.head import TransferNetwork
+from metaheac.recommended.network import TransferNetwork
 from metaheac.recommended.topics import TopicConfig, fit_topics
 
 TARGET_S, TARGET_GB = 60.0, 8.0

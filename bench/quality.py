@@ -4,6 +4,7 @@ and on MovieLens, with 95% intervals from a paired bootstrap over campaigns of (
     python bench/quality.py [--settings transfer,specific,movielens] [--seeds 1,2,3] [--users 10000]
                             [--campaigns 440] [--rows 500] [--ratings ../shared/data/movielens-100k]
                             [--methods ...] [--replicates 1000] [--jobs 2] [--model-config JSON]
+                            [--recommended-config JSON]
 
 Runs the library in-process (no files but the data): per setting and seed, generate the raw files and
 preprocess them (half the campaigns held out for testing, the cold/hot threshold at their median), or for
@@ -46,6 +47,7 @@ from metaheac.evaluation.intervals import bootstrap
 from metaheac.evaluation.metrics import TABLE_GROUPS, compare, metric_keys
 from metaheac.method_names import RECOMMENDED
 from metaheac.model.config import ModelConfig
+from metaheac.recommended.config import RecommendedConfig
 
 DEFAULT_METHODS = "LR,sklearn LR,pooled LR,MLP one-stage,Category LR,MLP+pre-training,MetaHeac," + RECOMMENDED
 
@@ -97,7 +99,8 @@ def evaluate_seed(setting: str, seed: int, args: argparse.Namespace, methods: li
         tests = {split: (load_rows(f"{folder}/dataset", split, 1), load_rows(f"{folder}/dataset", split, 2))
                  for split in ("test_cold", "test_hot")}
         started = time.perf_counter()
-        frames = evaluate_methods(methods, features, train, tests, seed=seed, model_config=args.model_config)
+        frames = evaluate_methods(methods, features, train, tests, seed=seed, model_config=args.model_config,
+                                  settings={RECOMMENDED: args.recommended_config})
         print(f"  {setting} seed {seed}: {about}, {time.perf_counter() - started:.0f} s", flush=True)
     return frames
 
@@ -167,7 +170,9 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=1, help="(setting, seed) runs at once, one thread each")
     parser.add_argument("--model-config", default="{}", help='JSON of ModelConfig fields to change, e.g. '
-                                                              '\'{"residual_lr": true}\' (--results: its own folder)')
+                                                              '\'{"embedding_dim": 32}\' (--results: its own folder)')
+    parser.add_argument("--recommended-config", default="{}", help=f'JSON of {RECOMMENDED}\'s RecommendedConfig '
+                        'fields to change, e.g. \'{"residual_lr": false}\' (--results: its own folder)')
     parser.add_argument("--results", default="", help="folder where each (setting, seed) run's scored rows are "
                                                       "saved, and read back by a later run of the same sizes")
     args = parser.parse_args()
@@ -175,6 +180,10 @@ def main() -> None:
         args.model_config = ModelConfig.from_dict({**ModelConfig().to_dict(), **json.loads(args.model_config)})
     except (TypeError, ValueError) as error:
         parser.error(f"--model-config: {error}")
+    try:
+        args.recommended_config = RecommendedConfig.from_dict(json.loads(args.recommended_config))
+    except (TypeError, ValueError) as error:
+        parser.error(f"--recommended-config: {error}")
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     settings, seeds = args.settings.split(","), [int(s) for s in args.seeds.split(",")]

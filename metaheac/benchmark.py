@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -29,9 +31,11 @@ def evaluate_methods(
     tests: dict[str, tuple[Rows, Rows]],
     seed: int = 2020,
     model_config: ModelConfig | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """{method: scored test rows with their split}, `tests` being {split: (stage-1 rows, stage-2 rows)};
-    every network built with `model_config` (default `ModelConfig()`)."""
+    every network built with `model_config` (default `ModelConfig()`), a method with settings of its own
+    with `settings[its name]` (`Method.parse_settings`; default: its defaults)."""
     meta = MetaTrainConfig(seed=seed, device="cpu")
     joint = JointTrainConfig(seed=seed, device="cpu")
     general: dict[str, Network] = {}
@@ -39,13 +43,13 @@ def evaluate_methods(
     def network(name: str) -> Network:
         if name in general:
             return general[name]
-        chosen = method(name)
+        chosen, own = method(name), (settings or {}).get(name)
         if name == RECOMMENDED and "MetaHeac" in methods:  # MetaHeac's meta-training, then the extras
-            model = chosen.build(features.schema, model_config)
+            model = chosen.build(features.schema, model_config, own)
             model.load_state_dict(network("MetaHeac").state_dict(), strict=False)
             chosen.fit_extras(model, features, train, seed)
         else:
-            model = chosen.train(features, train, model_config, meta, joint, seed=seed, progress=False)
+            model = chosen.train(features, train, model_config, meta, joint, seed=seed, progress=False, settings=own)
         general[name] = model
         return model
 

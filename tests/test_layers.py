@@ -12,11 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # layer (a package or module, as a path prefix) -> the prefixes it must not import
+_METHODS = ("metaheac.method", "metaheac.linear", "metaheac.recommended", "metaheac.methods")
 FORBIDDEN = {
-    "metaheac.model": ("metaheac.training", "metaheac.adaptation", "metaheac.methods", "metaheac.steps"),
-    "metaheac.training": ("metaheac.adaptation", "metaheac.methods", "metaheac.steps"),
-    "metaheac.adaptation": ("metaheac.training", "metaheac.methods", "metaheac.steps"),
-    "metaheac.linear": ("metaheac.training", "metaheac.audience", "metaheac.methods", "metaheac.steps"),
+    "metaheac.model": ("metaheac.training", "metaheac.adaptation", *_METHODS, "metaheac.steps"),
+    "metaheac.training": ("metaheac.adaptation", *_METHODS, "metaheac.steps"),
+    "metaheac.adaptation": ("metaheac.training", *_METHODS, "metaheac.steps"),
+    # the method contract, then the methods' packages (training only through the contract), then the registry
+    "metaheac.method": ("metaheac.linear", "metaheac.recommended", "metaheac.methods", "metaheac.steps"),
+    "metaheac.linear": ("metaheac.training", "metaheac.audience", "metaheac.recommended", "metaheac.methods",
+                        "metaheac.steps"),
     "metaheac.recommended": ("metaheac.training", "metaheac.audience", "metaheac.methods", "metaheac.steps"),
     "metaheac.benchmark": ("metaheac.steps",),
     "metaheac.methods": ("metaheac.steps",),

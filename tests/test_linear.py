@@ -4,6 +4,8 @@ recommended method's transfer head."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
 
 import numpy as np
@@ -12,15 +14,18 @@ import scipy.sparse as sp
 import torch
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
-from metaheac import methods
 from metaheac.linear import lr as linear
+from metaheac.linear import method as linear_methods
 from metaheac.linear.head import LinearAdapted, LinearHead
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model, method
 from metaheac.model.baselines import LogisticRegression
 from metaheac.model.store import save_model
-from metaheac.recommended import head as transfer
+from metaheac.recommended import bank as banks
+from metaheac.recommended import fit as transfer
+from metaheac.recommended.config import RecommendedConfig
 from metaheac.recommended.factors import FactorConfig, fit_factors
+from metaheac.recommended.network import general_logit
 from metaheac.recommended.topics import TopicConfig, fit_topics
 from metaheac.training.config import MetaTrainConfig
 from tests.tiny import tiny_features, tiny_rows, with_category
@@ -57,7 +62,7 @@ def test_sklearn_lr_is_scikit_learns_fit_at_the_c_its_cross_validation_chose() -
     seeds = {0: rows}
     ((_, adapted),) = method("sklearn LR").adapt_campaigns(LogisticRegression(FEATURES.schema), FEATURES, seeds)
     x, y = linear.design(FEATURES, rows.user), rows.label.numpy()
-    assert adapted.head.c in methods.SKLEARN_CS
+    assert adapted.head.c in linear_methods.SKLEARN_CS
     reference = SkLogisticRegression(C=adapted.head.c, max_iter=1000).fit(x, y)
     assert adapted.head.weight == pytest.approx(reference.coef_.ravel(), abs=1e-6)
     users = torch.arange(100)
@@ -79,7 +84,7 @@ def test_pooled_lr_is_one_model_over_the_training_campaigns_that_survives_a_save
     scores = [a.score(FEATURES, c, users).numpy()
               for c, a in pooled.adapt_campaigns(loaded, FEATURES, {1: rows, 2: rows})]
     assert scores[0] == pytest.approx(scores[1])  # no seeds: the same ranking for every campaign
-    reference = methods.sklearn_lr(x, y, 3, 0, groups=rows.campaign.numpy())
+    reference = linear_methods.sklearn_lr(x, y, 3, 0, groups=rows.campaign.numpy())
     assert scores[0] == pytest.approx(1 / (1 + np.exp(-(linear.design(FEATURES, users) @ reference.weight
                                                          + reference.bias))), abs=1e-5)
 
@@ -169,11 +174,14 @@ def test_transfer_head_folds_the_priors_and_the_bank_into_one_linear_head() -> N
     train = rows.select(rows.campaign < 4)
     factors = fit_factors(features, train, FACTORS)
     topics = fit_topics(features, TOPICS)
-    bank = transfer.fit_bank(features, train, linear.fit_category_lr(features, train, CONFIG), factors, topics, 0)
+    settings = RecommendedConfig()
+    bank = banks.fit_bank(features, train, linear.fit_category_lr(features, train, CONFIG), factors, topics,
+                          settings, 0)
     network = method("MLP+pre-training").build(features.schema)
     seeds = rows.select(rows.campaign == 4)
-    config = transfer.transfer_config(0)
-    head = transfer.fit_transfer(network, bank, features, 4, seeds, config)
+    plain = dataclasses.replace(settings, residual_lr=False)
+    config = linear.LinearConfig(cs=settings.cs, one_se=True, seed=0)
+    head = transfer.fit_transfer(network, bank, features, 4, seeds, plain, 0)
     vector = bank.factors.prior(features, 4)  # category 1's vector + advertiser 2's
     assert vector == pytest.approx(bank.factors.category[1] + bank.factors.advertiser[2])
     topic_prior = bank.topic_models.prior(features, 4)  # the same, over the topic mix
@@ -185,8 +193,8 @@ def test_transfer_head_folds_the_priors_and_the_bank_into_one_linear_head() -> N
 
     def dense(users: torch.Tensor) -> np.ndarray:
         x, mixes = linear.design(features, users), topics.of_users(features, users)
-        general = transfer.general_logit(network, features, 4, users)
-        return transfer.transfer_columns(bank, x, general, vector, mixes, topic_prior)
+        general = general_logit(network, features, 4, users)
+        return transfer.transfer_columns(bank, x, general, vector, mixes, topic_prior, settings.scale)
 
     seed_mixes = topics.of_users(features, seeds.user)
     stacked = linear.fit_cv(dense(seeds.user), seeds.label.numpy(), config,
@@ -194,17 +202,17 @@ def test_transfer_head_folds_the_priors_and_the_bank_into_one_linear_head() -> N
     users = torch.arange(100)
     x, mixes = linear.design(features, users), topics.of_users(features, users)
     expected = prior(x, mixes) + stacked.logit(dense(users))
-    general = transfer.general_logit(network, features, 4, users)
+    general = general_logit(network, features, 4, users)
     assert head.logit(x, general, mixes) == pytest.approx(expected, abs=1e-8)
-    empty = transfer.fit_transfer(network, bank, features, 4, seeds.select(seeds.campaign < 0), config)
+    empty = transfer.fit_transfer(network, bank, features, 4, seeds.select(seeds.campaign < 0), plain, 0)
     assert empty.logit(x, np.zeros(100), mixes) == pytest.approx(prior(x, mixes))  # no seeds: the prior
 
     # the residual LR: the raw design's fit with the head's logit as offset, folded into the same head
-    with_residual = transfer.fit_transfer(network, bank, features, 4, seeds, config, residual=True)
+    with_residual = transfer.fit_transfer(network, bank, features, 4, seeds, settings, 0)
     seed_x = linear.design(features, seeds.user)
-    seed_general = transfer.general_logit(network, features, 4, seeds.user)
+    seed_general = general_logit(network, features, 4, seeds.user)
     offset = head.logit(seed_x, seed_general, seed_mixes)
-    residual = linear.fit_cv(seed_x, seeds.label.numpy(), linear.LinearConfig(cs=transfer.RESIDUAL_CS, seed=0),
+    residual = linear.fit_cv(seed_x, seeds.label.numpy(), linear.LinearConfig(cs=settings.residual_cs, seed=0),
                              offset=offset)
     assert np.abs(residual.weight).max() > 1e-3  # it has something to add, so the check below can fail
     assert with_residual.logit(x, general, mixes) == pytest.approx(head.logit(x, general, mixes)
@@ -218,7 +226,7 @@ def test_recommended_method_trains_adapts_and_scores_through_the_method_contract
     general = recommended.train(features, rows.select(rows.campaign < 4),
                                 meta_config=MetaTrainConfig(max_steps=2, device="cpu"), seed=0, progress=False)
     bank = general.bank(features)
-    save_model(general, str(tmp_path), method=RECOMMENDED)
+    save_model(general, str(tmp_path), method=RECOMMENDED, settings=recommended.settings_of(general))
     general, _ = load_model(str(tmp_path))  # the bank travels with the network
     loaded = general.bank(features)
     assert loaded.weight == pytest.approx(bank.weight) and loaded.std == pytest.approx(bank.std)
@@ -232,12 +240,43 @@ def test_recommended_method_trains_adapts_and_scores_through_the_method_contract
     ((_, adapted),) = recommended.adapt_campaigns(general, features, {5: seeds})
     users = torch.arange(200)
     x = linear.design(features, users)
-    expected = adapted.head.logit(x, transfer.general_logit(general, features, 5, users),
+    expected = adapted.head.logit(x, general_logit(general, features, 5, users),
                                   loaded.topics.of_users(features, users))
     assert torch.logit(adapted.score(features, 5, users, batch_size=64).double()).numpy() == pytest.approx(
         expected, abs=1e-3)
     category = loaded.category_lr
     assert set(category.by_category) == {1, 2} and category.model(features, 5) is category.overall
+
+
+def test_the_recommended_settings_are_saved_with_the_model_and_old_config_json_loads_alike(tmp_path) -> None:
+    """Settings off the defaults travel in config.json's "settings"; a config.json written before they had
+    their own key (four of them in "model", the rest unrecorded) loads with the same settings and scores the
+    same, bit for bit."""
+    features = with_category([1, 1, 2, 2, 1, 3, 2, 2])
+    rows = tiny_rows(features, [150, 150, 150, 150, 0, 300])
+    recommended = method(RECOMMENDED)
+    settings = RecommendedConfig(factors=dataclasses.replace(FACTORS, dim=3, models=1), residual_lr=False,
+                                 topics=dataclasses.replace(TOPICS, topics=3))
+    general = recommended.train(features, rows.select(rows.campaign < 4), seed=0, progress=False, settings=settings,
+                                meta_config=MetaTrainConfig(max_steps=1, device="cpu"))
+    save_model(general, str(tmp_path / "new"), method=RECOMMENDED, settings=recommended.settings_of(general))
+    new, info = load_model(str(tmp_path / "new"))
+    assert new.settings == settings.seeded(0) and RecommendedConfig.from_dict(info["settings"]) == new.settings
+    old = json.loads((tmp_path / "new" / "config.json").read_text())
+    del old["settings"]
+    old["model"] |= {"audience_factors": 3, "audience_factor_fits": 1, "user_topics": 3, "residual_lr": False}
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    (tmp_path / "old" / "config.json").write_text(json.dumps(old))
+    loaded, _ = load_model(str(tmp_path / "old"))
+    assert (loaded.settings.factors.dim, loaded.settings.topics.topics, loaded.settings.residual_lr) == (3, 3, False)
+    seeds, users = {5: rows.select(rows.campaign == 5)}, torch.arange(200)
+    ((_, a),) = recommended.adapt_campaigns(new, features, seeds)
+    ((_, b),) = recommended.adapt_campaigns(loaded, features, seeds)
+    assert torch.equal(a.score(features, 5, users), b.score(features, 5, users))
+    with_residual = dataclasses.replace(settings, residual_lr=True)
+    assert recommended.read_settings({"settings": with_residual.to_dict()}) == with_residual  # it is read
+    with pytest.raises(ValueError, match="unknown field 'factors.width'"):
+        recommended.parse_settings({"factors": {"width": 3}})
 
 
 def test_category_lr_scores_the_same_after_a_save_and_load(tmp_path) -> None:
@@ -262,7 +301,7 @@ def test_campaign_fits_on_threads_keep_the_order_and_stay_a_bounded_window_ahead
         time.sleep(0.01 * (campaign % 3))  # later campaigns often finish first
         return LinearHead(np.full(2, float(campaign)), 0.0, 0.0)
 
-    window = methods._FITS_AHEAD * torch.get_num_threads()
-    for k, (campaign, head) in enumerate(methods._fit_each(fit, {c: None for c in range(20)})):
+    window = linear_methods._FITS_AHEAD * torch.get_num_threads()
+    for k, (campaign, head) in enumerate(linear_methods.fit_each(fit, {c: None for c in range(20)})):
         assert campaign == k and head.weight[0] == k
         assert max(submitted) < k + window + 1  # heads held at once stay bounded, whatever the campaigns

@@ -11,6 +11,7 @@ from metaheac.data.tensors import Features, UserTable
 from metaheac.evaluation.metrics import roc_auc
 from metaheac.linear import lr as linear
 from metaheac.recommended import topics
+from metaheac.recommended.config import RecommendedConfig
 from tests.tiny import tiny_features, tiny_rows, with_category
 
 
@@ -67,7 +68,8 @@ def test_topic_models_carry_a_category_and_an_advertiser_to_campaigns_never_trai
     features, _ = two_pools()  # advertisers 3, 2, 3, 4, 2, 2, 6, 3
     rows = tiny_rows(features, [400, 400, 400, 400, 0, 400, 0, 400])
     fitted = topics.fit_topics(features, topics.TopicConfig(topics=2, min_users=8, seed=0))
-    models = topics.fit_topic_models(features, rows.select(rows.campaign < 4), fitted, 0)
+    grid = linear.LinearConfig(cs=RecommendedConfig().topic_cs, seed=0)
+    models = topics.fit_topic_models(features, rows.select(rows.campaign < 4), fitted, grid)
     assert set(models.category) == {1, 2} and set(models.advertiser) == {2, 3, 4}
     assert fitted.mean.sum() == pytest.approx(1.0) and fitted.cov.shape == (2, 2)
     for campaign in (5, 7):

@@ -58,7 +58,7 @@ class LinearHead:
 
     def logit(self, x: sp.spmatrix, general: np.ndarray, mixes: np.ndarray | None = None) -> np.ndarray:
         """The logit of design rows x with the network's logits `general` and the mixes (float64; the fit's
-        offset, `recommended.head.fit_transfer`)."""
+        offset, `recommended.fit.fit_transfer`)."""
         logit = np.asarray(x @ self.weight).ravel() + self.bias + self.general_weight * general
         return logit if self.topic_weight is None or mixes is None else logit + mixes @ self.topic_weight
 

@@ -34,11 +34,14 @@ class LinearConfig:
     max_iter: int = 1_000  # L-BFGS iterations: far above what convergence (tol) needs on seed sets
     tol: float = 1e-4  # on the largest gradient entry of the mean loss (scikit-learn's default tol)
     one_se: bool = False  # the smallest C within one standard error of the least held-out loss (glmnet's rule)
+    # C grid of the models fit on many campaigns' rows (Category LR's, `fit_category_lr`): half-decade steps,
+    # as their optimum matters more than a seed set's and their fits are few
+    pooled_cs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     seed: int = 2020
 
     def __post_init__(self) -> None:
-        if not self.cs or min(self.cs) <= 0 or self.folds < 2:
-            raise ValueError("LinearConfig: need at least one C > 0 and folds >= 2")
+        if not self.cs or min(self.cs) <= 0 or not self.pooled_cs or min(self.pooled_cs) <= 0 or self.folds < 2:
+            raise ValueError("LinearConfig: need at least one C > 0 in cs and in pooled_cs, and folds >= 2")
 
 
 def column_offsets(schema: DatasetSchema) -> np.ndarray:
@@ -272,19 +275,14 @@ class CategoryLR:
         return self.by_category.get(category, self.overall)
 
 
-# C grid of the models fit on many campaigns' rows (Category LR's): half-decade steps, as their optimum
-# matters more than a seed set's and their fits are few
-POOLED_CS = (0.01, 0.03, 0.1, 0.3, 1.0)
-
-
 def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) -> CategoryLR:
     """Category LR on the training campaigns' stage-1 rows: each model's C by its own cross-validation over
-    held-out campaigns (on `POOLED_CS`): one C for every category, the overall model's, fits them less well
+    held-out campaigns (on `config.pooled_cs`): one C for every category, the overall model's, fits them less well
     (bench/README.md)."""
     column = category_column(features)
     campaigns = train_rows.campaign.cpu().numpy()
     x, y = design(features, train_rows.user), train_rows.label.cpu().numpy()
-    pooled = dataclasses.replace(config, cs=POOLED_CS)
+    pooled = dataclasses.replace(config, cs=config.pooled_cs)
     if column is None:  # no categories: every campaign gets the model over all of them
         return CategoryLR({}, fit_cv(x, y, pooled, groups=campaigns), None)
     category = features.campaigns.fields[:, column].cpu().numpy()[campaigns]

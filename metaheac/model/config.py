@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# Keys a saved config.json's "model" may hold that are no fields now: "dropout" (models saved before it went),
+# and the recommended method's four settings of before it had its own config (read from there by
+# `metaheac.recommended.config.RecommendedConfig.from_saved`).
+RETIRED = ("dropout", "audience_factors", "audience_factor_fits", "user_topics", "residual_lr")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -20,13 +25,6 @@ class ModelConfig:
     expert_hidden: tuple[int, ...] = (64, 64)  # each layer Linear + ReLU
     gate_hidden: int = 64
     init_std: float = 1.0  # embeddings start as N(0, init_std^2); 1.0 is nn.Embedding's default, as official
-    # the recommended method's shared audience factors (metaheac/factors.py): per user and fit, and fits
-    audience_factors: int = 32
-    audience_factor_fits: int = 3
-    user_topics: int = 32  # the recommended method's user topics (metaheac/topics.py)
-    # the recommended method: a residual LR on the seeds' raw design after its head (transfer.fit_transfer);
-    # on by default since it leads sklearn LR on MovieLens (bench/README.md)
-    residual_lr: bool = True
 
     def __post_init__(self) -> None:
         if self.experts < 1 or self.critics < 1:
@@ -40,4 +38,4 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
-        return cls(**{k: v for k, v in raw.items() if k != "dropout"})  # models saved before it went had it
+        return cls(**{k: v for k, v in raw.items() if k not in RETIRED})

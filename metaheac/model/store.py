@@ -2,6 +2,7 @@
 
 model.pt     the state_dict (torch.save); loaded with weights_only=True, so it can hold tensors only
 config.json  {"format", "method": its method's name (`metaheac.methods`), "model": its ModelConfig,
+             "settings": the method's own settings (`Method.settings_of`; null for a method without),
              "schema": the dataset schema, "weights_sha256": model.pt's, "extra": e.g. the training
              config and metrics}
 
@@ -51,8 +52,12 @@ def read_tensors(uri: str, map_location: torch.device | str = "cpu", data: bytes
     return state
 
 
-def save_model(model: Network, uri: str, method: str = "MetaHeac", extra: dict[str, Any] | None = None) -> None:
-    """Write `model` (the network of the method named `method`) under the folder `uri`.
+def save_model(
+    model: Network, uri: str, method: str = "MetaHeac", extra: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> None:
+    """Write `model` (the network of the method named `method`, built with its `settings`, as
+    `Method.settings_of` gives them) under the folder `uri`.
 
     `extra` must be JSON-serialisable; nothing is written when it is not.
     """
@@ -62,6 +67,7 @@ def save_model(model: Network, uri: str, method: str = "MetaHeac", extra: dict[s
         "format": FORMAT,
         "method": method,
         "model": model.config.to_dict(),
+        "settings": settings,
         "schema": json.loads(model.schema.to_json()),
         "weights_sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
         "extra": extra or {},
@@ -113,11 +119,12 @@ def read_model_info(uri: str) -> dict[str, Any]:
 
 
 def load_model(
-    uri: str, build: Callable[[str, DatasetSchema, ModelConfig], Network], device: torch.device | str = "cpu"
+    uri: str, build: Callable[[str, DatasetSchema, ModelConfig, dict[str, Any]], Network],
+    device: torch.device | str = "cpu",
 ) -> tuple[Network, dict[str, Any]]:
-    """The network rebuilt from config.json by `build(method name, schema, model config)` (the method
-    registry's, which lives above this layer) with its weights (tensors only, never other pickles), and
-    config.json itself."""
+    """The network rebuilt from config.json by `build(method name, schema, model config, config.json)` (the
+    method registry's, which lives above this layer and reads the method's settings from config.json) with
+    its weights (tensors only, never other pickles), and config.json itself."""
     info = read_model_info(uri)
     uri = storage.published(uri)
     source = storage.join(uri, CONFIG_FILE)
@@ -125,7 +132,7 @@ def load_model(
     with as_input_error(f"{source}: "):  # an unknown method, a malformed model config
         config = ModelConfig.from_dict(info["model"])
         check_fits(f"the {info['method']} network of {uri}", table_bytes(schema, config.embedding_dim), str(device))
-        model = build(info["method"], schema, config)
+        model = build(info["method"], schema, config, info)
     weights = storage.join(uri, MODEL_FILE)
     state = read_weights(uri, info, map_location=device)[1]
     ours = model.state_dict()

@@ -37,9 +37,6 @@ from metaheac.linear.lr import (
 from metaheac.recommended.lda import dirichlet_expectation, fit_lda
 from metaheac.threads import one_thread_workers
 
-# C grid of the topic models: a mix sums to 1, so its weights need a light penalty to reach a logit's range
-TOPIC_CS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
-
 
 @dataclass(frozen=True)
 class TopicConfig:
@@ -199,13 +196,12 @@ class TopicModels:
         return LinearModel(weight, bias, 0.0)
 
 
-def fit_topic_models(features: Features, train_rows: Rows, topics: UserTopics, seed: int) -> TopicModels:
-    """The category and advertiser models on the training rows' topic mixes; sets `topics`' mean and cov
-    of those mixes."""
+def fit_topic_models(features: Features, train_rows: Rows, topics: UserTopics, config: LinearConfig) -> TopicModels:
+    """The category and advertiser models on the training rows' topic mixes (`config`: their C grid and
+    seed, `RecommendedConfig.topic_cs`); sets `topics`' mean and cov of those mixes."""
     users, row_user = np.unique(train_rows.user.cpu().numpy(), return_inverse=True)
     mixes = topics.of_users(features, users)[row_user]
     topics.mean, topics.cov = mixes.mean(0), np.cov(mixes.T, ddof=0)
-    config = LinearConfig(cs=TOPIC_CS, seed=seed)
     campaigns = train_rows.campaign.cpu().numpy()
     y = train_rows.label.cpu().numpy()
     x = mixes  # dense: `fit_cv` solves its few columns by Newton

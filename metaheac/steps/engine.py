@@ -158,7 +158,7 @@ class Train(Step):
                 "phases": phases.to_list(),  # wall time and peak RSS of each phase
             }
             if rank == 0:  # meta-training's ranks end with the same parameters
-                save_model(model, self.output, method=self.method, extra=info)
+                save_model(model, self.output, method=self.method, extra=info, settings=spec.settings_of(model))
         return info
 
     def configs(self, device: torch.device) -> tuple[MetaTrainConfig, JointTrainConfig, ModelConfig]:
