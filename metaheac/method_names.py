@@ -17,7 +17,7 @@ METHOD_NAMES = (
     "sklearn LR",  # scikit-learn's LogisticRegression per campaign on its seeds, C by CV
     "pooled LR",  # scikit-learn's LogisticRegression over every training campaign's rows, no seeds
     "Category LR",  # fit on the training campaigns of the campaign's category (coarsest hierarchy field), no seeds
-    RECOMMENDED,  # metaheac/transfer.py
+    RECOMMENDED,  # metaheac/recommended/
 )
 
 

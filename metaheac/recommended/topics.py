@@ -148,7 +148,7 @@ class UserTopics:
         """The mixes of rows `users` of the users table. Each user's is inferred once per users table and
         kept: it depends on the user's ids only, so every campaign scored on the table shares it."""
         users = torch.as_tensor(users).cpu().long()
-        with self._known.lock:  # campaigns fit on threads (`methods._fit_each`)
+        with self._known.lock:  # campaigns fit on threads (`linear.method.fit_each`)
             mixes, done = self._known.of(features, self.word.shape[1])
             missing = users[~done[users]].unique()
             if len(missing):
