@@ -94,6 +94,7 @@ def train(
     task_count: int = 5,
     batch_size: int = 512,
     embedding_dim: int = 64,
+    settings: Optional[str] = None,
     seed: int = 2020,
     device: str = 'auto',
     checkpoint: Optional[str] = None,
@@ -114,6 +115,7 @@ def train(
         task_count: campaigns per meta-step
         batch_size: rows per support / query / joint batch
         embedding_dim: embedding size of every field
+        settings: the method's own settings to change, as a JSON object of fields (e.g. MetaHeac+LR's RecommendedConfig: '{"residual_lr": false, "topics": {"topics": 16}}'); unknown fields are refused; saved in config.json
         seed: seeds the initialisation and the task sampling
         device: auto (CUDA when present), cpu or cuda
         checkpoint: folder for checkpoints (default: OUTPUT/checkpoint); resumes from it

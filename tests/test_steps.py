@@ -11,6 +11,8 @@ import pytest
 from metaheac.cli import main, parse_step
 from metaheac.data.dataset import load_campaign_frame, load_schema
 from metaheac.data.errors import InputError
+from metaheac.recommended.config import RecommendedConfig
+from metaheac.recommended.topics import TopicConfig
 from metaheac.steps.base import Step, arg
 from metaheac.steps.engine import (
     CPU_TRAIN_MEMORY_GB,
@@ -154,6 +156,20 @@ def test_only_meta_training_gets_a_gpu_and_cpu_memory_fits_the_dataset(chain, tm
     (tmp_path / "big").mkdir()
     (tmp_path / "big" / "schema.json").write_text(schema.to_json())
     assert cpu_train_memory_gb(str(tmp_path / "big")) > 4
+
+
+def test_train_settings_change_the_methods_own_config_and_are_saved(chain, tmp_path, capsys):
+    _, dataset = chain
+    settings = '{"residual_lr": false, "topics": {"topics": 4}}'
+    step = parse_step(["train", "--dataset", "d", "--output", "o", "--settings", settings])
+    assert step.method_settings() == RecommendedConfig(residual_lr=False, topics=TopicConfig(topics=4))
+    assert Train(dataset="d", output="o").method_settings() is None  # the method's defaults
+    for bad, message in (('{"residual": false}', "residual"), ("[1]", "JSON object"), ("{", "--settings")):
+        assert main(["train", "--dataset", str(dataset), "--output", str(tmp_path / "bad"), "--settings", bad]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["train", "--dataset", str(dataset), "--output", str(tmp_path / "lr"), "--method", "LR",
+                 "--settings", '{"residual_lr": false}', "--device", "cpu"]) == 2  # LR has no settings of its own
+    assert "LR has no settings" in capsys.readouterr().err
 
 
 def test_an_empty_split_says_why():

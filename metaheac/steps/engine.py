@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pandas as pd
 import pyarrow as pa
@@ -105,6 +105,9 @@ class Train(Step):
     task_count: int = arg(_META.task_count, help="campaigns per meta-step", minimum=1)
     batch_size: int = arg(_META.batch_size, help="rows per support / query / joint batch", minimum=1)
     embedding_dim: int = arg(_MODEL.embedding_dim, help="embedding size of every field", minimum=1)
+    settings: str | None = arg(None, help="the method's own settings to change, as a JSON object of fields "
+                               f"(e.g. {RECOMMENDED}'s RecommendedConfig: '{{\"residual_lr\": false, \"topics\": "
+                               "{\"topics\": 16}}'); unknown fields are refused; saved in config.json")
     seed: int = arg(_META.seed, help="seeds the initialisation and the task sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
     checkpoint: str | None = arg(None, help="folder for checkpoints (default: OUTPUT/checkpoint); resumes from it")
@@ -117,6 +120,7 @@ class Train(Step):
         first = int(os.environ.get("RANK", "0")) == 0
         with as_input_error():  # an unknown name fails before the output is touched
             method(self.method)
+        self.method_settings()  # and so do bad settings
         with claim(self.output, self.name, [self.dataset], self.overwrite) if first else contextlib.nullcontext():
             return self.train()
 
@@ -140,10 +144,11 @@ class Train(Step):
             # world_size * task_count tasks (every rank trains on task_count of them).
             with as_input_error():
                 meta, joint, model_config = self.configs(device)
+            settings = self.method_settings()
             needed = table_bytes(features.schema, model_config.embedding_dim)
             check_fits(f"{self.method} on {self.dataset}", needed, str(device))
             model = spec.train(
-                features, rows, model_config, meta, joint, seed=self.seed,
+                features, rows, model_config, meta, joint, seed=self.seed, settings=settings,
                 checkpoint_uri=storage.join(self.output, "checkpoint") if self.checkpoint is None else self.checkpoint,
             )
             info = {
@@ -160,6 +165,16 @@ class Train(Step):
             if rank == 0:  # meta-training's ranks end with the same parameters
                 save_model(model, self.output, method=self.method, extra=info, settings=spec.settings_of(model))
         return info
+
+    def method_settings(self) -> Any:
+        """The method's own settings with --settings' fields changed (None: its defaults)."""
+        if self.settings is None:
+            return None
+        with as_input_error("--settings: "):
+            raw = json.loads(self.settings)
+            if not isinstance(raw, dict):
+                raise ValueError(f"expected a JSON object of fields, got {self.settings!r}")
+            return method(self.method).parse_settings(raw)
 
     def configs(self, device: torch.device) -> tuple[MetaTrainConfig, JointTrainConfig, ModelConfig]:
         meta = dataclasses.replace(_META, epochs=self.epochs, max_steps=self.max_steps, task_count=self.task_count,
