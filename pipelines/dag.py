@@ -47,7 +47,8 @@ class TrainingOptions(PipelineOptions):
 
     name: str = PIPELINE_NAME
     source: Literal["generate", "input"] = option(
-        "generate", "generate synthetic data, or import raw files from the input_uri parameter")
+        "generate", "generate synthetic data, or import the input_uri parameter's folder: the raw files, the "
+        "official pickles or an advertiser's tables (preprocess_source, preprocess_spec)")
     methods: tuple[str, ...] = option((RECOMMENDED,), "comma-separated methods (or all), one train task each",
                                       parse=lambda text: tuple(parse_methods(text)))
     shards: int = option(2, "adapt tasks per method, each adapting one shard of the test campaigns")
@@ -64,7 +65,7 @@ class TrainingOptions(PipelineOptions):
         return pipeline_parameters(self)
 
     def summary(self) -> str:
-        source = "generated data" if self.source == "generate" else f"the raw files at {INPUT_PARAMETER}"
+        source = "generated data" if self.source == "generate" else f"the data at {INPUT_PARAMETER}"
         return (f"MetaHeac audience expansion on {source}: preprocess, train {', '.join(self.methods)}, "
                 f"adapt in {self.shards} shards per method, evaluate"
                 + (f", publish {self.methods[0]} to the registry." if self.publish else "."))
@@ -83,7 +84,8 @@ def pipeline_parameters(options: TrainingOptions) -> Parameters:
     parameters = []
     if options.source == "input":
         parameters.append((inspect.Parameter(INPUT_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                             annotation=str), "folder (gs://) of the raw files to import"))
+                                             annotation=str), "folder (gs://) to import: the raw Tencent files, the "
+                           "official pickles, or the tables a preprocess_spec names (preprocess_source)"))
     for step in _stages(options):
         for argument in STEPS[step].parameters():
             if argument.name in _BOUND.get(step, ()):

@@ -119,6 +119,20 @@ def test_imported_input_replaces_generate(tmp_path: Path) -> None:
     assert spec["root"]["inputDefinitions"]["parameters"]["input_uri"]["parameterType"] == "STRING"
 
 
+def test_the_tables_folder_is_the_input_of_the_tables_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--source input` with `preprocess_source=tables`: the importer's artifact is the tables' folder, which the
+    spec's relative paths are read in (here the shop example's, the spec beside the tables)."""
+    shop = Path(__file__).resolve().parents[1] / "examples" / "shop"
+    argv = ["run-local", "--output", str(tmp_path), "--source", "input", "--methods", "LR", "--shards", "1",
+            f"--param=input_uri={shop}", "--param=preprocess_source=tables",
+            f"--param=preprocess_spec={shop}/spec.yaml", "--param=adapt_epochs=1"]
+    assert main(argv) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("run: "))
+    schema = json.loads((run / "preprocess" / "output" / "schema.json").read_text())
+    assert schema["hierarchy"] == ["category", "brand"]  # the shop's spec, not a Tencent preset
+    assert (run / "evaluate" / "output" / "report.html").exists()
+
+
 def test_bad_parameter_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run-local", "--output", str(tmp_path), "--param", "generate_userz=5"]) == 2
     assert "--param 'generate_userz=5': expected NAME=VALUE with NAME one of" in capsys.readouterr().err
