@@ -55,18 +55,21 @@ DEFAULT_METHODS = "LR,sklearn LR,pooled LR,MLP one-stage,Category LR,MLP+pre-tra
 def run_seed(setting: str, seed: int, args: argparse.Namespace, methods: list[str]) -> dict[str, pd.DataFrame]:
     """{method: scored test rows} for one generated dataset; with --results, those saved by an earlier run
     of the same sizes are read back and only the missing methods run."""
-    sizes = "" if setting == MOVIELENS else f"-{args.users}-{args.campaigns}-{args.rows}"
-    saved = Path(args.results, f"{setting}-{seed}{sizes}") if args.results else None
-    files = {m: saved / f"{m.replace(' ', '_')}.parquet" for m in methods} if saved else {}
+    files = {m: saved_file(args.results, setting, seed, args, m) for m in methods} if args.results else {}
     frames = {m: pd.read_parquet(f) for m, f in files.items() if f.exists()}
     missing = [m for m in methods if m not in frames]
     if missing:
         frames |= evaluate_seed(setting, seed, args, missing)
-        if saved:
-            saved.mkdir(parents=True, exist_ok=True)
-            for m in missing:
-                frames[m].to_parquet(files[m])
+        for m in missing if files else []:
+            files[m].parent.mkdir(parents=True, exist_ok=True)
+            frames[m].to_parquet(files[m])
     return {m: frames[m] for m in methods}
+
+
+def saved_file(results: str, setting: str, seed: int, args: argparse.Namespace, method: str) -> Path:
+    """Where --results keeps one method's scored test rows of one (setting, seed) at these sizes."""
+    sizes = "" if setting == MOVIELENS else f"-{args.users}-{args.campaigns}-{args.rows}"
+    return Path(results, f"{setting}-{seed}{sizes}", f"{method.replace(' ', '_')}.parquet")
 
 
 MOVIELENS = "movielens"
@@ -109,7 +112,7 @@ def _fmt(values: tuple[float, float, float]) -> str:
     return f"{values[0]:+.4f} [{values[1]:+.4f}, {values[2]:+.4f}]"
 
 
-def report(setting: str, runs: list[dict[str, pd.DataFrame]], replicates: int) -> None:
+def report(setting: str, runs: list[dict[str, pd.DataFrame]], replicates: int, seeds: list[int]) -> None:
     methods = list(runs[0])
     summaries = [compare(run) for run in runs]
     columns = [(g, k) for g in TABLE_GROUPS for k in metric_keys() if k != "r@5%"]
@@ -132,9 +135,12 @@ def report(setting: str, runs: list[dict[str, pd.DataFrame]], replicates: int) -
             estimate, low, high = result["gap"][c]
             verdict = "above 0" if low > 0 else "NOT above 0"
             print(f"  {c[0]:<4} {c[1]:<5} {_fmt(result['gap'][c])}  {verdict}")
-        wins = {c: sum(s[RECOMMENDED][c[0]][c[1]] > max(s[m][c[0]][c[1]] for m in methods if m != RECOMMENDED)
-                       for s in summaries) for c in columns}
-        print("seeds won: " + ", ".join(f"{g} {k} {w}/{len(runs)}" for (g, k), w in wins.items()))
+        gaps = np.array([[s[RECOMMENDED][g][k] - max(s[m][g][k] for m in methods if m != RECOMMENDED)
+                          for g, k in columns] for s in summaries])
+        won = (gaps > 0).sum(0)
+        print("seeds won: " + ", ".join(f"{g} {k} {w}/{len(runs)}" for (g, k), w in zip(columns, won, strict=True)))
+        for seed, row in zip(seeds, gaps, strict=True):
+            print(f"  seed {seed}: {RECOMMENDED} - best other row: " + " ".join(f"{x:+.4f}" for x in row))
         if "MetaHeac" in methods:
             gap = [s[RECOMMENDED][g]["auc"] - s["MetaHeac"][g]["auc"] for s in summaries for g in ("cold", "hot")]
             print(f"pooled AUC minus faithful MetaHeac, per seed and group: {' '.join(f'{x:+.4f}' for x in gap)}")
@@ -196,13 +202,13 @@ def main() -> None:
         with ProcessPoolExecutor(args.jobs, get_context("spawn"), initializer=_one_thread) as pool:
             futures = {s: [pool.submit(run_seed, s, seed, args, methods) for seed in seeds] for s in settings}
             for setting in settings:
-                report(setting, [f.result() for f in futures[setting]], args.replicates)
+                report(setting, [f.result() for f in futures[setting]], args.replicates, seeds)
         return
     for setting in settings:
         runs = []
         for seed in seeds:
             runs.append(run_seed(setting, seed, args, methods))
-            report(setting, runs, args.replicates)  # after every seed: a long run reports as it goes
+            report(setting, runs, args.replicates, seeds[: len(runs)])  # after every seed: a long run reports
 
 
 if __name__ == "__main__":
