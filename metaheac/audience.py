@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from metaheac.expand import (
     CampaignFields,
     CampaignVocab,
     ExpandConfig,
+    SeedMinimum,
     adapt_to_seeds,
     audience_frame,
     campaign_field_ids,
@@ -43,6 +44,7 @@ from metaheac.expand import (
 from metaheac.model.network import Network
 from metaheac.model.scoring import ScoreConfig, UserScorer
 from metaheac.threads import one_thread_workers
+from metaheac.tiers import Tier
 
 
 class UserBase:
@@ -167,8 +169,14 @@ class CampaignRun:
     """One campaign scored over a user shard: its scorer, the users kept out of its audience and what it keeps."""
 
     scorer: UserScorer
-    excluded: np.ndarray  # sorted user indexes: the seeds and the known negatives (`SeedPlan.excluded`)
+    excluded: np.ndarray  # sorted user indexes: seeds, known negatives, exclusion lists (`SeedPlan.excluded`)
     top: TopN
+    held_out: np.ndarray | None = None  # a quality estimate's run: the seeds it was adapted without
+
+
+def holdout_key(name: str) -> str:
+    """The run of campaign `name` adapted without its held-out seeds (a campaign's name holds no "/")."""
+    return f"{name}/holdout"
 
 
 def failed(error: Exception) -> dict:
@@ -180,11 +188,16 @@ def failed(error: Exception) -> dict:
 @dataclass(frozen=True)
 class CampaignRequest:
     """One campaign to expand: its ad fields (`expand.campaign_field_ids`), seed uids and negative uids (None:
-    sampled from the non-seeds)."""
+    sampled from the non-seeds); its audience size (None: `prepare_campaigns`' top_n), the uid lists kept out
+    of its audience ({name: uids}), and the share of its seeds held out for the quality estimate (0: none)."""
 
     campaign_fields: CampaignFields
     seed_uids: np.ndarray
     negative_uids: np.ndarray | None = None
+    size: int | None = None
+    size_name: str = "--top-n (parameter top_n)"  # where the size was asked, named in its error
+    exclusions: dict[str, np.ndarray] = field(default_factory=dict)
+    holdout: float = 0.0
 
 
 def prepare_campaigns(
@@ -198,12 +211,16 @@ def prepare_campaigns(
     score_config: ScoreConfig | None = None,
     vocab: CampaignVocab | None = None,
     adapt: Adapter = adapt_campaigns,
+    minimum: SeedMinimum | None = None,
 ) -> tuple[dict[str, CampaignRun], dict[str, dict]]:
     """Adapt the general model to each campaign's seeds by the method's `adapt`. The seed and negative users
     of every campaign are read in one pass (`uid_index`: `base.uids()` as a pd.Index): a row group is
     decoded once for all campaigns, not once for each. Returns the runs to give `score_shard` and, for
     every request, a summary: status "ok" and what was used, or status "failed" and a one-line error for a
-    request that cannot be served (ValueError), which fails that campaign alone."""
+    request that cannot be served (ValueError), which fails that campaign alone.
+
+    A request with a `holdout` share also gets a run under `holdout_key(name)`: the model adapted without
+    that share of its seeds (drawn with the adaptation's seed), which keeps them among its candidates."""
     config = config or ExpandConfig()
     summaries: dict[str, dict] = {}
     plans = {}
@@ -211,7 +228,9 @@ def prepare_campaigns(
     for name, request in requests.items():  # the campaign first: its error is the first one to fix
         try:
             resolved[name] = campaign_field_ids(base.schema, campaigns, request.campaign_fields, vocab)
-            plans[name] = plan_seeds(uid_index, request.seed_uids, request.negative_uids, top_n, config)
+            plans[name] = plan_seeds(uid_index, request.seed_uids, request.negative_uids, request.size or top_n,
+                                     config, request.exclusions, minimum or SeedMinimum(),
+                                     request.size_name)
         except ValueError as error:
             summaries[name] = failed(error)
     chosen = {name: np.union1d(plan.seeds, plan.negatives) for name, plan in plans.items()}
@@ -240,10 +259,28 @@ def prepare_campaigns(
         except ValueError as error:
             summaries[name] = failed(error)
             continue
-        runs[name] = CampaignRun(model.scorer(ids, score_config, trunks), plan.excluded, TopN(top_n))
+        size = requests[name].size or top_n
+        runs[name] = CampaignRun(model.scorer(ids, score_config, trunks), plan.excluded, TopN(size))
+        held = _held_out(len(plan.seeds), requests[name].holdout, config.adapt.seed)
+        if len(held):
+            kept = np.delete(plan.seeds, held)
+            estimate = adapt_to_seeds(general_model, features, (ids, existing), local(kept), local(plan.negatives),
+                                      config, adapt)
+            held_out = plan.seeds[held]
+            runs[holdout_key(name)] = CampaignRun(estimate.scorer(ids, score_config, trunks),
+                                                  np.setdiff1d(plan.excluded, held_out), TopN(size), held_out)
         summaries[name] = {"status": "ok", **plan.summary, "unknown_campaign_fields": unknown_fields,
-                           "adapt_seconds": round(time.perf_counter() - started, 3)}
+                           "held_out_seeds": len(held), "adapt_seconds": round(time.perf_counter() - started, 3)}
     return runs, {name: summaries[name] for name in requests}
+
+
+def _held_out(seeds: int, share: float, seed: int) -> np.ndarray:
+    """Positions of the seeds held out for the quality estimate (sorted; none when fewer than 2 seeds would
+    stay on each side)."""
+    count = round(share * seeds)
+    if count < 2 or seeds - count < 2:
+        return np.zeros(0, np.int64)
+    return np.sort(np.random.default_rng(seed).choice(seeds, size=count, replace=False))
 
 
 def prepare_campaign(
@@ -333,9 +370,10 @@ def score_shard(
     return {name: run.top.result() for name, run in runs.items()}
 
 
-def merge_audiences(parts: list[pd.DataFrame], top_n: int) -> pd.DataFrame:
+def merge_audiences(parts: list[pd.DataFrame], top_n: int, tiers: list[Tier] | None = None) -> pd.DataFrame:
     """The global top N (`audience_frame`) of shards' tops (each a frame with uid and score): as each shard
-    kept its own N best, the best N of their union are the best N of all users."""
+    kept its own N best, the best N of their union are the best N of all users. With `tiers` (the largest
+    being N), each user's smallest tier is its `tier`: exact across shards, as the ranks are."""
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"uid": [], "score": []})
     frame = frame.sort_values(["score", "uid"], ascending=[False, True], kind="stable").head(top_n)
-    return audience_frame(frame["uid"].to_numpy(), frame["score"].to_numpy())
+    return audience_frame(frame["uid"].to_numpy(), frame["score"].to_numpy(), tiers)

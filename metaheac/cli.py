@@ -17,7 +17,7 @@ from metaheac.storage import StorageError, disk_full_error, is_disk_full
 
 def _add(parser: argparse.ArgumentParser, argument: Argument) -> None:
     if argument.kind is bool:
-        parser.add_argument(argument.flag, action="store_true", help=argument.help)
+        parser.add_argument(argument.flag, action="store_true", help=argument.help.replace("%", "%%"))
         return
     default = None if argument.required else argument.default
     # an optional argument's help says what happens when it is not given
@@ -28,7 +28,7 @@ def _add(parser: argparse.ArgumentParser, argument: Argument) -> None:
         required=argument.required,
         default=default,
         choices=argument.choices,
-        help=argument.help + suffix,
+        help=(argument.help + suffix).replace("%", "%%"),  # argparse formats help with %
     )
 
 

@@ -24,6 +24,7 @@ from metaheac.data.dataset import CAMPAIGN_VOCAB_FILE
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, Rows
 from metaheac.model.network import Network
+from metaheac.tiers import Tier, tier_labels
 
 log = logging.getLogger(__name__)
 AUDIENCE_KEY = b"metaheac.audience"  # Parquet metadata of an audience file written here
@@ -114,12 +115,14 @@ class SeedPlan:
     seeds: np.ndarray  # sorted, distinct
     negatives: np.ndarray
     summary: dict
+    suppressed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # exclusion lists' users
 
     @property
     def excluded(self) -> np.ndarray:
-        """The users never in the audience (sorted): the seeds, and the negatives when they were given
-        (known non-converters), not when they were sampled."""
-        return np.union1d(self.seeds, self.negatives) if self.summary["negatives_given"] else self.seeds
+        """The users never in the audience (sorted): the seeds, the negatives when they were given (known
+        non-converters), not when they were sampled, and the users of the exclusion lists."""
+        known = np.union1d(self.seeds, self.negatives) if self.summary["negatives_given"] else self.seeds
+        return np.union1d(known, self.suppressed)
 
 
 class SeedRequestError(ValueError):
@@ -130,16 +133,31 @@ class SeedRequestError(ValueError):
         self.counts = counts
 
 
+@dataclass(frozen=True)
+class SeedMinimum:
+    """The fewest known, distinct seed users a campaign is expanded from (Meta and Google: 100), and whether a
+    campaign below it still runs, flagged low-confidence in its summary."""
+
+    seeds: int = 0
+    allow_small: bool = False
+
+
 def plan_seeds(
     uid_index: pd.Index,
     seed_uids: np.ndarray,
     negative_uids: np.ndarray | None,
     top_n: int,
     config: ExpandConfig,
+    exclusions: dict[str, np.ndarray] | None = None,
+    minimum: SeedMinimum = SeedMinimum(),
+    size_name: str = "--top-n (parameter top_n)",
 ) -> SeedPlan:
     """Seeds and negatives as user indexes (`uid_index`: every user's uid, in user order); negatives are
     `negative_uids` when given (then kept out of the audience too), else users drawn (seeded) from the
-    non-seeds. SeedRequestError on a request that cannot be served (no seeds, none known, top_n out of range)."""
+    non-seeds. `exclusions` ({list name: uids}) are kept out of the audience before ranking, so `top_n` is
+    met after them; the summary counts each excluded user under the first reason that removes it (seeds,
+    known negatives, then the lists in order). SeedRequestError on a request that cannot be served (no seeds,
+    none known, fewer than the minimum, top_n out of range: `size_name` names it)."""
     seeds, unknown_seeds = _user_indexes(uid_index, seed_uids)
     counts = {"seed_uids": int(len(np.unique(seed_uids))), "seeds_used": int(len(seeds)),
               "unknown_seed_uids": unknown_seeds}
@@ -148,20 +166,31 @@ def plan_seeds(
     if not len(seeds):
         raise SeedRequestError(f"none of the {unknown_seeds} seed uids is a user of this dataset: check the uids or "
                                "preprocess their users", counts)
+    if len(seeds) < minimum.seeds and not minimum.allow_small:
+        raise SeedRequestError(f"{len(seeds)} known seed users (distinct, {unknown_seeds} unknown uids not counted), "
+                               f"below the minimum of {minimum.seeds}: add seeds, or pass --allow-small-seeds to "
+                               "expand it flagged low-confidence", counts)
     given = negative_uids is not None
     if negative_uids is not None:
         negatives, unknown_negatives = _user_indexes(uid_index, negative_uids)
         negatives = negatives[~np.isin(negatives, seeds, assume_unique=True)]  # a seed is a positive, whatever else
-    candidates = len(uid_index) - len(seeds) - (len(negatives) if given else 0)
+    removed = {"seeds": seeds, **({"known_negatives": negatives} if given else {})}
+    removed |= {name: _user_indexes(uid_index, uids)[0] for name, uids in (exclusions or {}).items()}
+    reasons, out = {}, np.zeros(0, np.int64)
+    for reason, users in removed.items():
+        reasons[reason] = int(len(users) - np.isin(users, out, assume_unique=True).sum())
+        out = np.union1d(out, users)
+    suppressed = np.setdiff1d(out, np.union1d(seeds, negatives) if given else seeds, assume_unique=True)
+    candidates = len(uid_index) - len(out)
     if not 1 <= top_n <= candidates:
-        raise SeedRequestError(f"--top-n (parameter top_n) {top_n} is not in [1, {candidates}], the users that are "
-                               "neither seeds nor known negatives: lower it", counts)
+        raise SeedRequestError(f"{size_name} {top_n} is not in [1, {candidates}], the users that are neither seeds, "
+                               "known negatives nor excluded: lower it", counts)
     if not given:
         unknown_negatives = 0
-        count = min(round(config.negatives_per_seed * len(seeds)), candidates)
+        count = min(round(config.negatives_per_seed * len(seeds)), len(uid_index) - len(seeds))
         rng = np.random.default_rng(config.adapt.seed)
         # draw among the non-seeds without materialising them: k-th non-seed = k + seeds at or below it
-        picked = rng.choice(candidates, size=count, replace=False)
+        picked = rng.choice(len(uid_index) - len(seeds), size=count, replace=False)
         negatives = picked + np.searchsorted(seeds - np.arange(len(seeds)), picked, side="right")
     summary = {
         **counts,
@@ -169,8 +198,10 @@ def plan_seeds(
         "negatives_used": int(len(negatives)),
         "unknown_negative_uids": unknown_negatives,
         "candidates": candidates,
+        "excluded": reasons,
+        "low_confidence": bool(len(seeds) < minimum.seeds),
     }
-    return SeedPlan(seeds, negatives, summary)
+    return SeedPlan(seeds, negatives, summary, suppressed)
 
 
 def adapt_to_seeds(
@@ -194,9 +225,13 @@ def adapt_to_seeds(
     return model
 
 
-def audience_frame(uids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    """An audience as every step writes it: uid, score, rank (from 1), best first (`scores` sorted)."""
-    return pd.DataFrame({"uid": uids, "score": scores, "rank": np.arange(1, len(uids) + 1, dtype=np.int64)})
+def audience_frame(uids: np.ndarray, scores: np.ndarray, tiers: list[Tier] | None = None) -> pd.DataFrame:
+    """An audience as every step writes it: uid, score, rank (from 1), best first (`scores` sorted); with
+    `tiers`, each user's smallest tier (its label, e.g. "1%") as `tier`."""
+    frame = pd.DataFrame({"uid": uids, "score": scores, "rank": np.arange(1, len(uids) + 1, dtype=np.int64)})
+    if tiers:
+        frame["tier"] = pd.Categorical(tier_labels(len(frame), tiers), categories=[t.label for t in tiers])
+    return frame
 
 
 def expand(

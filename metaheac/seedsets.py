@@ -4,7 +4,10 @@
                                            or {"ad_fields": {"advertiserId": <raw value>, ...}} for a new one
                                 (raw values, mapped through the dataset's campaign_vocab.json; a field
                                 left out or unseen is unknown); optional "negatives": the name of a
-                                uids file in the same folder (no path) holding known non-converting users
+                                uids file in the same folder (no path) holding known non-converting users;
+                                optional "tiers": ["1%", "5%"] or "500,2000" (the run's --tiers otherwise);
+                                optional "exclude": names of uid files in the same folder (a Parquet
+                                file's column as NAME.parquet#column) kept out of this audience
     <folder>/<campaign>.txt     the seed users: one integer uid a line (a `uid` header line is allowed)
         or <campaign>.parquet   or Parquet with a `uid` column
 
@@ -63,9 +66,27 @@ class SeedSet:
         name = self._manifest().get("negatives")
         if not name:
             return None
-        if not isinstance(name, str) or "/" in name or "\\" in name or name in (".", ".."):
-            raise SeedSetError(f"{self.manifest}: \"negatives\" must name a file beside it (no path), got {name!r:.80}")
-        return read_uids(storage.join(self.manifest.rsplit("/", 1)[0], name))
+        return read_uids(self._beside(name, "negatives"))
+
+    def tiers(self) -> str | list | None:
+        """The campaign's own tiers as written (`tiers.parse_tiers` reads them), or None."""
+        tiers = self._manifest().get("tiers")
+        if tiers is not None and not isinstance(tiers, str | list):
+            raise SeedSetError(f"{self.manifest}: \"tiers\" must be a list like [\"1%\", \"5%\"] or a string")
+        return tiers
+
+    def exclusions(self) -> dict[str, np.ndarray]:
+        """{file name: uids} of the campaign's exclusion lists, read."""
+        names = self._manifest().get("exclude", [])
+        if not isinstance(names, list):
+            raise SeedSetError(f"{self.manifest}: \"exclude\" must be a list of file names beside it")
+        return {name: read_uids(self._beside(name, "exclude")) for name in names}
+
+    def _beside(self, name: object, key: str) -> str:
+        """The URI of a file the manifest names beside it (no path: a manifest reads only its own folder)."""
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise SeedSetError(f"{self.manifest}: \"{key}\" must name a file beside it (no path), got {name!r:.80}")
+        return storage.join(self.manifest.rsplit("/", 1)[0], name)
 
     def _manifest(self) -> dict:
         try:
@@ -84,27 +105,38 @@ def _integer(value: object, uri: str, name: str) -> int:
 
 
 def read_uids(uri: str) -> np.ndarray:
-    """uids from a Parquet file (column `uid`) or a text file with one uid a line."""
+    """uids from a Parquet file (column `uid`, or the one named after "#": crm.parquet#customer_id) or a
+    text file with one uid a line; SeedSetError naming the file when it is missing or malformed."""
+    uri, _, column = uri.partition("#") if ".parquet#" in uri else (uri, "", "")
+    if not storage.exists(uri):
+        raise SeedSetError(f"{uri}: no such file")
     if uri.endswith(".parquet"):
+        return _parquet_uids(uri, column or "uid")
+    return _text_uids(uri, storage.read_bytes(uri))
+
+
+def _parquet_uids(uri: str, name: str) -> np.ndarray:
+    try:
+        with storage.open_read(uri) as stream:
+            table = pq.read_table(stream)
+    except pa.ArrowException as error:
+        raise SeedSetError(f"{uri}: not a readable Parquet file ({quote(str(error), 120)})") from None
+    if name not in table.column_names:
+        raise SeedSetError(f"{uri}: no `{name}` column (columns: {quote(', '.join(table.column_names))})")
+    column, kind = table.column(name), table.schema.field(name).type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):  # uids written as text: digits are fine
         try:
-            with storage.open_read(uri) as stream:
-                table = pq.read_table(stream)
-        except pa.ArrowException as error:
-            raise SeedSetError(f"{uri}: not a readable Parquet file ({quote(str(error), 120)})") from None
-        if "uid" not in table.column_names:
-            raise SeedSetError(f"{uri}: no `uid` column (columns: {quote(', '.join(table.column_names))})")
-        column, kind = table.column("uid"), table.schema.field("uid").type
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):  # uids written as text: digits are fine
-            try:
-                column = pc.cast(pc.utf8_trim_whitespace(column), pa.int64())
-            except pa.ArrowInvalid:
-                bad = next(v for v in column.to_pylist() if v is None or not v.strip().isdigit())
-                raise SeedSetError(f"{uri}: column `uid` holds text that is not an integer uid, e.g. "
-                                   f"{quote(str(bad), 60)}") from None
-        elif not pa.types.is_integer(kind):
-            raise SeedSetError(f"{uri}: column `uid` is {kind}, expected integer uids")
-        return column.to_numpy().astype(np.int64)
-    data = storage.read_bytes(uri)
+            column = pc.cast(pc.utf8_trim_whitespace(column), pa.int64())
+        except pa.ArrowInvalid:
+            bad = next(v for v in column.to_pylist() if v is None or not v.strip().isdigit())
+            raise SeedSetError(f"{uri}: column `{name}` holds text that is not an integer uid, e.g. "
+                               f"{quote(str(bad), 60)}") from None
+    elif not pa.types.is_integer(kind):
+        raise SeedSetError(f"{uri}: column `{name}` is {kind}, expected integer uids")
+    return column.to_numpy().astype(np.int64)
+
+
+def _text_uids(uri: str, data: bytes) -> np.ndarray:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -91,7 +91,7 @@ def expand_body(options: ExpansionOptions, cluster: Cluster) -> Callable[..., No
                 made.set_display_name(
                     f"expand {group + 1}/{options.campaign_groups} users {shard + 1}/{options.shards}")
                 parts.append(made.outputs["output"])
-        merge = task("merge_audiences", cluster, options.caching, "merge-audiences", parts=parts, top_n=params["top_n"],
+        merge = task("merge_audiences", cluster, options.caching, "merge-audiences", parts=parts,
                      audiences=params["audiences"])
         merge.set_display_name("merge audiences")
 

@@ -192,16 +192,20 @@ def test_killed_expansion_keeps_the_last_good_output(online: Path, step: str) ->
     import pandas as pd
 
     common = ["--dataset", str(online / "ds"), "--model", str(online / "registry" / "metaheac"),
-              "--seeds", str(online / "seeds")]
+              "--seeds", str(online / "seeds"), "--min-seeds", "40"]
     part, merged = online / f"part-{step}", online / f"merged-{step}"
+    parts = {30: part, 20: online / f"part-{step}-20"}  # the merge's input decides its audiences' size
 
     def shard(top_n: int) -> list[str]:
-        return ["expand_shard", *common, "--output", str(part), "--top-n", str(top_n)]
+        return ["expand_shard", *common, "--output", str(parts[top_n] if step != "expand_shard" else part),
+                "--top-n", str(top_n)]
 
     def merge(top_n: int) -> list[str]:
-        return ["merge_audiences", "--parts", str(part), "--output", str(merged), "--top-n", str(top_n)]
+        return ["merge_audiences", "--parts", str(parts[top_n]), "--output", str(merged)]
 
     assert run(shard(30))[0] == 0
+    if step == "merge_audiences":
+        assert run(shard(20))[0] == 0
     assert run(merge(30))[0] == 0
     folder, files = (part, ["c0.parquet", "c1.parquet"]) if step == "expand_shard" else (
         merged, ["audiences/c0.parquet", "audiences/c1.parquet"])

@@ -69,17 +69,17 @@ def test_shards_expand_every_campaign_and_a_bad_seed_set_fails_alone(trained, tm
                          str(tmp_path / "seeds"), "--output", parts[-1], "--top-n", "40", "--shard", str(shard),
                          "--shards", "2", "--audiences", str(audiences)]) == 0
         assert main(["merge_audiences", "--parts", ",".join(parts), "--output", str(tmp_path / out / "merged"),
-                     "--top-n", "40", "--audiences", str(audiences)]) == 0
+                     "--audiences", str(audiences)]) == 0
         return json.loads((tmp_path / out / "merged" / "summary.json").read_text())
 
     summary = run("first")
     rows = {r["campaign"]: r for r in summary["campaigns"]}
     assert {n: r["status"] for n, r in rows.items()} == {"bad": "failed", "known": "ok", "new": "ok"}
     assert rows["bad"]["error"].endswith("bad.txt line 2: expected one integer uid below 2**63, got 'not-a-uid'")
-    assert rows["known"]["seeds_used"] == 30 and rows["known"]["unknown_seed_uids"] == 1
+    assert rows["known"]["seeds_used"] == 120 and rows["known"]["unknown_seed_uids"] == 1
     for name in ("known", "new"):
         audience = pd.read_parquet(tmp_path / "first" / "merged" / "audiences" / f"{name}.parquet")
-        assert list(audience.columns) == ["uid", "score", "rank"] and len(audience) == 40
+        assert list(audience.columns) == ["uid", "score", "rank", "tier"] and len(audience) == 40
         assert audience["score"].is_monotonic_decreasing and audience["rank"].tolist() == list(range(1, 41))
     metrics = json.loads((tmp_path / "first" / "merged" / "kfp_metrics.json").read_text())
     assert metrics["campaigns_ok"] == 2 and metrics["campaigns_failed"] == 1 and metrics["audience_users"] == 80
