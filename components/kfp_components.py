@@ -275,19 +275,27 @@ def publish(
     model: Input[Model],
     dataset: Input[Dataset],
     metrics: Input[Artifact],
+    output: Output[Artifact],
+    gate: Output[Metrics],
     registry: str,
     model_name: str = 'metaheac',
     run_id: str = '',
+    tolerance: float = 0.005,
+    force: bool = False,
 ):
-    """Publish a trained general model to the registry as a new version, then point LATEST at it.
+    """Publish a trained general model to the registry as a new version, then point LATEST at it if it passes the promotion gate (metaheac.promotion): its cold GAUC is not worse than LATEST's, on the same held-out campaigns of --dataset, by more than --tolerance (or --force).
 
     Args:
         model: the model folder to publish (from `train`)
         dataset: the dataset it was trained on (its fingerprint is recorded)
         metrics: an evaluate output folder: its kfp_metrics.json is recorded
+        output: folder to write the gate's decision into (gate.json, kfp_metrics.json)
+        gate: Metrics from kfp_metrics.json of the step's output
         registry: registry root (local or gs://): versions go to REGISTRY/NAME/VERSION
         model_name: the model's name in the registry
         run_id: the pipeline run that trained it
+        tolerance: cold GAUC the model may lose against LATEST and still become LATEST
+        force: make it LATEST whatever the gate says (both figures are still recorded)
     """
     run_metaheac_step('publish', locals())
 
@@ -298,6 +306,11 @@ def expand_shard(
     model: str,
     seeds: str,
     top_n: int = 10000,
+    tiers: str = '',
+    exclude: str = '',
+    min_seeds: int = 100,
+    allow_small_seeds: bool = False,
+    holdout: float = 0.2,
     shard: int = 0,
     shards: int = 1,
     group: int = 0,
@@ -312,7 +325,12 @@ def expand_shard(
         output: folder to write status.json and each campaign's shard top (<campaign>.parquet)
         model: general model: a registry URI, latest, or a model folder (metaheac.registry)
         seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)
-        top_n: audience size per campaign
+        top_n: audience size per campaign, when no tiers are asked
+        tiers: reach tiers of every audience, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience, each user gets its smallest tier; a seed set's manifest may name its own ("tiers")
+        exclude: comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, or FILE.parquet#COLUMN) kept out of every audience, e.g. opt-outs
+        min_seeds: fewest known, distinct seed users a campaign is expanded from
+        allow_small_seeds: expand a campaign below --min-seeds anyway, flagged low-confidence
+        holdout: share of each seed set held out to estimate the tiers' recall (0: no estimate)
         shard: which shard of the users (0-based): a contiguous block of row groups
         shards: how many shards the users are split into
         group: which group of the campaigns (0-based): every GROUPS-th by name
@@ -391,7 +409,6 @@ def merge_audiences(
     parts_61: Optional[Input[Dataset]] = None,
     parts_62: Optional[Input[Dataset]] = None,
     parts_63: Optional[Input[Dataset]] = None,
-    top_n: int = 10000,
     audiences: str = '',
 ):
     """Merge the shards' tops into each campaign's audience (uid, score, rank) and summarize the run: summary.json, kfp_metrics.json (KFP Metrics) and summary.html.
@@ -401,7 +418,6 @@ def merge_audiences(
         metrics: Metrics from kfp_metrics.json of the step's output
         report: HTML from summary.html of the step's output
         parts_0: comma-separated folders written by `expand_shard` (one input per upstream task: parts_0 to parts_63)
-        top_n: audience size per campaign
         audiences: stable audiences folder: each audience is also written there, per model version
     """
     run_metaheac_step('merge_audiences', locals())

@@ -258,10 +258,13 @@ def publish(
     dataset: str = '',
     metrics: str = '',
     run_id: str = '',
+    tolerance: float = 0.005,
+    force: bool = False,
+    output: str = '',
     image: Optional[str] = None,
     mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
-    """Publish a trained general model to the registry as a new version, then point LATEST at it.
+    """Publish a trained general model to the registry as a new version, then point LATEST at it if it passes the promotion gate (metaheac.promotion): its cold GAUC is not worse than LATEST's, on the same held-out campaigns of --dataset, by more than --tolerance (or --force).
 
     Args:
         model: the model folder to publish (from `train`)
@@ -270,6 +273,9 @@ def publish(
         dataset: the dataset it was trained on (its fingerprint is recorded)
         metrics: an evaluate output folder: its kfp_metrics.json is recorded
         run_id: the pipeline run that trained it
+        tolerance: cold GAUC the model may lose against LATEST and still become LATEST
+        force: make it LATEST whatever the gate says (both figures are still recorded)
+        output: folder to write the gate's decision into (gate.json, kfp_metrics.json)
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
         mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """
@@ -283,6 +289,11 @@ def expand_shard(
     seeds: str,
     output: str,
     top_n: int = 10000,
+    tiers: str = '',
+    exclude: str = '',
+    min_seeds: int = 100,
+    allow_small_seeds: bool = False,
+    holdout: float = 0.2,
     shard: int = 0,
     shards: int = 1,
     group: int = 0,
@@ -299,7 +310,12 @@ def expand_shard(
         model: general model: a registry URI, latest, or a model folder (metaheac.registry)
         seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)
         output: folder to write status.json and each campaign's shard top (<campaign>.parquet)
-        top_n: audience size per campaign
+        top_n: audience size per campaign, when no tiers are asked
+        tiers: reach tiers of every audience, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience, each user gets its smallest tier; a seed set's manifest may name its own ("tiers")
+        exclude: comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, or FILE.parquet#COLUMN) kept out of every audience, e.g. opt-outs
+        min_seeds: fewest known, distinct seed users a campaign is expanded from
+        allow_small_seeds: expand a campaign below --min-seeds anyway, flagged low-confidence
+        holdout: share of each seed set held out to estimate the tiers' recall (0: no estimate)
         shard: which shard of the users (0-based): a contiguous block of row groups
         shards: how many shards the users are split into
         group: which group of the campaigns (0-based): every GROUPS-th by name
@@ -316,7 +332,6 @@ def merge_audiences(
     *,
     parts: str,
     output: str,
-    top_n: int = 10000,
     audiences: str = '',
     image: Optional[str] = None,
     mounts: Optional[List[str]] = None,
@@ -326,7 +341,6 @@ def merge_audiences(
     Args:
         parts: comma-separated folders written by `expand_shard`
         output: folder to write audiences/<campaign>.parquet and the summary into
-        top_n: audience size per campaign
         audiences: stable audiences folder: each audience is also written there, per model version
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
         mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)

@@ -62,8 +62,10 @@ def publish(
     metrics: dict | None = None,
     run_id: str = "",
     now: dt.datetime | None = None,
+    gate: dict | None = None,
 ) -> ResolvedModel:
-    """Publish the model folder `model_uri` as a new version of `name` under `root`, then point LATEST at it."""
+    """Publish the model folder `model_uri` as a new version of `name` under `root`, then point LATEST at it,
+    unless the promotion `gate` (`promotion.decide`: recorded in registry.json) says "promoted": false."""
     if not name or "/" in name:
         raise InputError(f"model name {name!r} must be one non-empty path segment")
     info = read_model_info(model_uri)  # a folder that is not a complete model fails here, before any write
@@ -83,14 +85,22 @@ def publish(
         "metrics": metrics or {},
         "pipeline_run_id": run_id,
         "published_at": stamp.isoformat(),
+        **({"promotion": gate} if gate else {}),
     }
     inputs = [model_uri] + ([dataset] if dataset else [])
     clean_abandoned(storage.join(root, name), "publish")  # what killed publishes left (a local registry)
     with claim(target, "publish", inputs, exclusive=True):
         write_model_folder(target, weights, {**info, "weights_sha256": digest},
                            {RECORD_FILE: json.dumps(record, indent=2, sort_keys=True)})
-        storage.write_text(storage.join(root, name, POINTER_FILE), json.dumps({"version": version}))
+        if gate is None or gate["promoted"]:
+            storage.write_text(storage.join(root, name, POINTER_FILE), json.dumps({"version": version}))
     return ResolvedModel(target, version)
+
+
+def latest(root: str, name: str = DEFAULT_NAME) -> ResolvedModel | None:
+    """The version LATEST points at, or None before the first promotion."""
+    model = storage.join(root, name)
+    return resolve_model(model) if storage.exists(storage.join(model, POINTER_FILE)) else None
 
 
 def read_record(version_uri: str) -> dict:

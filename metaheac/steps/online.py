@@ -4,13 +4,13 @@ folder over one shard of the user base; merge the shards' tops into each campaig
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 
 from metaheac import storage
@@ -20,24 +20,29 @@ from metaheac.audience import (
     ScoreConfig,
     UserBase,
     failed,
+    holdout_key,
     merge_audiences,
     prepare_campaigns,
     score_shard,
 )
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_campaigns
-from metaheac.evaluation.style import STYLE
-from metaheac.expand import ExpandConfig, load_campaign_vocab, write_audience
+from metaheac.evaluation.expansion import render
+from metaheac.expand import ExpandConfig, SeedMinimum, load_campaign_vocab, write_audience
 from metaheac.methods import load_model, method
 from metaheac.model.store import check_same_data
 from metaheac.outputs import claim
-from metaheac.registry import DEFAULT_NAME, ResolvedModel, publish, resolve_model
-from metaheac.seedsets import list_seed_sets
+from metaheac.promotion import GateConfig, decide
+from metaheac.registry import DEFAULT_NAME, ResolvedModel, latest, publish, resolve_model
+from metaheac.seedsets import list_seed_sets, read_uids
 from metaheac.steps.base import Artifact, Published, Step, arg
+from metaheac.tiers import Tier, TierError, jaccard, parse_tiers, recall_estimate
 
 STATUS_FILE = "status.json"  # a shard's: the model version and every campaign's status
+HOLDOUT = "holdout"  # a shard's folder of quality-estimate runs: <campaign>.parquet, <campaign>-seeds.parquet
 SUMMARY_FILES = ("summary.json", "kfp_metrics.json", "summary.html")
 _ADAPT = AdaptConfig()
+_GATE = GateConfig()
 # What a shard task spends on its campaigns' pre-multiplied tables, all together (ScoreConfig.project_mb):
 # every field of one campaign at the Tencent sizes takes 0.73 GB; more campaigns project fewer fields each.
 PROJECT_MB = 2048.0
@@ -50,10 +55,14 @@ def audience_uri(folder: str, campaign: str, version: str) -> str:
 
 @dataclass
 class Publish(Step):
-    """Publish a trained general model to the registry as a new version, then point LATEST at it."""
+    """Publish a trained general model to the registry as a new version, then point LATEST at it if it passes
+    the promotion gate (metaheac.promotion): its cold GAUC is not worse than LATEST's, on the same held-out
+    campaigns of --dataset, by more than --tolerance (or --force)."""
 
     name: ClassVar[str] = "publish"
-    artifacts: ClassVar = {"model": Artifact("Model"), "dataset": Artifact("Dataset"), "metrics": Artifact("Artifact")}
+    artifacts: ClassVar = {"model": Artifact("Model"), "dataset": Artifact("Dataset"), "metrics": Artifact("Artifact"),
+                           "output": Artifact("Artifact", output=True)}
+    published: ClassVar = {"gate": Published("Metrics", "kfp_metrics.json")}
     cached: ClassVar = False  # a cached task would not publish this run's model
     model: str = arg(help="the model folder to publish (from `train`)")
     registry: str = arg(help="registry root (local or gs://): versions go to REGISTRY/NAME/VERSION")
@@ -61,12 +70,29 @@ class Publish(Step):
     dataset: str = arg("", help="the dataset it was trained on (its fingerprint is recorded)")
     metrics: str = arg("", help="an evaluate output folder: its kfp_metrics.json is recorded")
     run_id: str = arg("", help="the pipeline run that trained it")
+    tolerance: float = arg(_GATE.tolerance, help="cold GAUC the model may lose against LATEST and still become "
+                                                 "LATEST", minimum=0)
+    force: bool = arg(False, help="make it LATEST whatever the gate says (both figures are still recorded)")
+    output: str = arg("", help="folder to write the gate's decision into (gate.json, kfp_metrics.json)")
 
     def run(self) -> dict:
         metrics = json.loads(storage.read_text(storage.join(self.metrics, "kfp_metrics.json"))) if self.metrics else {}
         load_model(self.model)  # the whole network rebuilt and its weights checked before any pointer moves
-        published = publish(self.model, self.registry, self.model_name, self.dataset, metrics, self.run_id)
-        return {"uri": published.uri, "version": published.version}
+        champion = latest(self.registry, self.model_name)
+        gate = decide(self.model, champion.uri if champion else None, self.dataset,
+                      GateConfig(self.tolerance, self.force)) | {"champion_version": champion.version if champion
+                                                                 else ""}
+        published = publish(self.model, self.registry, self.model_name, self.dataset, metrics, self.run_id,
+                            gate=gate)
+        if self.output:
+            with storage.publish_dir(self.output) as folder:
+                (folder / "gate.json").write_text(json.dumps(gate | {"version": published.version}, indent=2))
+                # KFP metrics are numbers: a figure not computed is left out
+                (folder / "kfp_metrics.json").write_text(json.dumps(
+                    {f"gate_{k}": float(gate[k]) for k in ("candidate", "champion", "tolerance", "promoted")
+                     if gate[k] is not None}))
+        print(f"metaheac publish: {'promoted to LATEST' if gate['promoted'] else 'kept, not LATEST'}: {gate['reason']}")
+        return {"uri": published.uri, "version": published.version, "promoted": gate["promoted"]}
 
 
 @dataclass
@@ -84,7 +110,16 @@ class ExpandShard(Step):
     model: str = arg(help="general model: a registry URI, latest, or a model folder (metaheac.registry)")
     seeds: str = arg(help="seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)")
     output: str = arg(help=f"folder to write {STATUS_FILE} and each campaign's shard top (<campaign>.parquet)")
-    top_n: int = arg(10_000, help="audience size per campaign", minimum=1)
+    top_n: int = arg(10_000, help="audience size per campaign, when no tiers are asked", minimum=1)
+    tiers: str = arg("", help="reach tiers of every audience, increasing: shares of the users (1%,5%,10%) or sizes "
+                              "(500,2000); the largest is the audience, each user gets its smallest tier; a seed "
+                              "set's manifest may name its own (\"tiers\")")
+    exclude: str = arg("", help="comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, "
+                                "or FILE.parquet#COLUMN) kept out of every audience, e.g. opt-outs")
+    min_seeds: int = arg(100, help="fewest known, distinct seed users a campaign is expanded from", minimum=1)
+    allow_small_seeds: bool = arg(False, help="expand a campaign below --min-seeds anyway, flagged low-confidence")
+    holdout: float = arg(0.2, help="share of each seed set held out to estimate the tiers' recall (0: no estimate)",
+                         minimum=0, maximum=0.5)
     shard: int = arg(0, help="which shard of the users (0-based): a contiguous block of row groups", minimum=0)
     shards: int = arg(1, help="how many shards the users are split into", minimum=1)
     group: int = arg(0, help="which group of the campaigns (0-based): every GROUPS-th by name", minimum=0)
@@ -102,6 +137,13 @@ class ExpandShard(Step):
         with claim(self.output, self.name, [self.dataset, resolved.uri, self.seeds]):
             return self.expand(resolved, started)
 
+    @staticmethod
+    def _tiers(text: str, users: int, where: str) -> list[Tier]:
+        try:
+            return parse_tiers(text, users, where)
+        except TierError as error:
+            raise InputError(str(error)) from None
+
     def expand(self, resolved: ResolvedModel, started: float) -> dict:
         model, info = load_model(resolved.uri)
         base = UserBase(self.dataset)
@@ -114,11 +156,15 @@ class ExpandShard(Step):
         config = ExpandConfig(adapt=spec.adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
         status: dict[str, dict] = {}
         requests = {}
+        default_tiers = self._tiers(self.tiers or str(self.top_n), len(base), "--tiers")
+        suppressed = {f"global:{uri}": read_uids(uri) for uri in filter(None, self.exclude.split(","))}
+        minimum = SeedMinimum(self.min_seeds, self.allow_small_seeds)
         every_set = sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)
         if not every_set:  # a wrong folder, not a quiet hour: an empty run would look like a success
             raise InputError(f"{self.seeds}: no seed sets in this folder (a <campaign>.json beside its "
                              "<campaign>.txt or .parquet each; metaheac/seedsets.py)")
         seed_sets = every_set[self.group :: self.groups]
+        asked: dict[str, list[Tier]] = {}
         score_config = ScoreConfig(project_mb=PROJECT_MB / max(1, len(seed_sets)))
         for seed_set in seed_sets:
             name = seed_set.campaign
@@ -126,20 +172,33 @@ class ExpandShard(Step):
                 status[name] = {"status": "skipped"}
                 continue
             try:
-                requests[name] = CampaignRequest(seed_set.campaign_fields(), seed_set.seed_uids(),
-                                                 seed_set.negative_uids())
+                own = seed_set.tiers()
+                tiers = default_tiers if own is None else parse_tiers(own, len(base), f"{seed_set.manifest}: tiers")
+                exclusions = {f"campaign:{k}": v for k, v in seed_set.exclusions().items()}
+                requests[name] = CampaignRequest(
+                    seed_set.campaign_fields(), seed_set.seed_uids(), seed_set.negative_uids(), tiers[-1].size,
+                    f"tier {tiers[-1].label} ({tiers[-1].size:,} users)", exclusions | suppressed, self.holdout)
+                asked[name] = tiers
             except (ValueError, OSError) as error:  # this campaign's input: the others go on
                 status[name] = failed(error)
         runs, prepared_status = prepare_campaigns(model, base, uid_index, campaigns, requests, self.top_n, config,
-                                                  score_config, vocab, spec.adapt_campaigns)
+                                                  score_config, vocab, spec.adapt_campaigns, minimum)
+        for name, entry in prepared_status.items():
+            entry["tiers"] = [[t.label, t.size] for t in asked[name]]
         status = dict(sorted((status | prepared_status).items()))
         prepared = time.perf_counter()
         tops = score_shard(base, runs, groups)
         uids = uid_index.to_numpy()
         with storage.publish_dir(self.output) as folder:
-            for name, (scores, index) in tops.items():
+            (folder / HOLDOUT).mkdir()
+            estimates = {holdout_key(name): name for name in requests}
+            for name, (scores, index) in tops.items():  # an estimate's run: holdout/<campaign>.parquet
+                target = folder / HOLDOUT / estimates[name] if name in estimates else folder / name
                 pd.DataFrame({"uid": uids[index.numpy()], "score": scores.numpy()}).to_parquet(
-                    folder / f"{name}.parquet", index=False)
+                    f"{target}.parquet", index=False)
+                held_out = runs[name].held_out
+                if held_out is not None:
+                    pd.DataFrame({"uid": uids[held_out]}).to_parquet(f"{target}-seeds.parquet", index=False)
             timings = {"adapt_seconds": round(prepared - started, 2),
                        "score_seconds": round(time.perf_counter() - prepared, 2)}
             (folder / STATUS_FILE).write_text(json.dumps(
@@ -160,7 +219,6 @@ class MergeAudiences(Step):
     cached: ClassVar = False
     parts: str = arg(help="comma-separated folders written by `expand_shard`")
     output: str = arg(help="folder to write audiences/<campaign>.parquet and the summary into")
-    top_n: int = arg(10_000, help="audience size per campaign", minimum=1)
     audiences: str = arg("", help="stable audiences folder: each audience is also written there, per model version")
 
     def run(self) -> dict:
@@ -172,68 +230,87 @@ class MergeAudiences(Step):
         """Merge into the staging `folder` (published whole at the end: a kill keeps the last summary)."""
         statuses = [json.loads(storage.read_text(storage.join(p, STATUS_FILE))) for p in parts]
         versions = sorted({s["model_version"] for s in statuses})
-        rows = []
+        rows, audiences = [], {}
         for name in sorted({c for s in statuses for c in s["campaigns"]}):
             entries = [(p, s["campaigns"][name]) for p, s in zip(parts, statuses, strict=True)
                        if name in s["campaigns"]]
             failures = [e for _, e in entries if e["status"] == "failed"]
             first = entries[0][1]
             row = {"campaign": name, "status": first["status"], "seeds_used": first.get("seeds_used", 0),
-                   "unknown_seed_uids": first.get("unknown_seed_uids", 0), "audience": 0, "error": ""}
+                   "unknown_seed_uids": first.get("unknown_seed_uids", 0),
+                   "excluded_users": sum(first.get("excluded", {}).values()), "audience": 0, "error": ""}
             if failures:
                 row |= {"status": "failed", "error": failures[0]["error"]}
             elif len(versions) > 1:
                 row |= {"status": "failed", "error": f"the shards used different model versions {versions}: rerun"}
             elif first["status"] == "ok":
-                frames = []
-                for part, _ in entries:
-                    with storage.open_read(storage.join(part, f"{name}.parquet")) as stream:
-                        frames.append(pd.read_parquet(stream))
-                audience = merge_audiences(frames, self.top_n)
+                tiers = [Tier(label, size) for label, size in first["tiers"]]
+                audience = merge_audiences(_read_parts(entries, f"{name}.parquet"), tiers[-1].size, tiers)
                 (folder / "audiences").mkdir(exist_ok=True)
                 write_audience(audience, str(folder / "audiences" / f"{name}.parquet"))
                 if self.audiences:
                     write_audience(audience, audience_uri(self.audiences, name, versions[0]))
-                row["audience"] = len(audience)
+                audiences[name] = (audience["uid"].to_numpy(), tiers)
+                row |= {"audience": len(audience), "low_confidence": first["low_confidence"],
+                        "excluded": first["excluded"], "held_out_seeds": first["held_out_seeds"],
+                        **_estimate(entries, name, tiers, first)}
             rows.append(row)
         summary = {
             "model_version": versions[0] if len(versions) == 1 else versions,
             "campaigns": rows,
+            "overlap": _overlap(audiences),
             "shard_seconds": [{k: s[k] for k in ("shard", "adapt_seconds", "score_seconds")} for s in statuses],
         }
         count = {k: sum(r["status"] == k for r in rows) for k in ("ok", "failed", "skipped")}
         metrics = {"campaigns": len(rows), **{f"campaigns_{k}": v for k, v in count.items()},
+                   "campaigns_low_confidence": sum(bool(r.get("low_confidence")) for r in rows),
                    "seeds_known": sum(r["seeds_used"] for r in rows),
                    "seeds_unknown": sum(r["unknown_seed_uids"] for r in rows),
+                   "excluded_users": sum(r["excluded_users"] for r in rows),
                    "audience_users": sum(r["audience"] for r in rows),
                    "score_seconds_max": max((s["score_seconds"] for s in statuses), default=0)}
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
         (folder / "kfp_metrics.json").write_text(json.dumps(metrics))
-        (folder / "summary.html").write_text(_html(summary, metrics))
+        (folder / "summary.html").write_text(render(summary, metrics))
         for row in rows:
             if row["status"] == "failed":
                 print(f"campaign {row['campaign']}: failed: {row['error']}")
         return metrics
 
 
-def _html(summary: dict, metrics: dict) -> str:
-    """summary.html: the campaigns (failed ones in red, with their reason), then the run's totals."""
-    columns = {"campaign": "Campaign", "status": "Status", "seeds_used": "Seeds used",
-               "unknown_seed_uids": "Unknown seed uids", "audience": "Audience", "error": "Reason"}
-    head = "".join(f"<th>{title}</th>" for title in columns.values())
+def _read_parts(entries: list[tuple[str, dict]], name: str) -> list[pd.DataFrame]:
+    """The file `name` of every shard that holds the campaign."""
+    frames = []
+    for part, _ in entries:
+        with storage.open_read(storage.join(part, name)) as stream:
+            frames.append(pd.read_parquet(stream))
+    return frames
 
-    def cell(row: dict, column: str) -> str:
-        value = row[column]
-        kind = "num" if isinstance(value, int) else {"status": row["status"], "campaign": "name"}.get(column, "")
-        text = f"{value:,}" if isinstance(value, int) else str(value)
-        return f'<td class="{kind}">{html.escape(text)}</td>'
 
-    body = "".join("<tr>" + "".join(cell(r, c) for c in columns) + "</tr>" for r in summary["campaigns"])
-    totals = "".join(f'<tr><td>{html.escape(k.replace("_", " "))}</td><td class="num">{v:,}</td></tr>'
-                     for k, v in metrics.items())
-    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Audience expansion</title>"
-            f"<style>{STYLE}</style></head><body>\n<h1>Audience expansion</h1>\n"
-            f"<p class=\"note\">Model version {html.escape(str(summary['model_version']))}. Audiences: "
-            f"audiences/&lt;campaign&gt;.parquet (uid, score, rank) beside this page.</p>\n<h2>Campaigns</h2>\n"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n<h2>Totals</h2>\n"
-            f"<table class=\"context\"><tbody>{totals}</tbody></table>\n</body></html>\n")
+def _estimate(entries: list[tuple[str, dict]], name: str, tiers: list[Tier], status: dict) -> dict:
+    """The campaign's tiers with the recall of its held-out seeds (`tiers.recall_estimate`), and its reach
+    curve: (size, recall) at each held-out seed found within the largest tier."""
+    if not status["held_out_seeds"]:
+        nan = float("nan")
+        return {"tiers": [{"tier": t.label, "size": t.size, "held_out_recovered": 0, "recall": nan,
+                           "recall_low": nan, "recall_high": nan, "lift": nan} for t in tiers], "reach": []}
+    top = merge_audiences(_read_parts(entries, f"{HOLDOUT}/{name}.parquet"), tiers[-1].size)
+    (held,) = _read_parts(entries[:1], f"{HOLDOUT}/{name}-seeds.parquet")
+    ranks = np.sort(top.loc[top["uid"].isin(held["uid"]), "rank"].to_numpy())
+    reach = [(int(r), (k + 1) / len(held)) for k, r in enumerate(ranks)]
+    return {"tiers": recall_estimate(ranks, len(held), tiers, status["candidates"]), "reach": reach}
+
+
+def _overlap(audiences: dict[str, tuple[np.ndarray, list[Tier]]]) -> dict[str, dict[str, float]]:
+    """{tier label: {"a | b": Jaccard of the two audiences' users at that tier}} for the tiers both have."""
+    overlap: dict[str, dict[str, float]] = {}
+    names = sorted(audiences)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            (uids_a, tiers_a), (uids_b, tiers_b) = audiences[a], audiences[b]
+            sizes_b = {t.label: t.size for t in tiers_b}
+            for tier in tiers_a:
+                if tier.label in sizes_b:
+                    overlap.setdefault(tier.label, {})[f"{a} | {b}"] = jaccard(uids_a[: tier.size],
+                                                                              uids_b[: sizes_b[tier.label]])
+    return overlap
