@@ -76,7 +76,7 @@ def _reasons(excluded: dict[str, int]) -> str:
 def _reach_curve(rows: list[dict]) -> str:
     """Audience size (x) against expected recall (y): each campaign's recall at every size up to its largest
     tier (a step at each held-out seed found), its tiers marked with their intervals."""
-    curves = [r for r in rows if r.get("reach") and r.get("tiers")]
+    curves = [r for r in rows if r.get("held_out_seeds") and r.get("tiers")]
     if not curves:
         return '<p class="note">No reach curve: no campaign had enough seeds to hold some out.</p>'
     most = max(r["tiers"][-1]["size"] for r in curves)

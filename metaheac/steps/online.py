@@ -156,7 +156,9 @@ class ExpandShard(Step):
         config = ExpandConfig(adapt=spec.adapt_config(dataclasses.replace(_ADAPT, seed=self.seed)))
         status: dict[str, dict] = {}
         requests = {}
-        default_tiers = self._tiers(self.tiers or str(self.top_n), len(base), "--tiers")
+        # without tiers, one of top_n users (checked per campaign against its candidates, as a size asked)
+        default_tiers = self._tiers(self.tiers, len(base), "--tiers") if self.tiers else [
+            Tier(str(self.top_n), self.top_n)]
         suppressed = {f"global:{uri}": read_uids(uri) for uri in filter(None, self.exclude.split(","))}
         minimum = SeedMinimum(self.min_seeds, self.allow_small_seeds)
         every_set = sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)
@@ -177,7 +179,8 @@ class ExpandShard(Step):
                 exclusions = {f"campaign:{k}": v for k, v in seed_set.exclusions().items()}
                 requests[name] = CampaignRequest(
                     seed_set.campaign_fields(), seed_set.seed_uids(), seed_set.negative_uids(), tiers[-1].size,
-                    f"tier {tiers[-1].label} ({tiers[-1].size:,} users)", exclusions | suppressed, self.holdout)
+                    f"tier {tiers[-1].label} ({tiers[-1].size:,} users)" if own or self.tiers else
+                    "--top-n (parameter top_n)", exclusions | suppressed, self.holdout)
                 asked[name] = tiers
             except (ValueError, OSError) as error:  # this campaign's input: the others go on
                 status[name] = failed(error)
