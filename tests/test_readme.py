@@ -98,12 +98,18 @@ def test_readme_commands_work_in_a_fresh_copy(tmp_path: Path) -> None:
     (expanded,) = [out for command, out in outputs if command.startswith("python -m pipelines run-local --pipeline")]
     assert "campaigns: 2 ok, 0 failed, 0 skipped" in expanded
     (run,) = (runs / "expand").glob("metaheac-expand-*/merge-audiences/output")
-    for name, excluded in (("spring-shoes", "spring-shoes-no.txt"), ("new-brand", None)):
+    opt_outs = set(np.loadtxt(runs / "opt-outs.txt", dtype=np.int64))
+    for name, excluded, size, tiers in (
+            ("spring-shoes", ["spring-shoes-no.txt", "spring-shoes-customers.txt"], 500, {"5%": 100, "10%": 100,
+                                                                                         "25%": 300}),
+            ("new-brand", [], 400, {"5%": 100, "400": 300})):
         found = pd.read_parquet(run / "audiences" / f"{name}.parquet")
-        assert list(found.columns) == ["uid", "score", "rank"] and len(found) == 500
-        assert found["rank"].tolist() == list(range(1, 501)) and found["score"].is_monotonic_decreasing
-        kept_out = set(np.loadtxt(runs / "seeds" / f"{name}.txt", dtype=np.int64))
-        kept_out |= set(np.loadtxt(runs / "seeds" / excluded, dtype=np.int64)) if excluded else set()
+        assert list(found.columns) == ["uid", "score", "rank", "tier"] and len(found) == size
+        assert found["rank"].tolist() == list(range(1, size + 1)) and found["score"].is_monotonic_decreasing
+        assert found["tier"].astype(str).value_counts().to_dict() == tiers
+        kept_out = set(np.loadtxt(runs / "seeds" / f"{name}.txt", dtype=np.int64)) | opt_outs
+        for file in excluded:
+            kept_out |= set(np.loadtxt(runs / "seeds" / file, dtype=np.int64))
         assert not set(found["uid"]) & kept_out
         assert len(list((runs / "audiences" / name).glob("*/audience.parquet"))) == 1
-        assert f"  {name}" in expanded and "audience 500 users" in expanded
+        assert f"  {name}" in expanded and f"audience {size} users" in expanded
