@@ -226,6 +226,10 @@ def expand(
     ad_fields: Optional[str] = None,
     negatives: Optional[str] = None,
     top_n: int = 10000,
+    tiers: str = '',
+    exclude: str = '',
+    min_seeds: int = 100,
+    allow_small_seeds: bool = False,
     seed: int = 2020,
     device: str = 'auto',
     overwrite: bool = False,
@@ -240,7 +244,11 @@ def expand(
         aid: an existing campaign's aid (or give --ad-fields for a new campaign)
         ad_fields: a new campaign's raw field values as in the campaigns table, e.g. category=3,brand=acme
         negatives: known non-converting users (same formats); sampled from the users if not given
-        top_n: audience size
+        top_n: audience size, when no tiers are asked
+        tiers: reach tiers, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience (instead of --top-n), each user gets its smallest tier
+        exclude: comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, or FILE.parquet#COLUMN) kept out of the audience before ranking, e.g. opt-outs
+        min_seeds: fewest known, distinct seed users a campaign is expanded from
+        allow_small_seeds: expand a campaign below --min-seeds anyway, flagged low-confidence in its summary
         seed: seeds the adaptation and the negative sampling
         device: auto (CUDA when present), cpu or cuda
         overwrite: replace an existing file at --output that is not an audience of `expand`
@@ -326,16 +334,16 @@ def expand_shard(
         model: general model: a registry URI, latest, or a model folder (metaheac.registry)
         seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)
         top_n: audience size per campaign, when no tiers are asked
-        tiers: reach tiers of every audience, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience, each user gets its smallest tier; a seed set's manifest may name its own ("tiers")
-        exclude: comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, or FILE.parquet#COLUMN) kept out of every audience, e.g. opt-outs
+        tiers: reach tiers, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience (instead of --top-n), each user gets its smallest tier; a seed set's manifest may name its own ("tiers")
+        exclude: comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, or FILE.parquet#COLUMN) kept out of the audience before ranking, e.g. opt-outs
         min_seeds: fewest known, distinct seed users a campaign is expanded from
-        allow_small_seeds: expand a campaign below --min-seeds anyway, flagged low-confidence
+        allow_small_seeds: expand a campaign below --min-seeds anyway, flagged low-confidence in its summary
         holdout: share of each seed set held out to estimate the tiers' recall (0: no estimate)
         shard: which shard of the users (0-based): a contiguous block of row groups
         shards: how many shards the users are split into
         group: which group of the campaigns (0-based): every GROUPS-th by name
         groups: how many groups the campaigns are split into
-        audiences: stable audiences folder: a campaign already written there for this model version is skipped
+        audiences: stable audiences folder (metaheac.refresh): a campaign whose request (seeds, exclusions, tiers, model, users, by content) is unchanged since its audience was written there reuses it; one whose seeds fell below --min-seeds keeps it, stale
         seed: seeds the adaptation and the negative sampling
     """
     run_metaheac_step('expand_shard', locals())
@@ -418,6 +426,6 @@ def merge_audiences(
         metrics: Metrics from kfp_metrics.json of the step's output
         report: HTML from summary.html of the step's output
         parts_0: comma-separated folders written by `expand_shard` (one input per upstream task: parts_0 to parts_63)
-        audiences: stable audiences folder: each audience is also written there, per model version
+        audiences: stable audiences folder (metaheac.refresh): each new audience is also written there; a reused or stale one is read from it
     """
     run_metaheac_step('merge_audiences', locals())

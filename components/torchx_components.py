@@ -196,6 +196,10 @@ def expand(
     ad_fields: Optional[str] = None,
     negatives: Optional[str] = None,
     top_n: int = 10000,
+    tiers: str = '',
+    exclude: str = '',
+    min_seeds: int = 100,
+    allow_small_seeds: bool = False,
     seed: int = 2020,
     device: str = 'auto',
     overwrite: bool = False,
@@ -212,7 +216,11 @@ def expand(
         aid: an existing campaign's aid (or give --ad-fields for a new campaign)
         ad_fields: a new campaign's raw field values as in the campaigns table, e.g. category=3,brand=acme
         negatives: known non-converting users (same formats); sampled from the users if not given
-        top_n: audience size
+        top_n: audience size, when no tiers are asked
+        tiers: reach tiers, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience (instead of --top-n), each user gets its smallest tier
+        exclude: comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, or FILE.parquet#COLUMN) kept out of the audience before ranking, e.g. opt-outs
+        min_seeds: fewest known, distinct seed users a campaign is expanded from
+        allow_small_seeds: expand a campaign below --min-seeds anyway, flagged low-confidence in its summary
         seed: seeds the adaptation and the negative sampling
         device: auto (CUDA when present), cpu or cuda
         overwrite: replace an existing file at --output that is not an audience of `expand`
@@ -311,16 +319,16 @@ def expand_shard(
         seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)
         output: folder to write status.json and each campaign's shard top (<campaign>.parquet)
         top_n: audience size per campaign, when no tiers are asked
-        tiers: reach tiers of every audience, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience, each user gets its smallest tier; a seed set's manifest may name its own ("tiers")
-        exclude: comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, or FILE.parquet#COLUMN) kept out of every audience, e.g. opt-outs
+        tiers: reach tiers, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience (instead of --top-n), each user gets its smallest tier; a seed set's manifest may name its own ("tiers")
+        exclude: comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, or FILE.parquet#COLUMN) kept out of the audience before ranking, e.g. opt-outs
         min_seeds: fewest known, distinct seed users a campaign is expanded from
-        allow_small_seeds: expand a campaign below --min-seeds anyway, flagged low-confidence
+        allow_small_seeds: expand a campaign below --min-seeds anyway, flagged low-confidence in its summary
         holdout: share of each seed set held out to estimate the tiers' recall (0: no estimate)
         shard: which shard of the users (0-based): a contiguous block of row groups
         shards: how many shards the users are split into
         group: which group of the campaigns (0-based): every GROUPS-th by name
         groups: how many groups the campaigns are split into
-        audiences: stable audiences folder: a campaign already written there for this model version is skipped
+        audiences: stable audiences folder (metaheac.refresh): a campaign whose request (seeds, exclusions, tiers, model, users, by content) is unchanged since its audience was written there reuses it; one whose seeds fell below --min-seeds keeps it, stale
         seed: seeds the adaptation and the negative sampling
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
         mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
@@ -341,7 +349,7 @@ def merge_audiences(
     Args:
         parts: comma-separated folders written by `expand_shard`
         output: folder to write audiences/<campaign>.parquet and the summary into
-        audiences: stable audiences folder: each audience is also written there, per model version
+        audiences: stable audiences folder (metaheac.refresh): each new audience is also written there; a reused or stale one is read from it
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
         mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """

@@ -32,6 +32,7 @@ from metaheac.data.loading import user_table
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
 from metaheac.expand import (
+    TOP_N_NAME,
     CampaignFields,
     CampaignVocab,
     ExpandConfig,
@@ -195,7 +196,7 @@ class CampaignRequest:
     seed_uids: np.ndarray
     negative_uids: np.ndarray | None = None
     size: int | None = None
-    size_name: str = "--top-n (parameter top_n)"  # where the size was asked, named in its error
+    size_name: str = TOP_N_NAME  # where the size was asked, named in its error
     exclusions: dict[str, np.ndarray] = field(default_factory=dict)
     holdout: float = 0.0
 

@@ -34,6 +34,7 @@ CampaignVocab = dict[str, dict[str, int]]
 # a campaign: {"aid": id} for an existing one, or its raw field values (integers or text, as in the
 # campaigns table; plain field indexes for a dataset without a campaign vocabulary)
 CampaignFields = dict[str, int | str]
+TOP_N_NAME = "--top-n (parameter top_n)"  # the audience size's name in an error, when no tiers are asked
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,16 @@ class SeedMinimum:
     allow_small: bool = False
 
 
+@dataclass(frozen=True)
+class AudienceRequest:
+    """What an advertiser asks of one audience beside its seeds: reach tiers (None: one of top_n users),
+    uid lists kept out of it ({reason: uids}) and the seed minimum."""
+
+    tiers: list[Tier] | None = None
+    exclusions: dict[str, np.ndarray] = field(default_factory=dict)
+    minimum: SeedMinimum = SeedMinimum()
+
+
 def plan_seeds(
     uid_index: pd.Index,
     seed_uids: np.ndarray,
@@ -150,7 +161,7 @@ def plan_seeds(
     config: ExpandConfig,
     exclusions: dict[str, np.ndarray] | None = None,
     minimum: SeedMinimum = SeedMinimum(),
-    size_name: str = "--top-n (parameter top_n)",
+    size_name: str = TOP_N_NAME,
 ) -> SeedPlan:
     """Seeds and negatives as user indexes (`uid_index`: every user's uid, in user order); negatives are
     `negative_uids` when given (then kept out of the audience too), else users drawn (seeded) from the
@@ -169,7 +180,7 @@ def plan_seeds(
     if len(seeds) < minimum.seeds and not minimum.allow_small:
         raise SeedRequestError(f"{len(seeds)} known seed users (distinct, {unknown_seeds} unknown uids not counted), "
                                f"below the minimum of {minimum.seeds}: add seeds, or pass --allow-small-seeds to "
-                               "expand it flagged low-confidence", counts)
+                               "expand it flagged low-confidence", counts | {"below_minimum": True})
     given = negative_uids is not None
     if negative_uids is not None:
         negatives, unknown_negatives = _user_indexes(uid_index, negative_uids)
@@ -244,8 +255,10 @@ def expand(
     config: ExpandConfig | None = None,
     vocab: CampaignVocab | None = None,
     adapt: Adapter = adapt_campaigns,
+    request: AudienceRequest | None = None,
 ) -> pd.DataFrame:
-    """The top-N users for the campaign that are neither seeds nor given negatives (`audience_frame`).
+    """The top-N users for the campaign that are neither seeds, given negatives nor in the request's exclusion
+    lists (`audience_frame`; with the request's tiers, N is the largest and each user gets its tier).
 
     Negatives are `negative_uids` when given, else users drawn (seeded) from the non-seeds. What was
     used and dropped (unknown uids, fields) is in `frame.attrs["summary"]`. Every user is in memory:
@@ -253,7 +266,11 @@ def expand(
     """
     config = config or ExpandConfig()
     ids, existing, unknown_fields = campaign_field_ids(features.schema, features.campaigns, campaign_fields, vocab)
-    plan = plan_seeds(pd.Index(features.users.uid), seed_uids, negative_uids, top_n, config)
+    request = request or AudienceRequest()
+    top_n, size_name = (request.tiers[-1].size, f"tier {request.tiers[-1].label}") if request.tiers else (
+        top_n, TOP_N_NAME)
+    plan = plan_seeds(pd.Index(features.users.uid), seed_uids, negative_uids, top_n, config, request.exclusions,
+                      request.minimum, size_name)
     started = time.perf_counter()
     model = adapt_to_seeds(general_model, features, (ids, existing), plan.seeds, plan.negatives, config, adapt)
     adapted = time.perf_counter()
@@ -263,7 +280,7 @@ def expand(
     excluded = torch.zeros(len(scores), dtype=torch.bool)
     excluded[torch.from_numpy(plan.excluded)] = True
     top = torch.topk(scores.float().cpu().masked_fill(excluded, -torch.inf), top_n)
-    frame = audience_frame(features.users.uid[top.indices.numpy()], top.values.numpy())
+    frame = audience_frame(features.users.uid[top.indices.numpy()], top.values.numpy(), request.tiers)
     frame.attrs["summary"] = {
         **plan.summary,
         "unknown_campaign_fields": unknown_fields,

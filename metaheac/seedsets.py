@@ -17,6 +17,7 @@ a campaign; a seed set whose files are missing or malformed fails that campaign 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -55,10 +56,13 @@ class SeedSet:
         return {str(k): _integer(v, self.manifest, k) for k, v in fields.items()}
 
     def seed_uids(self) -> np.ndarray:
+        return read_uids(self._seed_file())
+
+    def _seed_file(self) -> str:
         for ext in UID_FORMATS:
             uri = self.manifest[: -len(MANIFEST)] + ext
             if storage.exists(uri):
-                return read_uids(uri)
+                return uri
         names = " or ".join(self.campaign + ext for ext in UID_FORMATS)
         raise SeedSetError(f"{self.manifest}: no seed file beside it ({names})")
 
@@ -81,6 +85,18 @@ class SeedSet:
         if not isinstance(names, list):
             raise SeedSetError(f"{self.manifest}: \"exclude\" must be a list of file names beside it")
         return {name: read_uids(self._beside(name, "exclude")) for name in names}
+
+    def content(self) -> dict:
+        """What the campaign's audience depends on in its seed set, by content: the manifest as parsed and the
+        sha256 of each file it reads (for `refresh.request_digest`; a file renamed keeps its hash)."""
+        manifest = self._manifest()
+        names = manifest.get("exclude", [])
+        return {"manifest": {k: v for k, v in manifest.items() if k not in ("negatives", "exclude")},
+                "seeds": file_digest(self._seed_file()),
+                "negatives": file_digest(self._beside(manifest["negatives"], "negatives"))
+                if manifest.get("negatives") else None,
+                "exclude": sorted(file_digest(self._beside(n, "exclude")) for n in names)
+                if isinstance(names, list) else names}
 
     def _beside(self, name: object, key: str) -> str:
         """The URI of a file the manifest names beside it (no path: a manifest reads only its own folder)."""
@@ -107,12 +123,29 @@ def _integer(value: object, uri: str, name: str) -> int:
 def read_uids(uri: str) -> np.ndarray:
     """uids from a Parquet file (column `uid`, or the one named after "#": crm.parquet#customer_id) or a
     text file with one uid a line; SeedSetError naming the file when it is missing or malformed."""
-    uri, _, column = uri.partition("#") if ".parquet#" in uri else (uri, "", "")
+    uri, column = _column_of(uri)
     if not storage.exists(uri):
         raise SeedSetError(f"{uri}: no such file")
     if uri.endswith(".parquet"):
         return _parquet_uids(uri, column or "uid")
     return _text_uids(uri, storage.read_bytes(uri))
+
+
+def file_digest(uri: str) -> str:
+    """sha256 of a uid file's bytes, as `read_uids` names it (FILE.parquet#COLUMN: the file's and the column's
+    name); SeedSetError naming the file when it is missing."""
+    path, column = _column_of(uri)
+    if not storage.exists(path):
+        raise SeedSetError(f"{path}: no such file")
+    digest = hashlib.sha256(storage.read_bytes(path))
+    digest.update(column.encode())
+    return digest.hexdigest()
+
+
+def _column_of(uri: str) -> tuple[str, str]:
+    """(file, column) of crm.parquet#customer_id; (uri, "") without a column."""
+    path, _, column = uri.partition("#") if ".parquet#" in uri else (uri, "", "")
+    return path, column
 
 
 def _parquet_uids(uri: str, name: str) -> np.ndarray:

@@ -180,14 +180,16 @@ def _show_campaigns(summary_html: Path) -> list[dict]:
     rows = json.loads(summary_html.with_name("summary.json").read_text())["campaigns"]
     width = max(len(r["campaign"]) for r in rows) + 2
     for row in rows:
-        line = {"ok": f"audience {row['audience']:,} users (seeds: {row['seeds_used']:,} known, "
-                      f"{row['unknown_seed_uids']:,} unknown)",
-                "skipped": "its audience for this model version is already in the audiences folder",
+        audience = (f"audience {row['audience']:,} users (seeds: {row['seeds_used']:,} known, "
+                    f"{row['unknown_seed_uids']:,} unknown)")
+        line = {"ok": audience,
+                "reused": f"{audience}: nothing changed since it was written",
+                "ineligible": f"last audience kept, stale ({row['audience']:,} users): {row['error']}",
                 "failed": row["error"]}[row["status"]]
-        print(f"  {row['campaign']:<{width}} {row['status']:<8} {line}")
-    count = {k: sum(r["status"] == k for r in rows) for k in ("ok", "failed", "skipped")}
-    print(f"campaigns: {count['ok']} ok, {count['failed']} failed, {count['skipped']} skipped")
-    if count["ok"]:
+        print(f"  {row['campaign']:<{width}} {row['status']:<10} {line}")
+    statuses = ["ok", "failed", *sorted({r["status"] for r in rows} - {"ok", "failed"})]
+    print("campaigns: " + ", ".join(f"{sum(r['status'] == k for r in rows)} {k}" for k in statuses))
+    if any(r["audience"] for r in rows):
         print(f"audiences: {summary_html.parent / 'audiences'}/<campaign>.parquet (uid, score, rank)")
     return rows
 

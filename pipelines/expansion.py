@@ -9,8 +9,10 @@ folder, so the same pipeline serves any number of them.
 
 Nothing is cached (`Step.cached` of both steps): the seed-set folder and the `latest` model keep their
 URIs while what they hold changes.
-Instead, with the `audiences` parameter (a stable folder), a campaign whose audience is already written
-there for the same model version is skipped, so an hourly run does only the seed sets that arrived.
+Instead, with the `audiences` parameter (a stable folder, `metaheac.refresh`), a campaign whose request
+(seed set, exclusions, tiers, model and users, by content) is unchanged since its audience was written
+there reuses it, so a scheduled run re-expands only the campaigns that changed; a campaign whose seeds fell
+below the minimum keeps its last audience, flagged stale.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def test_expansion_runs_locally_with_tiers_exclusions_a_seed_minimum_and_estimat
     run = Path(out.strip().splitlines()[-1].removeprefix("run: "))
     assert re.search(r"^  bad +failed +\S*bad.txt line 2", out, re.MULTILINE)  # the console names it and why
     assert re.search(r"^  small +failed +60 known seed users .* below the minimum of 100", out, re.MULTILINE)
-    assert "campaigns: 2 ok, 2 failed, 0 skipped" in out
+    assert "campaigns: 2 ok, 2 failed\n" in out
     merged = run / "merge-audiences" / "output"
     summary = json.loads((merged / "summary.json").read_text())
     assert summary["model_version"] == version
@@ -120,10 +120,11 @@ def test_expansion_runs_locally_with_tiers_exclusions_a_seed_minimum_and_estimat
     assert metrics["campaigns_failed"] == 2 and metrics["audience_users"] == 70 and metrics["excluded_users"] > 0
     page = Path(outputs["report"]["artifacts"][0]["uri"]).read_text()
     assert "bad.txt line 2" in page and "Reach curve" in page and "<svg" in page and "Tier 1%" in page
-    assert (tmp_path / "audiences" / "known" / version / "audience.parquet").exists()
+    (stored,) = (tmp_path / "audiences" / "known").glob("*/audience.parquet")  # under its request's sha256
+    pd.testing.assert_frame_equal(pd.read_parquet(stored), known)
 
 
-def test_a_local_schedule_expands_only_what_is_not_written_yet(trained, tmp_path: Path, capsys) -> None:
+def test_a_local_schedule_reuses_the_audiences_whose_request_did_not_change(trained, tmp_path: Path, capsys) -> None:
     dataset, model = trained
     publish(str(model), str(tmp_path / "models"))
     argv = ["schedule", "create", "--local", "--pipeline", "expand", "--cron", "* * * * * *", "--max-runs", "2",
@@ -138,7 +139,7 @@ def test_a_local_schedule_expands_only_what_is_not_written_yet(trained, tmp_path
         (summary,) = run.glob("merge-audiences/output/summary.json")
         statuses.append({r["campaign"]: r["status"] for r in json.loads(summary.read_text())["campaigns"]})
     assert statuses == [{"bad": "failed", "known": "ok", "new": "ok"},
-                        {"bad": "failed", "known": "skipped", "new": "skipped"}]
+                        {"bad": "failed", "known": "reused", "new": "reused"}]
 
 
 def test_training_pipeline_promotes_only_past_the_gate(trained, tmp_path: Path, capsys) -> None:

@@ -84,9 +84,9 @@ def test_shards_expand_every_campaign_and_a_bad_seed_set_fails_alone(trained, tm
     metrics = json.loads((tmp_path / "first" / "merged" / "kfp_metrics.json").read_text())
     assert metrics["campaigns_ok"] == 2 and metrics["campaigns_failed"] == 1 and metrics["audience_users"] == 80
     assert "not-a-uid" in (tmp_path / "first" / "merged" / "summary.html").read_text()
-    # The next run with the same model skips what is written: only the failed campaign is tried again.
+    # The next run with nothing changed reuses what is written: only the failed campaign is tried again.
     again = {r["campaign"]: r["status"] for r in run("second")["campaigns"]}
-    assert again == {"bad": "failed", "known": "skipped", "new": "skipped"}
+    assert again == {"bad": "failed", "known": "reused", "new": "reused"}
 
 
 @pytest.mark.parametrize("manifest,message", [
@@ -108,3 +108,70 @@ def test_a_manifest_without_its_seed_file_fails(tmp_path) -> None:
     seed_set = SeedSet("c", str(tmp_path / "c.json"))
     with pytest.raises(SeedSetError, match="no seed file beside it"):
         seed_set.seed_uids()
+
+
+def test_a_refresh_reruns_only_the_campaigns_whose_request_changed(trained, tmp_path) -> None:
+    """By content: the same files rewritten or touched are reused; a seed file's, an exclusion list's or the
+    tiers' change re-expands that campaign alone; seeds fallen below the minimum keep the last audience, stale.
+    With --allow-small-seeds the campaign is expanded again, flagged low-confidence."""
+    dataset, model = trained
+    seeds, audiences = tmp_path / "seeds", tmp_path / "audiences"
+    seed_sets(seeds, dataset)
+    (seeds / "bad.json").unlink()
+    users = pd.read_parquet(dataset / "users.parquet", columns=["uid"])["uid"].tolist()
+    (seeds / "customers.txt").write_text("\n".join(map(str, users[500:520])))
+    manifest = json.loads((seeds / "known.json").read_text())
+    (seeds / "known.json").write_text(json.dumps({**manifest, "exclude": ["customers.txt"]}))
+    runs = iter(range(100))
+
+    def run(*extra: str) -> dict[str, dict]:
+        out = tmp_path / f"run-{next(runs)}"
+        assert main(["expand_shard", "--dataset", str(dataset), "--model", str(model), "--seeds", str(seeds),
+                     "--output", str(out / "part"), "--top-n", "40", "--holdout", "0", "--audiences",
+                     str(audiences), *extra]) == 0
+        assert main(["merge_audiences", "--parts", str(out / "part"), "--output", str(out / "merged"),
+                     "--audiences", str(audiences)]) == 0
+        return {r["campaign"]: r for r in json.loads((out / "merged" / "summary.json").read_text())["campaigns"]}
+
+    def audience(number: int, name: str) -> pd.DataFrame:
+        return pd.read_parquet(tmp_path / f"run-{number}" / "merged" / "audiences" / f"{name}.parquet")
+
+    def statuses(rows: dict[str, dict]) -> dict[str, str]:
+        return {name: row["status"] for name, row in rows.items()}
+
+    assert statuses(run()) == {"known": "ok", "new": "ok"}
+    # the same bytes written again (a new mtime) and the manifest's keys reordered: nothing changed
+    (seeds / "new.parquet").write_bytes((seeds / "new.parquet").read_bytes())
+    (seeds / "known.json").write_text(json.dumps({"exclude": ["customers.txt"], **manifest}))
+    second = run()
+    assert statuses(second) == {"known": "reused", "new": "reused"}
+    pd.testing.assert_frame_equal(audience(1, "known"), audience(0, "known"))
+    assert second["known"]["excluded"] == {"seeds": 120, "campaign:customers.txt": 20}  # the stored row
+    (seeds / "known.txt").write_text((seeds / "known.txt").read_text() + f"{users[130]}\n")  # one seed more
+    assert statuses(run()) == {"known": "ok", "new": "reused"}
+    assert not set(audience(2, "known")["uid"]) & {users[130]}
+    (seeds / "customers.txt").write_text("\n".join(map(str, users[500:530])))  # the exclusion list grew
+    rows = run()
+    assert statuses(rows) == {"known": "ok", "new": "reused"}
+    assert rows["known"]["excluded"]["campaign:customers.txt"] == 30
+    manifest = json.loads((seeds / "new.json").read_text())
+    (seeds / "new.json").write_text(json.dumps({**manifest, "tiers": ["1%", "40"]}))
+    rows = run()
+    assert statuses(rows) == {"known": "reused", "new": "ok"}
+    assert audience(4, "new")["tier"].astype(str).tolist() == ["1%"] * 15 + ["40"] * 25
+    # the seeds fall below the minimum: ineligible, its last audience kept and flagged stale
+    (seeds / "known.txt").write_text("\n".join(map(str, users[:60])))
+    rows = run()
+    assert statuses(rows) == {"known": "ineligible", "new": "reused"}
+    assert rows["known"]["stale"] is True and rows["known"]["seeds_used"] == 60
+    assert "below the minimum of 100" in rows["known"]["error"] and rows["known"]["audience"] == 40
+    pd.testing.assert_frame_equal(audience(5, "known"), audience(3, "known"))
+    page = (tmp_path / "run-5" / "merged" / "summary.html").read_text()
+    assert "ineligible: last audience, stale" in page and "known (stale)" in page
+    metrics = json.loads((tmp_path / "run-5" / "merged" / "kfp_metrics.json").read_text())
+    assert metrics["campaigns_ineligible"] == metrics["campaigns_stale"] == 1 and metrics["campaigns_reused"] == 1
+    # --allow-small-seeds changes every request: both are expanded again, the small one low-confidence
+    rows = run("--allow-small-seeds")
+    assert statuses(rows) == {"known": "ok", "new": "ok"}
+    assert rows["known"]["low_confidence"] is True and rows["new"]["low_confidence"] is False
+    assert "stale" not in rows["known"] and len(audience(6, "known")) == 40

@@ -72,7 +72,7 @@ def test_expand_excludes_seeds_and_counts_unknown_uids(chain, tmp_path):
     def expand(output: Path) -> int:
         return main(["expand", "--dataset", str(dataset), "--model", str(root / "MetaHeac"), "--seeds",
                      str(tmp_path / "seeds.txt"), "--aid", str(aid), "--top-n", "50", "--output", str(output),
-                     "--device", "cpu"])
+                     "--device", "cpu", "--min-seeds", "20"])
 
     assert expand(out) == 0
     audience = pd.read_parquet(out)
@@ -84,12 +84,33 @@ def test_expand_excludes_seeds_and_counts_unknown_uids(chain, tmp_path):
     assert expand(tmp_path / "foreign.parquet") == 2  # a file it did not write: only with --overwrite
 
 
+def test_expand_takes_the_same_request_as_expand_shard(chain, tmp_path):
+    """Tiers, exclusion lists and the seed minimum, parsed and applied by the same code as the pipeline's."""
+    root, dataset = chain
+    users = pd.read_parquet(dataset / "users.parquet", columns=["uid"])["uid"]
+    (tmp_path / "seeds.txt").write_text("\n".join(map(str, users[:40])) + "\n")
+    pd.DataFrame({"user_id": users[100:130]}).to_parquet(tmp_path / "optouts.parquet")
+    aid = int(load_campaign_frame(str(dataset))["aid"].iloc[0])
+    out = tmp_path / "audience.parquet"
+    argv = ["expand", "--dataset", str(dataset), "--model", str(root / "MetaHeac"), "--seeds",
+            str(tmp_path / "seeds.txt"), "--aid", str(aid), "--output", str(out), "--device", "cpu",
+            "--tiers", "20,60", "--exclude", f"{tmp_path / 'optouts.parquet'}#user_id"]
+    assert main([*argv, "--min-seeds", "41"]) == 2 and not out.exists()
+    assert main([*argv, "--min-seeds", "40"]) == 0
+    audience = pd.read_parquet(out)
+    assert list(audience.columns) == ["uid", "score", "rank", "tier"] and len(audience) == 60
+    assert audience["tier"].astype(str).tolist() == ["20"] * 20 + ["60"] * 40
+    assert not set(audience["uid"]) & (set(users[:40]) | set(users[100:130]))
+
+
 @pytest.mark.parametrize(
     ("seeds", "extra", "message"),
     [
         ("", [], "empty"),
         ("1\n2\n", [], "none of the"),
-        (None, ["--top-n", "10000000"], "top_n"),
+        (None, ["--top-n", "10000000", "--allow-small-seeds"], "top_n"),
+        (None, [], "2 known seed users (distinct, 0 unknown uids not counted), below the minimum of 100"),
+        (None, ["--tiers", "5%,1%", "--allow-small-seeds"], "--tiers: tiers must increase"),
         (None, ["--ad-fields", "advertiserId=1"], "exactly one of --aid"),
         ("12x\n", [], "one integer uid"),
     ],

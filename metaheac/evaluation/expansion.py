@@ -1,4 +1,5 @@
-"""summary.html of an expansion run: the campaigns (failed ones in red, with their reason), each one's reach
+"""summary.html of an expansion run: the campaigns (failed ones in red, with their reason; reused ones and
+stale ones, whose seeds fell below the minimum, flagged; `metaheac.refresh`), each one's reach
 tiers with the recall its held-out seeds give (`tiers.recall_estimate`), a reach curve (audience size
 against expected recall, drawn as inline SVG: no plotting library), the overlap of the campaigns' audiences
 at each tier (Jaccard), and the run's totals."""
@@ -21,6 +22,8 @@ def _esc(value: object) -> str:
 
 def _cell(row: dict, column: str) -> str:
     value = row[column]
+    if column == "status" and row.get("stale"):
+        value = f"{value}: last audience, stale"
     kind = "num" if isinstance(value, int) else {"status": row["status"], "campaign": "name"}.get(column, "")
     text = f"{value:,}" if isinstance(value, int) else str(value)
     return f'<td class="{kind}">{_esc(text)}</td>'
@@ -47,7 +50,8 @@ def _tiers(rows: list[dict]) -> str:
         for tier in row.get("tiers", []):
             interval = "-" if math.isnan(tier["recall_low"]) else (
                 f"{_pct(tier['recall_low'])} – {_pct(tier['recall_high'])}")
-            flag = " (low confidence)" if row.get("low_confidence") else ""
+            flag = "".join(f" ({what})" for what, on in (("low confidence", row.get("low_confidence")),
+                                                          ("stale", row.get("stale"))) if on)
             lift = "-" if math.isnan(tier["lift"]) else f"{tier['lift']:.1f}x"
             lines.append(f'<tr><td class="name">{_esc(row["campaign"] + flag)}</td><td>{_esc(tier["tier"])}</td>'
                          f'<td class="num">{tier["size"]:,}</td>'
@@ -146,7 +150,7 @@ def _jaccard_text(value: float | None) -> str:
 def render(summary: dict, metrics: dict) -> str:
     """The page (module doc)."""
     rows = summary["campaigns"]
-    names = [r["campaign"] for r in rows if r["status"] == "ok"]
+    names = [r["campaign"] for r in rows if r["audience"]]
     totals = "".join(f'<tr><td>{_esc(k.replace("_", " "))}</td><td class="num">{v:,}</td></tr>'
                      for k, v in metrics.items())
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Audience expansion</title>"

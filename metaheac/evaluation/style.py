@@ -16,7 +16,8 @@ table.context td { vertical-align: top; word-break: break-word; }
 ul.paths { margin: 0.2em 0 0; padding-left: 1.2em; font-family: ui-monospace, Menlo, Consolas, monospace;
            font-size: 0.9em; }
 td.failed { color: #b00020; font-weight: 600; }
-td.skipped { color: #777; }
+td.reused { color: #555; }
+td.ineligible { color: #a05a00; font-weight: 600; }
 td.name { white-space: nowrap; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; }

@@ -27,7 +27,16 @@ from metaheac.data.loading import load_features, load_rows
 from metaheac.evaluation.intervals import table_intervals
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
-from metaheac.expand import CampaignFields, ExpandConfig, expand, is_audience, load_campaign_vocab, write_audience
+from metaheac.expand import (
+    AudienceRequest,
+    CampaignFields,
+    ExpandConfig,
+    SeedMinimum,
+    expand,
+    is_audience,
+    load_campaign_vocab,
+    write_audience,
+)
 from metaheac.memory import check_fits, table_bytes
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import METHODS, load_model, method
@@ -38,6 +47,14 @@ from metaheac.phases import PhaseLog, phase, recording
 from metaheac.registry import resolve_model
 from metaheac.seedsets import read_uids
 from metaheac.steps.base import Artifact, Published, Resources, Step, arg
+from metaheac.steps.request import (
+    allow_small_seeds_arg,
+    exclude_arg,
+    exclusion_lists,
+    min_seeds_arg,
+    request_tiers,
+    tiers_arg,
+)
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import process_group, world
 from metaheac.training.joint import JointTrainConfig
@@ -351,7 +368,11 @@ class Expand(Step):
                                 "category=3,brand=acme")
     negatives: str | None = arg(None, help="known non-converting users (same formats); sampled from the users if "
                                 "not given")
-    top_n: int = arg(10_000, help="audience size", minimum=1)
+    top_n: int = arg(10_000, help="audience size, when no tiers are asked", minimum=1)
+    tiers: str = tiers_arg()
+    exclude: str = exclude_arg()
+    min_seeds: int = min_seeds_arg()
+    allow_small_seeds: bool = allow_small_seeds_arg()
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
     device: str = arg("auto", help="auto (CUDA when present), cpu or cuda")
     overwrite: bool = arg(False, help="replace an existing file at --output that is not an audience of `expand`")
@@ -359,7 +380,8 @@ class Expand(Step):
     def run(self) -> dict:
         if (self.aid is None) == (self.ad_fields is None):
             raise InputError("give exactly one of --aid (an existing campaign) and --ad-fields (a new one)")
-        inputs = [self.dataset, self.model, self.seeds] + ([self.negatives] if self.negatives else [])
+        inputs = [self.dataset, self.model, self.seeds, *filter(None, self.exclude.split(","))] + (
+            [self.negatives] if self.negatives else [])
         # an audience file written by `expand` is ours to replace, as a step's own folder is
         with claim(self.output, self.name, inputs, self.overwrite or is_audience(self.output), is_file=True):
             return self.expand()
@@ -372,12 +394,15 @@ class Expand(Step):
         check_same_data(info, features.schema, model_uri, self.dataset)
         campaign: CampaignFields = {"aid": self.aid} if self.aid is not None else _ad_fields(self.ad_fields or "")
         spec = method(info["method"])
+        tiers = request_tiers(self.tiers, len(features.users)) if self.tiers else None
+        request = AudienceRequest(tiers, exclusion_lists(self.exclude, "exclude"),
+                                  SeedMinimum(self.min_seeds, self.allow_small_seeds))
         try:
             audience = expand(
                 model, features, campaign, read_uids(self.seeds),
                 read_uids(self.negatives) if self.negatives is not None else None, self.top_n,
                 ExpandConfig(adapt=spec.adapt_config(dataclasses.replace(_ADAPT, seed=self.seed))),
-                load_campaign_vocab(self.dataset), spec.adapt_campaigns,
+                load_campaign_vocab(self.dataset), spec.adapt_campaigns, request,
             )
         except ValueError as error:  # empty seed set, no known seed, N too large: the user's input
             raise InputError(str(error)) from None

@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from metaheac import storage
+from metaheac import refresh, storage
 from metaheac.adaptation import AdaptConfig
 from metaheac.audience import (
     CampaignRequest,
@@ -28,29 +28,35 @@ from metaheac.audience import (
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_campaigns
 from metaheac.evaluation.expansion import render
-from metaheac.expand import ExpandConfig, SeedMinimum, load_campaign_vocab, write_audience
+from metaheac.expand import TOP_N_NAME, ExpandConfig, SeedMinimum, load_campaign_vocab, write_audience
 from metaheac.methods import load_model, method
 from metaheac.model.store import check_same_data
 from metaheac.outputs import claim
 from metaheac.promotion import GateConfig, decide
-from metaheac.registry import DEFAULT_NAME, ResolvedModel, latest, publish, resolve_model
-from metaheac.seedsets import list_seed_sets, read_uids
+from metaheac.registry import DEFAULT_NAME, ResolvedModel, dataset_fingerprint, latest, publish, resolve_model
+from metaheac.seedsets import file_digest, list_seed_sets
 from metaheac.steps.base import Artifact, Published, Step, arg
-from metaheac.tiers import Tier, TierError, jaccard, parse_tiers, recall_estimate
+from metaheac.steps.request import (
+    allow_small_seeds_arg,
+    exclude_arg,
+    exclusion_lists,
+    min_seeds_arg,
+    request_tiers,
+    tiers_arg,
+)
+from metaheac.tiers import Tier, jaccard, parse_tiers, recall_estimate
 
 STATUS_FILE = "status.json"  # a shard's: the model version and every campaign's status
 HOLDOUT = "holdout"  # a shard's folder of quality-estimate runs: <campaign>.parquet, <campaign>-seeds.parquet
 SUMMARY_FILES = ("summary.json", "kfp_metrics.json", "summary.html")
+# a campaign of an expansion run: expanded, failed, its stored audience reused (nothing changed), or
+# ineligible (its seeds fell below the minimum: its last audience kept, stale)
+CAMPAIGN_STATUSES = ("ok", "failed", "reused", "ineligible")
 _ADAPT = AdaptConfig()
 _GATE = GateConfig()
 # What a shard task spends on its campaigns' pre-multiplied tables, all together (ScoreConfig.project_mb):
 # every field of one campaign at the Tencent sizes takes 0.73 GB; more campaigns project fewer fields each.
 PROJECT_MB = 2048.0
-
-
-def audience_uri(folder: str, campaign: str, version: str) -> str:
-    """Where a campaign's audience for one model version lives under a stable audiences folder."""
-    return storage.join(folder, campaign, version.replace("/", "_").replace(":", "_"), "audience.parquet")
 
 
 @dataclass
@@ -111,21 +117,19 @@ class ExpandShard(Step):
     seeds: str = arg(help="seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)")
     output: str = arg(help=f"folder to write {STATUS_FILE} and each campaign's shard top (<campaign>.parquet)")
     top_n: int = arg(10_000, help="audience size per campaign, when no tiers are asked", minimum=1)
-    tiers: str = arg("", help="reach tiers of every audience, increasing: shares of the users (1%,5%,10%) or sizes "
-                              "(500,2000); the largest is the audience, each user gets its smallest tier; a seed "
-                              "set's manifest may name its own (\"tiers\")")
-    exclude: str = arg("", help="comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, "
-                                "or FILE.parquet#COLUMN) kept out of every audience, e.g. opt-outs")
-    min_seeds: int = arg(100, help="fewest known, distinct seed users a campaign is expanded from", minimum=1)
-    allow_small_seeds: bool = arg(False, help="expand a campaign below --min-seeds anyway, flagged low-confidence")
+    tiers: str = tiers_arg("; a seed set's manifest may name its own (\"tiers\")")
+    exclude: str = exclude_arg()  # every campaign's; a manifest's "exclude" adds its own
+    min_seeds: int = min_seeds_arg()
+    allow_small_seeds: bool = allow_small_seeds_arg()
     holdout: float = arg(0.2, help="share of each seed set held out to estimate the tiers' recall (0: no estimate)",
                          minimum=0, maximum=0.5)
     shard: int = arg(0, help="which shard of the users (0-based): a contiguous block of row groups", minimum=0)
     shards: int = arg(1, help="how many shards the users are split into", minimum=1)
     group: int = arg(0, help="which group of the campaigns (0-based): every GROUPS-th by name", minimum=0)
     groups: int = arg(1, help="how many groups the campaigns are split into", minimum=1)
-    audiences: str = arg("", help="stable audiences folder: a campaign already written there for this model "
-                                  "version is skipped")
+    audiences: str = arg("", help="stable audiences folder (metaheac.refresh): a campaign whose request (seeds, "
+                                  "exclusions, tiers, model, users, by content) is unchanged since its audience was "
+                                  "written there reuses it; one whose seeds fell below --min-seeds keeps it, stale")
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
 
     def run(self) -> dict:
@@ -136,13 +140,6 @@ class ExpandShard(Step):
         resolved = resolve_model(self.model)
         with claim(self.output, self.name, [self.dataset, resolved.uri, self.seeds]):
             return self.expand(resolved, started)
-
-    @staticmethod
-    def _tiers(text: str, users: int, where: str) -> list[Tier]:
-        try:
-            return parse_tiers(text, users, where)
-        except TierError as error:
-            raise InputError(str(error)) from None
 
     def expand(self, resolved: ResolvedModel, started: float) -> dict:
         model, info = load_model(resolved.uri)
@@ -157,9 +154,15 @@ class ExpandShard(Step):
         status: dict[str, dict] = {}
         requests = {}
         # without tiers, one of top_n users (checked per campaign against its candidates, as a size asked)
-        default_tiers = self._tiers(self.tiers, len(base), "--tiers") if self.tiers else [
+        default_tiers = request_tiers(self.tiers, len(base)) if self.tiers else [
             Tier(str(self.top_n), self.top_n)]
-        suppressed = {f"global:{uri}": read_uids(uri) for uri in filter(None, self.exclude.split(","))}
+        suppressed = exclusion_lists(self.exclude, "global")
+        # what every campaign's audience depends on beside its own seed set (metaheac.refresh)
+        common = {"model": refresh.request_digest(info), "users": dataset_fingerprint(self.dataset),
+                  "exclude": sorted(file_digest(name.partition(":")[2]) for name in suppressed),
+                  "min_seeds": self.min_seeds, "allow_small_seeds": self.allow_small_seeds, "holdout": self.holdout,
+                  "seed": self.seed}
+        digests: dict[str, str] = {}
         minimum = SeedMinimum(self.min_seeds, self.allow_small_seeds)
         every_set = sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)
         if not every_set:  # a wrong folder, not a quiet hour: an empty run would look like a success
@@ -170,24 +173,29 @@ class ExpandShard(Step):
         score_config = ScoreConfig(project_mb=PROJECT_MB / max(1, len(seed_sets)))
         for seed_set in seed_sets:
             name = seed_set.campaign
-            if self.audiences and storage.exists(audience_uri(self.audiences, name, resolved.version)):
-                status[name] = {"status": "skipped"}
-                continue
             try:
                 own = seed_set.tiers()
                 tiers = default_tiers if own is None else parse_tiers(own, len(base), f"{seed_set.manifest}: tiers")
+                digests[name] = refresh.request_digest(
+                    {**common, "seed_set": seed_set.content(), "tiers": [[t.label, t.size] for t in tiers]})
+                if self.audiences and refresh.is_stored(self.audiences, name, digests[name]):
+                    status[name] = {"status": "reused", "request": digests[name]}
+                    continue
                 exclusions = {f"campaign:{k}": v for k, v in seed_set.exclusions().items()}
                 requests[name] = CampaignRequest(
                     seed_set.campaign_fields(), seed_set.seed_uids(), seed_set.negative_uids(), tiers[-1].size,
                     f"tier {tiers[-1].label} ({tiers[-1].size:,} users)" if own or self.tiers else
-                    "--top-n (parameter top_n)", exclusions | suppressed, self.holdout)
+                    TOP_N_NAME, exclusions | suppressed, self.holdout)
                 asked[name] = tiers
             except (ValueError, OSError) as error:  # this campaign's input: the others go on
                 status[name] = failed(error)
         runs, prepared_status = prepare_campaigns(model, base, uid_index, campaigns, requests, self.top_n, config,
                                                   score_config, vocab, spec.adapt_campaigns, minimum)
         for name, entry in prepared_status.items():
-            entry["tiers"] = [[t.label, t.size] for t in asked[name]]
+            entry |= {"tiers": [[t.label, t.size] for t in asked[name]], "request": digests[name]}
+            last = refresh.last_request(self.audiences, name) if self.audiences else None
+            if entry.pop("below_minimum", False) and last:  # it fell below: its last audience is kept, stale
+                entry |= {"status": "ineligible", "stale": True, "last_request": last}
         status = dict(sorted((status | prepared_status).items()))
         prepared = time.perf_counter()
         tops = score_shard(base, runs, groups)
@@ -222,7 +230,8 @@ class MergeAudiences(Step):
     cached: ClassVar = False
     parts: str = arg(help="comma-separated folders written by `expand_shard`")
     output: str = arg(help="folder to write audiences/<campaign>.parquet and the summary into")
-    audiences: str = arg("", help="stable audiences folder: each audience is also written there, per model version")
+    audiences: str = arg("", help="stable audiences folder (metaheac.refresh): each new audience is also written "
+                                  "there; a reused or stale one is read from it")
 
     def run(self) -> dict:
         parts = [p for p in self.parts.split(",") if p]
@@ -246,17 +255,31 @@ class MergeAudiences(Step):
                 row |= {"status": "failed", "error": failures[0]["error"]}
             elif len(versions) > 1:
                 row |= {"status": "failed", "error": f"the shards used different model versions {versions}: rerun"}
+            elif len({(e["status"], e.get("request")) for _, e in entries}) > 1:  # an audience stored meanwhile
+                row |= {"status": "failed", "error": "the shards saw different requests or stored audiences: rerun"}
+            elif first["status"] in ("reused", "ineligible") and not self.audiences:
+                row |= {"status": "failed", "error": f"{first['status']} by expand_shard: pass --audiences as well"}
             elif first["status"] == "ok":
                 tiers = [Tier(label, size) for label, size in first["tiers"]]
                 audience = merge_audiences(_read_parts(entries, f"{name}.parquet"), tiers[-1].size, tiers)
-                (folder / "audiences").mkdir(exist_ok=True)
-                write_audience(audience, str(folder / "audiences" / f"{name}.parquet"))
-                if self.audiences:
-                    write_audience(audience, audience_uri(self.audiences, name, versions[0]))
-                audiences[name] = (audience["uid"].to_numpy(), tiers)
                 row |= {"audience": len(audience), "low_confidence": first["low_confidence"],
                         "excluded": first["excluded"], "held_out_seeds": first["held_out_seeds"],
-                        **_estimate(entries, name, tiers, first)}
+                        **_estimate(entries, name, tiers, first), "request": first["request"]}
+                if self.audiences:
+                    refresh.store(self.audiences, name, first["request"], audience, row)
+            else:  # reused, or ineligible and kept stale: the stored audience and its row
+                request = first["request"] if first["status"] == "reused" else first["last_request"]
+                audience, stored = refresh.load(self.audiences, name, request)
+                tiers = [Tier(t["tier"], t["size"]) for t in stored["tiers"]]
+                row = stored | {"status": first["status"], "request": request}
+                if first["status"] == "ineligible":
+                    row |= {k: first[k] for k in ("seeds_used", "unknown_seed_uids", "error", "stale")}
+                else:
+                    refresh.mark_last(self.audiences, name, request)
+            if row["audience"]:
+                (folder / "audiences").mkdir(exist_ok=True)
+                write_audience(audience, str(folder / "audiences" / f"{name}.parquet"))
+                audiences[name] = (audience["uid"].to_numpy(), tiers)
             rows.append(row)
         summary = {
             "model_version": versions[0] if len(versions) == 1 else versions,
@@ -264,9 +287,10 @@ class MergeAudiences(Step):
             "overlap": _overlap(audiences),
             "shard_seconds": [{k: s[k] for k in ("shard", "adapt_seconds", "score_seconds")} for s in statuses],
         }
-        count = {k: sum(r["status"] == k for r in rows) for k in ("ok", "failed", "skipped")}
+        count = {k: sum(r["status"] == k for r in rows) for k in CAMPAIGN_STATUSES}
         metrics = {"campaigns": len(rows), **{f"campaigns_{k}": v for k, v in count.items()},
                    "campaigns_low_confidence": sum(bool(r.get("low_confidence")) for r in rows),
+                   "campaigns_stale": sum(bool(r.get("stale")) for r in rows),
                    "seeds_known": sum(r["seeds_used"] for r in rows),
                    "seeds_unknown": sum(r["unknown_seed_uids"] for r in rows),
                    "excluded_users": sum(r["excluded_users"] for r in rows),
