@@ -4,6 +4,13 @@ and the recommended method's scorer, many campaigns in one pass.
     python bench/expand_scale.py [--users 10000000] [--seeds 2000] [--top-n 10000] [--shards 4]
                                  [--precision auto|float32|float16|bfloat16] [--output runs/expand_scale]
                                  [--campaigns-per-pass 1,10,50] [--only-recommended]
+                                 [--request-cost 1%,5%,10%]
+
+`--request-cost TIERS` measures what an advertiser's request costs over the plain top N, on every user
+in one shard, each variant its own process: "top N" (one tier of --top-n, no holdout), "tiers" (TIERS: the
+largest is kept, each user labelled at the merge) and "tiers + estimate" (20% of the seeds held out: a
+second adaptation scored in the same pass, and the recall estimate at the merge). It prints each variant's
+CPU time (adapt, score, merge) and its ratio to "top N"; the load average says how far to trust walls.
 
 The recommended method's passes (`--campaigns-per-pass`, "" to skip) score every user for 1, 10, 50
 campaigns of `MetaHeac+LR` in one read of the users (`linear.head.LinearHeads`; random heads and network,
@@ -41,7 +48,17 @@ import torch
 from meta_train import tencent_schema, zipf_ids
 
 from metaheac import storage
-from metaheac.audience import CampaignRun, TopN, UserBase, merge_audiences, prepare_campaign, score_shard
+from metaheac.audience import (
+    CampaignRequest,
+    CampaignRun,
+    TopN,
+    UserBase,
+    holdout_key,
+    merge_audiences,
+    prepare_campaign,
+    prepare_campaigns,
+    score_shard,
+)
 from metaheac.data.dataset import ROW_GROUP_ROWS, users_arrow_schema, users_record_batch, write_dataset
 from metaheac.data.tensors import CampaignTable, Features
 from metaheac.linear.head import LinearAdapted, LinearHead, design_width
@@ -49,6 +66,7 @@ from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.scoring import CampaignScorer, Precision, ScoreConfig
 from metaheac.recommended.network import TransferNetwork
 from metaheac.recommended.topics import TopicConfig, fit_topics
+from metaheac.tiers import Tier, parse_tiers, recall_estimate
 
 TARGET_S, TARGET_GB = 60.0, 8.0
 AGREEMENT_GROUPS = 16  # row groups (1M users) scored in both precisions for the rank agreement
@@ -76,18 +94,69 @@ def user_base(uri: str, users: int, seed: int = 0) -> float:
     return time.perf_counter() - started
 
 
-def adapt(base: UserBase, uids: np.ndarray, args: argparse.Namespace, precision: Precision) -> tuple[CampaignRun, dict]:
-    """The bench's campaign (random MetaHeac weights, seeded), adapted to its seeds."""
+def bench_campaign(base: UserBase, uids: np.ndarray, args: argparse.Namespace
+                   ) -> tuple[HybridExpertsCritics, CampaignTable, np.ndarray]:
+    """The bench's campaign: random MetaHeac weights (seeded), its ad fields and its seed uids."""
     schema = base.schema
     rng = np.random.default_rng(1)
     campaigns = CampaignTable(np.array([7]), torch.from_numpy(np.stack(
         [rng.integers(1, f.vocab_size, 1) for f in schema.campaign_fields], 1)).int(), np.array(["train"]),
         np.zeros(1, np.int64))
     torch.manual_seed(0)
-    model = HybridExpertsCritics(schema)
     seeds = uids[np.random.default_rng(2).choice(len(uids), args.seeds, replace=False)]
+    return HybridExpertsCritics(schema), campaigns, seeds
+
+
+def adapt(base: UserBase, uids: np.ndarray, args: argparse.Namespace, precision: Precision) -> tuple[CampaignRun, dict]:
+    """The bench's campaign adapted to its seeds."""
+    model, campaigns, seeds = bench_campaign(base, uids, args)
     return prepare_campaign(model, base, pd.Index(uids), campaigns, {"aid": 7}, seeds, args.top_n,
                             score_config=ScoreConfig(precision=precision))
+
+
+def request_cost(args: argparse.Namespace) -> dict:
+    """One variant of `--request-cost` over every user, in this process: CPU seconds of each part."""
+    base = UserBase(args.dataset)
+    uids = base.uids()
+    groups = base.shard_groups(0, 1)
+    base.keep(groups)
+    tiers = parse_tiers(args.tiers, len(base)) if args.tiers else [Tier(str(args.top_n), args.top_n)]
+    model, campaigns, seeds = bench_campaign(base, uids, args)
+    request = CampaignRequest({"aid": 7}, seeds, size=tiers[-1].size, holdout=args.holdout)
+    cpu = [time.process_time()]
+    runs, summaries = prepare_campaigns(model, base, pd.Index(uids), campaigns, {"c": request}, args.top_n,
+                                        score_config=ScoreConfig(precision=args.precision))
+    cpu.append(time.process_time())
+    tops = score_shard(base, runs, groups)
+    cpu.append(time.process_time())
+    frames = {k: pd.DataFrame({"uid": uids[index.numpy()], "score": scores.numpy()}) for k, (scores, index) in
+              tops.items()}
+    audience = merge_audiences([frames["c"]], tiers[-1].size, tiers)
+    if args.holdout:  # as merge_audiences' step does: the estimate's run merged, the held-out seeds' ranks
+        top = merge_audiences([frames[holdout_key("c")]], tiers[-1].size)
+        held = uids[runs[holdout_key("c")].held_out]
+        recall_estimate(np.sort(top.loc[top["uid"].isin(held), "rank"].to_numpy()), len(held), tiers,
+                        summaries["c"]["candidates"])
+    cpu.append(time.process_time())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"users": len(base), "audience": len(audience), "adapt_cpu": cpu[1] - cpu[0],
+            "score_cpu": cpu[2] - cpu[1], "merge_cpu": cpu[3] - cpu[2], "rss_gb": usage.ru_maxrss / 2**20}
+
+
+def request_costs(args: argparse.Namespace) -> None:
+    """The `--request-cost` table: each variant in its own process, its CPU time against the plain top N."""
+    print(f"\n{'request (one campaign, every user)':<36}{'audience':>10}{'adapt':>8}{'score':>8}{'merge':>8}"
+          f"{'CPU s':>8}{'x top N':>9}{'peak RSS':>10}  load")
+    base_cpu = None
+    for name, extra in (("top N", []), (f"tiers {args.request_cost}", ["--tiers", args.request_cost]),
+                        ("tiers + estimate (holdout 0.2)", ["--tiers", args.request_cost, "--holdout", "0.2"])):
+        argv = [sys.executable, __file__, "--child", "--request", "--dataset", args.dataset, "--seeds",
+                str(args.seeds), "--top-n", str(args.top_n), "--precision", args.precision, *extra]
+        r = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        total = r["adapt_cpu"] + r["score_cpu"] + r["merge_cpu"]
+        base_cpu = base_cpu or total
+        print(f"{name:<36}{r['audience']:>10,}{r['adapt_cpu']:>8.1f}{r['score_cpu']:>8.1f}{r['merge_cpu']:>8.2f}"
+              f"{total:>8.1f}{total / base_cpu:>8.2f}x{r['rss_gb']:>8.2f} GB  {os.getloadavg()[0]:.2f}", flush=True)
 
 
 def one_shard(args: argparse.Namespace) -> dict:
@@ -235,7 +304,12 @@ def main() -> None:
     parser.add_argument("--campaigns-per-pass", default="1,10,50",
                         help="the recommended method's passes: campaigns scored in one read of the users")
     parser.add_argument("--only-recommended", action="store_true", help="skip the MetaHeac campaign's runs")
+    parser.add_argument("--request-cost", default="", metavar="TIERS",
+                        help="only time the request's parts: top N, tiers TIERS, tiers + the recall estimate")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--request", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tiers", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--holdout", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--campaigns", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--agreement", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
@@ -243,7 +317,9 @@ def main() -> None:
     parser.add_argument("--part", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        if args.campaigns:
+        if args.request:
+            print(json.dumps(request_cost(args)))
+        elif args.campaigns:
             print(json.dumps(many_campaigns(args)))
         else:
             print(json.dumps(agreement(args) if args.agreement else one_shard(args)))
@@ -254,6 +330,9 @@ def main() -> None:
     print(f"user base {args.dataset}: " + (f"written in {generated:.0f} s" if generated else "reused") +
           f", {os.path.getsize(Path(args.dataset) / 'users.parquet') / 2**30:.2f} GiB; torch threads "
           f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    if args.request_cost:
+        request_costs(args)
+        return
     if args.campaigns_per_pass:
         passes(args)
     if args.only_recommended:
