@@ -190,7 +190,7 @@ def _show_campaigns(summary_html: Path) -> list[dict]:
     statuses = ["ok", "failed", *sorted({r["status"] for r in rows} - {"ok", "failed"})]
     print("campaigns: " + ", ".join(f"{sum(r['status'] == k for r in rows)} {k}" for k in statuses))
     if any(r["audience"] for r in rows):
-        print(f"audiences: {summary_html.parent / 'audiences'}/<campaign>.parquet (uid, score, rank)")
+        print(f"audiences: {summary_html.parent / 'audiences'}/<campaign>.parquet (uid, score, rank, tier)")
     return rows
 
 
