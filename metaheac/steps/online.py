@@ -215,7 +215,8 @@ class ExpandShard(Step):
             (folder / STATUS_FILE).write_text(json.dumps(
                 {"model": resolved.uri, "model_version": resolved.version, "shard": self.shard,
                  "campaigns": status, **timings}, indent=2, default=str))
-        return {"campaigns": len(status), "scored": len(runs), **timings}
+        # campaigns scored, not their estimates' runs
+        return {"campaigns": len(status), "scored": sum(run.held_out is None for run in runs.values()), **timings}
 
 
 @dataclass
