@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,9 @@ class Publish(Step):
                 (folder / "kfp_metrics.json").write_text(json.dumps(
                     {f"gate_{k}": float(gate[k]) for k in ("candidate", "champion", "tolerance", "promoted")
                      if gate[k] is not None}))
-        print(f"metaheac publish: {'promoted to LATEST' if gate['promoted'] else 'kept, not LATEST'}: {gate['reason']}")
+        # on stderr, as train's phases: a step's stdout is its one result line
+        print(f"metaheac publish: {'promoted to LATEST' if gate['promoted'] else 'kept, not LATEST'}: {gate['reason']}",
+              file=sys.stderr)
         return {"uri": published.uri, "version": published.version, "promoted": gate["promoted"]}
 
 
