@@ -102,7 +102,10 @@ def test_readme_commands_work_in_a_fresh_copy(tmp_path: Path) -> None:
                         (clone / "README.md").read_text(), re.MULTILINE)
     assert len(quoted) == 6 and all(line.strip() in expanded + refreshed for line in quoted), quoted
     assert "campaigns: 2 ok, 0 failed\n" in expanded and "campaigns: 1 ok, 0 failed, 1 reused\n" in refreshed
-    run = sorted((runs / "expand").glob("metaheac-expand-*/merge-audiences/output"))[0]
+    # the refresh's run: new-brand expanded again from its grown seed file, spring-shoes' audience reused as is
+    first, run = sorted((runs / "expand").glob("metaheac-expand-*/merge-audiences/output"))
+    pd.testing.assert_frame_equal(pd.read_parquet(first / "audiences" / "spring-shoes.parquet"),
+                                  pd.read_parquet(run / "audiences" / "spring-shoes.parquet"))
     opt_outs = set(np.loadtxt(runs / "opt-outs.txt", dtype=np.int64))
     for name, excluded, size, tiers in (
             ("spring-shoes", ["spring-shoes-no.txt", "spring-shoes-customers.txt"], 500, {"5%": 100, "10%": 100,
