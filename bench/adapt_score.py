@@ -28,11 +28,11 @@ from meta_train import random_data
 
 from metaheac.adaptation import AdaptConfig, adapt, campaign_seed, score
 from metaheac.data.tensors import Features, Rows
-from metaheac.expand import expand
 from metaheac.linear.lr import LinearConfig, fit_category_lr
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import method
 from metaheac.model.heac import HybridExpertsCritics
+from metaheac.online.expand import expand
 from metaheac.recommended.bank import train_bank
 from metaheac.recommended.network import TransferNetwork
 

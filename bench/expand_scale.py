@@ -21,7 +21,7 @@ the one-campaign pass's.
 
 Writes (once, streamed in row groups, reused when present) a canonical user base of random users at the
 Tencent Look-alike sizes (bench/meta_train.py: vocabularies, list lengths, Zipf-like ids) under --output,
-then times the whole path of `metaheac.audience` for one campaign: read the uid column, adapt the default
+then times the whole path of `metaheac.online.audience` for one campaign: read the uid column, adapt the default
 MetaHeac network (random weights: the cost does not depend on them) on the seeds and 4 sampled negatives
 each, score every user of the shard by row group, keep the top N; the shards' tops are then merged. Each
 run is its own process, so its peak RSS is its own. Target on 2 cores: 10M users < 60 s, peak RSS < 8 GB.
@@ -47,8 +47,12 @@ import pandas as pd
 import torch
 from meta_train import tencent_schema, zipf_ids
 
-from metaheac import storage
-from metaheac.audience import (
+from metaheac.data.dataset import ROW_GROUP_ROWS, users_arrow_schema, users_record_batch, write_dataset
+from metaheac.data.tensors import CampaignTable, Features
+from metaheac.linear.head import LinearAdapted, LinearHead, design_width
+from metaheac.model.heac import HybridExpertsCritics
+from metaheac.model.scoring import CampaignScorer, Precision, ScoreConfig
+from metaheac.online.audience import (
     CampaignRequest,
     CampaignRun,
     TopN,
@@ -59,14 +63,10 @@ from metaheac.audience import (
     prepare_campaigns,
     score_shard,
 )
-from metaheac.data.dataset import ROW_GROUP_ROWS, users_arrow_schema, users_record_batch, write_dataset
-from metaheac.data.tensors import CampaignTable, Features
-from metaheac.linear.head import LinearAdapted, LinearHead, design_width
-from metaheac.model.heac import HybridExpertsCritics
-from metaheac.model.scoring import CampaignScorer, Precision, ScoreConfig
+from metaheac.online.tiers import Tier, parse_tiers, recall_estimate
 from metaheac.recommended.network import TransferNetwork
 from metaheac.recommended.topics import TopicConfig, fit_topics
-from metaheac.tiers import Tier, parse_tiers, recall_estimate
+from metaheac.runtime import storage
 
 TARGET_S, TARGET_GB = 60.0, 8.0
 AGREEMENT_GROUPS = 16  # row groups (1M users) scored in both precisions for the rank agreement

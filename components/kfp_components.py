@@ -116,7 +116,7 @@ def adapt(
 
     Args:
         dataset: canonical dataset URI
-        model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
+        model: general model: a folder (from `train`), a registry URI or latest (the model registry)
         output: folder to write scores.parquet (method, campaign, split, user, label, score)
         shard: which shard of the test campaigns to adapt (0-based)
         shards: how many shards the test campaigns are split into
@@ -238,7 +238,7 @@ def expand(
 
     Args:
         dataset: canonical dataset URI: its users are the candidates
-        model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
+        model: general model: a folder (from `train`), a registry URI or latest (the model registry)
         output: Parquet file to write the audience into (uid, score, rank), best first
         seeds: seed users (positives): a text file with one uid a line, or Parquet with a `uid` column
         aid: an existing campaign's aid (or give --ad-fields for a new campaign)
@@ -291,7 +291,7 @@ def publish(
     tolerance: float = 0.005,
     force: bool = False,
 ):
-    """Publish a trained general model to the registry as a new version, then point LATEST at it if it passes the promotion gate (metaheac.promotion): its cold GAUC is not worse than LATEST's, on the same held-out campaigns of --dataset, by more than --tolerance (or --force).
+    """Publish a trained general model to the registry as a new version, then point LATEST at it if it passes the promotion gate (metaheac.online.promotion): its cold GAUC is not worse than LATEST's, on the same held-out campaigns of --dataset, by more than --tolerance (or --force).
 
     Args:
         model: the model folder to publish (from `train`)
@@ -331,8 +331,8 @@ def expand_shard(
     Args:
         dataset: canonical dataset URI: its users are the candidates
         output: folder to write status.json and each campaign's shard top (<campaign>.parquet)
-        model: general model: a registry URI, latest, or a model folder (metaheac.registry)
-        seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)
+        model: general model: a registry URI, latest, or a model folder (metaheac.online.model_registry)
+        seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.online.seed_sets)
         top_n: audience size per campaign, when no tiers are asked
         tiers: reach tiers, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience (instead of --top-n), each user gets its smallest tier; a seed set's manifest may name its own ("tiers")
         exclude: comma-separated uid files (local or gs://; .txt, or .parquet with a uid column, or FILE.parquet#COLUMN) kept out of the audience before ranking, e.g. opt-outs
@@ -343,7 +343,7 @@ def expand_shard(
         shards: how many shards the users are split into
         group: which group of the campaigns (0-based): every GROUPS-th by name
         groups: how many groups the campaigns are split into
-        audiences: stable audiences folder (metaheac.refresh): a campaign whose request (seeds, exclusions, tiers, model, users, by content) is unchanged since its audience was written there reuses it; one whose seeds fell below --min-seeds keeps it, stale
+        audiences: stable audiences folder (metaheac.online.refresh): a campaign whose request (seeds, exclusions, tiers, model, users, by content) is unchanged since its audience was written there reuses it; one whose seeds fell below --min-seeds keeps it, stale
         seed: seeds the adaptation and the negative sampling
     """
     run_metaheac_step('expand_shard', locals())
@@ -426,6 +426,6 @@ def merge_audiences(
         metrics: Metrics from kfp_metrics.json of the step's output
         report: HTML from summary.html of the step's output
         parts_0: comma-separated folders written by `expand_shard` (one input per upstream task: parts_0 to parts_63)
-        audiences: stable audiences folder (metaheac.refresh): each new audience is also written there; a reused or stale one is read from it
+        audiences: stable audiences folder (for refresh): each new audience is also written there; a reused or stale one is read from it
     """
     run_metaheac_step('merge_audiences', locals())

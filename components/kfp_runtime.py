@@ -23,10 +23,10 @@ def run_metaheac_step(step: str, values: dict) -> None:
 
     import torch
 
-    from metaheac import storage
     from metaheac.cli import main
+    from metaheac.runtime import storage
     from metaheac.steps import reuse
-    from metaheac.steps.registry import STEPS
+    from metaheac.steps.catalog import STEPS
 
     cls = STEPS[step]
     arguments = {}

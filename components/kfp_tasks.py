@@ -21,7 +21,7 @@ from kfp.dsl.python_component import PythonComponent
 from components import kfp_components
 from components.kfp_runtime import run_metaheac_step
 from components.spec import CPU_IMAGE, CUDA_IMAGE, MAX_FAN_IN, GpuScheduling, image_for
-from metaheac.steps.registry import STEPS
+from metaheac.steps.catalog import STEPS
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def task(step: str, cluster: Cluster = Cluster(), caching: bool = True, name: st
     made.set_caching_options(cls.cached and caching)
     made.set_cpu_request(str(resources.cpu))
     # torch sizes its thread pool from the node's cores; a request alone sets no cgroup quota to read
-    # (`metaheac.cpus` reads a limit), so the pod says how many threads it is given
+    # (`metaheac.runtime.cpus` reads a limit), so the pod says how many threads it is given
     made.set_env_variable("OMP_NUM_THREADS", str(resources.cpu))
     made.set_memory_request(f"{resources.memory_gb}G").set_memory_limit(f"{resources.memory_gb}G")
     gpus = cluster.gpu.gpus(resources)

@@ -15,7 +15,7 @@ from typing import Any
 
 from metaheac import __version__
 from metaheac.steps.base import Resources
-from metaheac.steps.registry import STEPS
+from metaheac.steps.catalog import STEPS
 
 # The console script of setup.cfg: the containers' entrypoint and the command of every component.
 CONSOLE_SCRIPT = "metaheac"

@@ -10,7 +10,7 @@ from torchx.components import dist
 from torchx.schedulers import docker_scheduler
 
 from components.spec import CLI_MODULE, command, image_for
-from metaheac.steps.registry import STEPS
+from metaheac.steps.catalog import STEPS
 
 TORCHRUN_MODULE = "components.torchrun"
 

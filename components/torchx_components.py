@@ -147,7 +147,7 @@ def adapt(
 
     Args:
         dataset: canonical dataset URI
-        model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
+        model: general model: a folder (from `train`), a registry URI or latest (the model registry)
         output: folder to write scores.parquet (method, campaign, split, user, label, score)
         shard: which shard of the test campaigns to adapt (0-based)
         shards: how many shards the test campaigns are split into
@@ -210,7 +210,7 @@ def expand(
 
     Args:
         dataset: canonical dataset URI: its users are the candidates
-        model: general model: a folder (from `train`), a registry URI or latest (metaheac.registry)
+        model: general model: a folder (from `train`), a registry URI or latest (the model registry)
         seeds: seed users (positives): a text file with one uid a line, or Parquet with a `uid` column
         output: Parquet file to write the audience into (uid, score, rank), best first
         aid: an existing campaign's aid (or give --ad-fields for a new campaign)
@@ -272,7 +272,7 @@ def publish(
     image: Optional[str] = None,
     mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
-    """Publish a trained general model to the registry as a new version, then point LATEST at it if it passes the promotion gate (metaheac.promotion): its cold GAUC is not worse than LATEST's, on the same held-out campaigns of --dataset, by more than --tolerance (or --force).
+    """Publish a trained general model to the registry as a new version, then point LATEST at it if it passes the promotion gate (metaheac.online.promotion): its cold GAUC is not worse than LATEST's, on the same held-out campaigns of --dataset, by more than --tolerance (or --force).
 
     Args:
         model: the model folder to publish (from `train`)
@@ -315,8 +315,8 @@ def expand_shard(
 
     Args:
         dataset: canonical dataset URI: its users are the candidates
-        model: general model: a registry URI, latest, or a model folder (metaheac.registry)
-        seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)
+        model: general model: a registry URI, latest, or a model folder (metaheac.online.model_registry)
+        seeds: seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.online.seed_sets)
         output: folder to write status.json and each campaign's shard top (<campaign>.parquet)
         top_n: audience size per campaign, when no tiers are asked
         tiers: reach tiers, increasing: shares of the users (1%,5%,10%) or sizes (500,2000); the largest is the audience (instead of --top-n), each user gets its smallest tier; a seed set's manifest may name its own ("tiers")
@@ -328,7 +328,7 @@ def expand_shard(
         shards: how many shards the users are split into
         group: which group of the campaigns (0-based): every GROUPS-th by name
         groups: how many groups the campaigns are split into
-        audiences: stable audiences folder (metaheac.refresh): a campaign whose request (seeds, exclusions, tiers, model, users, by content) is unchanged since its audience was written there reuses it; one whose seeds fell below --min-seeds keeps it, stale
+        audiences: stable audiences folder (metaheac.online.refresh): a campaign whose request (seeds, exclusions, tiers, model, users, by content) is unchanged since its audience was written there reuses it; one whose seeds fell below --min-seeds keeps it, stale
         seed: seeds the adaptation and the negative sampling
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
         mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
@@ -349,7 +349,7 @@ def merge_audiences(
     Args:
         parts: comma-separated folders written by `expand_shard`
         output: folder to write audiences/<campaign>.parquet and the summary into
-        audiences: stable audiences folder (metaheac.refresh): each new audience is also written there; a reused or stale one is read from it
+        audiences: stable audiences folder (for refresh): each new audience is also written there; a reused or stale one is read from it
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
         mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """

@@ -8,11 +8,11 @@ import logging
 import os
 import sys
 
-from metaheac.cpus import use_cpu_limit
 from metaheac.data.errors import InputError
+from metaheac.runtime.cpus import use_cpu_limit
+from metaheac.runtime.storage import StorageError, disk_full_error, is_disk_full
 from metaheac.steps.base import Argument, Step
-from metaheac.steps.registry import STEPS
-from metaheac.storage import StorageError, disk_full_error, is_disk_full
+from metaheac.steps.catalog import STEPS
 
 
 def _add(parser: argparse.ArgumentParser, argument: Argument) -> None:

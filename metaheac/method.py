@@ -25,7 +25,7 @@ from metaheac.data.tensors import Features, Rows
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.network import Network
-from metaheac.phases import phase
+from metaheac.runtime.phases import phase
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.joint import JointTrainConfig, joint_train
 from metaheac.training.meta import meta_train

@@ -31,7 +31,7 @@ from kfp import dsl
 from components.kfp_tasks import task
 from components.spec import MAX_FAN_IN
 from metaheac.method_names import RECOMMENDED, parse_methods
-from metaheac.steps.registry import STEPS
+from metaheac.steps.catalog import STEPS
 from pipelines.options import Parameters, PipelineOptions, option, ordered
 
 PIPELINE_NAME = "metaheac"

@@ -9,7 +9,7 @@ folder, so the same pipeline serves any number of them.
 
 Nothing is cached (`Step.cached` of both steps): the seed-set folder and the `latest` model keep their
 URIs while what they hold changes.
-Instead, with the `audiences` parameter (a stable folder, `metaheac.refresh`), a campaign whose request
+Instead, with the `audiences` parameter (a stable folder, `metaheac.online.refresh`), a campaign whose request
 (seed set, exclusions, tiers, model and users, by content) is unchanged since its audience was written
 there reuses it, so a scheduled run re-expands only the campaigns that changed; a campaign whose seeds fell
 below the minimum keeps its last audience, flagged stale.
@@ -26,7 +26,7 @@ from kfp import dsl
 
 from components.kfp_tasks import Cluster, task
 from components.spec import MAX_FAN_IN
-from metaheac.steps.registry import STEPS
+from metaheac.steps.catalog import STEPS
 from pipelines.options import Parameters, PipelineOptions, option, ordered
 
 EXPAND_NAME = "metaheac-expand"

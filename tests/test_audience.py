@@ -11,7 +11,15 @@ import torch
 from scipy.stats import spearmanr
 
 from metaheac.adaptation import AdaptedModel, score
-from metaheac.audience import (
+from metaheac.data.dataset import users_arrow_schema, users_record_batch, write_dataset
+from metaheac.data.tensors import Features
+from metaheac.linear import lr as linear
+from metaheac.linear.head import LinearAdapted, LinearHead, LinearHeads
+from metaheac.model.baselines import MLP
+from metaheac.model.config import ModelConfig
+from metaheac.model.heac import HybridExpertsCritics
+from metaheac.model.scoring import Precision, ScoreConfig
+from metaheac.online.audience import (
     CampaignRequest,
     CampaignRun,
     TopN,
@@ -22,15 +30,7 @@ from metaheac.audience import (
     score_shard,
     scorer_groups,
 )
-from metaheac.data.dataset import users_arrow_schema, users_record_batch, write_dataset
-from metaheac.data.tensors import Features
-from metaheac.expand import ExpandConfig, expand
-from metaheac.linear import lr as linear
-from metaheac.linear.head import LinearAdapted, LinearHead, LinearHeads
-from metaheac.model.baselines import MLP
-from metaheac.model.config import ModelConfig
-from metaheac.model.heac import HybridExpertsCritics
-from metaheac.model.scoring import Precision, ScoreConfig
+from metaheac.online.expand import ExpandConfig, expand
 from metaheac.recommended.topics import TopicConfig, UserTopics, fit_topics
 from tests.tiny import TINY, TINY_EXPAND, tiny_features
 
@@ -221,7 +221,7 @@ def test_worker_threads_give_the_top_of_one_and_leave_torch_threads_as_they_were
 
 
 def test_negatives_given_or_drawn_are_never_seeds() -> None:
-    from metaheac.expand import plan_seeds
+    from metaheac.online.expand import plan_seeds
 
     index = pd.Index(FEATURES.users.uid)
     seeds = FEATURES.users.uid[::7]

@@ -19,7 +19,7 @@ from metaheac.cli import main
 from metaheac.data.config import PreprocessConfig
 from metaheac.data.errors import InputError
 from metaheac.data.preprocess import preprocess_raw
-from metaheac.seedsets import read_uids
+from metaheac.online.seed_sets import read_uids
 from metaheac.steps.preprocess import Preprocess
 
 

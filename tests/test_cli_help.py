@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from metaheac.cli import build_parser as metaheac_parser
-from metaheac.steps.registry import STEPS
+from metaheac.steps.catalog import STEPS
 from pipelines import cli, cron
 
 

@@ -20,7 +20,7 @@ from components import generate, kfp_components, torchx_components
 from components.kfp_tasks import component
 from components.spec import CLI_MODULE, CONSOLE_SCRIPT, CPU_IMAGE, CUDA_IMAGE, MAX_FAN_IN, command
 from metaheac import __version__
-from metaheac.steps.registry import STEPS
+from metaheac.steps.catalog import STEPS
 from tests.pipeline_helpers import BUILD_LOCK, ROOT
 
 KFP_TYPES = {str: "String", int: "Integer", float: "Float", bool: "Boolean"}

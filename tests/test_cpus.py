@@ -1,10 +1,10 @@
-"""metaheac.cpus: the CPU limit read from cgroup files of both versions, as the kernel writes them."""
+"""metaheac.runtime.cpus: the CPU limit read from cgroup files of both versions, as the kernel writes them."""
 
 from __future__ import annotations
 
 import torch
 
-from metaheac.cpus import cpu_limit, use_cpu_limit
+from metaheac.runtime.cpus import cpu_limit, use_cpu_limit
 
 
 def test_cgroup_v2_quota_and_no_limit(tmp_path) -> None:

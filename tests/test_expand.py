@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from metaheac import storage
 from metaheac.adaptation import AdaptConfig, adapt, score
 from metaheac.data.tensors import Rows
-from metaheac.expand import (
+from metaheac.model.heac import HybridExpertsCritics
+from metaheac.online.expand import (
     CAMPAIGN_VOCAB_FILE,
     ExpandConfig,
     expand,
@@ -21,7 +21,7 @@ from metaheac.expand import (
     load_campaign_vocab,
     write_audience,
 )
-from metaheac.model.heac import HybridExpertsCritics
+from metaheac.runtime import storage
 from tests.tiny import TINY, TINY_EXPAND, tiny_features
 
 FEATURES = tiny_features()  # 300 users, uids 1000..1299; 8 campaigns, aids 500..507

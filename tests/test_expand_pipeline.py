@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from metaheac.cli import main as cli_main
-from metaheac.registry import publish, read_record
+from metaheac.online.model_registry import publish, read_record
 from pipelines.cli import main
 from pipelines.dag import TrainingOptions, pipeline_parameters
 from tests.online_helpers import seed_sets

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from metaheac import storage
 from metaheac.data.config import PreprocessConfig
 from metaheac.data.loading import load_features, load_rows
 from metaheac.data.preprocess import preprocess_raw
-from metaheac.storage import published
+from metaheac.runtime import storage
+from metaheac.runtime.storage import published
 
 SEED = int(os.environ.get("METAHEAC_FAULT_SEED", "8"))
 CLI = [sys.executable, "-m", "metaheac.cli"]
@@ -170,7 +170,7 @@ def kill_reruns(argv: list[str], seconds: float, label: str, check: Callable[[],
 @pytest.mark.faults
 def test_killed_publish_keeps_latest_servable(online: Path) -> None:
     from metaheac.methods import load_model
-    from metaheac.registry import resolve_model
+    from metaheac.online.model_registry import resolve_model
 
     name = online / "registry" / "metaheac"
     argv = ["publish", "--model", str(online / "model"), "--registry", str(online / "registry")]

@@ -11,19 +11,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# layer (a package or module, as a path prefix) -> the prefixes it must not import
+# layer (a package or module, as a path prefix) -> the prefixes it must not import. One rule per folder:
+# runtime helpers and data at the bottom (they share the data errors), then the model, training and adaptation,
+# the method contract, the methods' packages and their registry, evaluation beside them, the online stage,
+# the steps, and the shells (components, pipelines).
 _METHODS = ("metaheac.method", "metaheac.linear", "metaheac.recommended", "metaheac.methods")
+_ABOVE_DATA = ("metaheac.model", "metaheac.training", "metaheac.adaptation", *_METHODS, "metaheac.online",
+               "metaheac.evaluation", "metaheac.steps")
 FORBIDDEN = {
-    "metaheac.model": ("metaheac.training", "metaheac.adaptation", *_METHODS, "metaheac.steps"),
-    "metaheac.training": ("metaheac.adaptation", *_METHODS, "metaheac.steps"),
-    "metaheac.adaptation": ("metaheac.training", *_METHODS, "metaheac.steps"),
+    "metaheac.runtime": _ABOVE_DATA,
+    "metaheac.data": _ABOVE_DATA,
+    "metaheac.model": ("metaheac.training", "metaheac.adaptation", *_METHODS, "metaheac.online", "metaheac.steps"),
+    "metaheac.training": ("metaheac.adaptation", *_METHODS, "metaheac.online", "metaheac.steps"),
+    "metaheac.adaptation": ("metaheac.training", *_METHODS, "metaheac.online", "metaheac.steps"),
+    "metaheac.evaluation": ("metaheac.model", "metaheac.training", "metaheac.adaptation", *_METHODS,
+                            "metaheac.online", "metaheac.steps"),
     # the method contract, then the methods' packages (training only through the contract), then the registry
-    "metaheac.method": ("metaheac.linear", "metaheac.recommended", "metaheac.methods", "metaheac.steps"),
-    "metaheac.linear": ("metaheac.training", "metaheac.audience", "metaheac.recommended", "metaheac.methods",
+    "metaheac.method": ("metaheac.linear", "metaheac.recommended", "metaheac.methods", "metaheac.online",
                         "metaheac.steps"),
-    "metaheac.recommended": ("metaheac.training", "metaheac.audience", "metaheac.methods", "metaheac.steps"),
-    "metaheac.benchmark": ("metaheac.steps",),
-    "metaheac.methods": ("metaheac.steps",),
+    "metaheac.linear": ("metaheac.training", "metaheac.online", "metaheac.recommended", "metaheac.methods",
+                        "metaheac.steps"),
+    "metaheac.recommended": ("metaheac.training", "metaheac.online", "metaheac.methods", "metaheac.steps"),
+    "metaheac.methods": ("metaheac.online", "metaheac.steps"),
+    "metaheac.benchmark": ("metaheac.online", "metaheac.steps"),
+    "metaheac.online": ("metaheac.training", "metaheac.steps", "components", "pipelines"),
     "metaheac.steps": ("components", "pipelines"),
 }
 

@@ -11,7 +11,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from metaheac import storage
 from metaheac.data.errors import InputError
 from metaheac.data.schema import DatasetSchema, Field
 from metaheac.data.tensors import Batch
@@ -20,6 +19,7 @@ from metaheac.model.config import ModelConfig
 from metaheac.model.embedding import FieldEmbeddings
 from metaheac.model.heac import HybridExpertsCritics, matmul
 from metaheac.model.store import MODEL_FILE, read_model_info, save_model
+from metaheac.runtime import storage
 from tests.tiny import TINY, tiny_features, tiny_rows
 
 

@@ -7,13 +7,13 @@ import json
 import pandas as pd
 import pytest
 
-from metaheac import storage
 from metaheac.cli import main
 from metaheac.method_names import RECOMMENDED
 from metaheac.methods import load_model
-from metaheac.outputs import OutputError
-from metaheac.registry import POINTER_FILE, ROOT_ENV, publish, read_record, resolve_model
-from metaheac.seedsets import SeedSet, SeedSetError, list_seed_sets
+from metaheac.online.model_registry import POINTER_FILE, ROOT_ENV, publish, read_record, resolve_model
+from metaheac.online.seed_sets import SeedSet, SeedSetError, list_seed_sets
+from metaheac.runtime import storage
+from metaheac.runtime.outputs import OutputError
 from tests.online_helpers import seed_sets
 
 

@@ -16,9 +16,9 @@ import pytest
 import requests
 from rawfiles import write_raw
 
-from metaheac import outputs, storage
 from metaheac.cli import main
-from metaheac.outputs import OutputError, claim
+from metaheac.runtime import outputs, storage
+from metaheac.runtime.outputs import OutputError, claim
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -95,7 +95,7 @@ def test_a_second_local_writer_is_refused_until_the_first_dies(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     raw, dataset = write_raw(tmp_path / "raw"), tmp_path / "ds"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from metaheac.outputs import claim\n"
+        [sys.executable, "-c", "import sys, time; from metaheac.runtime.outputs import claim\n"
          f"with claim({str(dataset)!r}, 'preprocess'):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )

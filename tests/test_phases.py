@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from metaheac.phases import phase, recording
+from metaheac.runtime.phases import phase, recording
 
 
 def test_a_recording_collects_its_phases_in_order_and_prints_a_line_each():

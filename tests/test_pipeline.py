@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from components.spec import CPU_IMAGE
+from metaheac.steps.catalog import STEPS
 from metaheac.steps.engine import CPU_TRAIN_MEMORY_GB
-from metaheac.steps.registry import STEPS
 from pipelines.cli import main
 from pipelines.dag import TrainingOptions
 from tests.pipeline_helpers import compiled, params, producers

@@ -4,13 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metaheac import storage
 from metaheac.data.config import PreprocessConfig
 from metaheac.data.dataset import load_campaign_frame, load_schema
 from metaheac.data.errors import InputError
 from metaheac.data.loading import load_features, load_rows
 from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
+from metaheac.runtime import storage
 from tests.rawfiles import SAMPLE, STAGE1, STAGE2, USERS, write_raw
 
 
@@ -134,7 +134,7 @@ def test_official_sample_imports(tmp_path):
 
 
 def test_campaign_vocab_maps_raw_ad_values_to_the_stored_indexes(tmp_path):
-    from metaheac.expand import load_campaign_vocab
+    from metaheac.online.expand import load_campaign_vocab
 
     preprocess_raw(str(write_raw(tmp_path / "raw")), str(tmp_path / "ds"), config(), progress=False)
     vocab = load_campaign_vocab(str(tmp_path / "ds"))

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metaheac import storage
 from metaheac.evaluation import metrics, report
+from metaheac.runtime import storage
 
 METHODS = {"LR": 0.3, "MMoE+pre-training": 0.7, metrics.FOCUS_METHOD: 1.0}
 SECTIONS = (

@@ -20,9 +20,9 @@ import torch
 
 from metaheac.cli import main
 from metaheac.data.errors import InputError
-from metaheac.outputs import OutputError
-from metaheac.registry import POINTER_FILE, RECORD_FILE, publish, resolve_model
-from metaheac.steps.registry import STEPS
+from metaheac.online.model_registry import POINTER_FILE, RECORD_FILE, publish, resolve_model
+from metaheac.runtime.outputs import OutputError
+from metaheac.steps.catalog import STEPS
 from tests.online_helpers import seed_sets
 
 

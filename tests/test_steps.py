@@ -14,6 +14,7 @@ from metaheac.data.errors import InputError
 from metaheac.recommended.config import RecommendedConfig
 from metaheac.recommended.topics import TopicConfig
 from metaheac.steps.base import Step, arg
+from metaheac.steps.catalog import STEPS
 from metaheac.steps.engine import (
     CPU_TRAIN_MEMORY_GB,
     Adapt,
@@ -22,7 +23,6 @@ from metaheac.steps.engine import (
     cpu_train_memory_gb,
     empty_split_notes,
 )
-from metaheac.steps.registry import STEPS
 
 
 @pytest.fixture(scope="module")

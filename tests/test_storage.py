@@ -1,4 +1,4 @@
-"""metaheac.storage against the local filesystem and a real GCS emulator, through the real client."""
+"""metaheac.runtime.storage against the local filesystem and a real GCS emulator, through the real client."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from conftest import start_emulator
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
-from metaheac import storage
-from metaheac.storage import StorageError
+from metaheac.runtime import storage
+from metaheac.runtime.storage import StorageError
 
 
 @pytest.fixture(params=["local", "file", "gs", "fuse"])

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from metaheac import storage
 from metaheac.data.synthetic import (
     AD_COLUMNS,
     AD_FILE,
@@ -26,6 +25,7 @@ from metaheac.data.synthetic import (
     setting_config,
     suggested_cold_threshold,
 )
+from metaheac.runtime import storage
 
 FILES = (USER_FILE, AD_FILE, TRAIN_FILE, TEST_FILE)
 # Small, and chunked so that the user file is written in several blocks.

@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from metaheac import storage
 from metaheac.cli import main
 from metaheac.data.dataset import load_campaign_frame, load_schema
 from metaheac.data.errors import InputError
@@ -16,7 +15,8 @@ from metaheac.data.loading import load_features, load_rows
 from metaheac.data.schema import SPLITS
 from metaheac.data.spec import load_spec
 from metaheac.data.tables import preprocess_tables
-from metaheac.expand import load_campaign_vocab
+from metaheac.online.expand import load_campaign_vocab
+from metaheac.runtime import storage
 
 # Six users with a list column of movie ids (most recent first), four campaigns, labelled events.
 USERS = {

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from metaheac.cli import main as metaheac
-from metaheac.steps.registry import STEPS
+from metaheac.steps.catalog import STEPS
 from tests.pipeline_helpers import ROOT, TINY_PARAMS, venv_env
 
 COMPONENTS = "components/torchx_components.py"

@@ -8,8 +8,8 @@ import torch
 from metaheac.adaptation import AdaptConfig
 from metaheac.data.schema import DatasetSchema, Field
 from metaheac.data.tensors import CampaignTable, Features, Rows, UserTable
-from metaheac.expand import ExpandConfig
 from metaheac.model.config import ModelConfig
+from metaheac.online.expand import ExpandConfig
 
 TINY = ModelConfig(embedding_dim=8, experts=3, critics=2, expert_hidden=(8, 6), gate_hidden=5)  # a tiny network
 TINY_EXPAND = ExpandConfig(AdaptConfig(batch_size=16))

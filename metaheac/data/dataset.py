@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from metaheac import storage
 from metaheac.data.errors import InputError
 from metaheac.data.schema import DatasetSchema
+from metaheac.runtime import storage
 
 SCHEMA_FILE = "schema.json"
 USERS_FILE = "users.parquet"

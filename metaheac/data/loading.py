@@ -14,11 +14,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from metaheac import storage
 from metaheac.data.dataset import CAMPAIGNS_FILE, SCHEMA_FILE, USERS_FILE, fetch, rows_file
 from metaheac.data.errors import InputError
 from metaheac.data.schema import SPLITS, STAGES, DatasetSchema, Field
 from metaheac.data.tensors import CampaignTable, Features, Rows, UserTable
+from metaheac.runtime import storage
 
 
 def load_features(uri: str) -> Features:

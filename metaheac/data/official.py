@@ -16,13 +16,13 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
-from metaheac import storage
 from metaheac.data.build import Campaigns, EventBatch, Sparse, UserBatch, build
 from metaheac.data.config import FieldConfig, PreprocessConfig
 from metaheac.data.errors import InputError, Problems
 from metaheac.data.presets import official_spec
 from metaheac.data.schema import SPLITS, STAGES
 from metaheac.data.spec import UserColumn
+from metaheac.runtime import storage
 
 PICKLE_WARNING = (
     "unpickling {uri}: a pickle runs code from the file; only import pickles you trust"

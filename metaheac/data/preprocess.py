@@ -19,13 +19,13 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from metaheac import storage
 from metaheac.data.build import Campaigns, EventBatch, Sparse, UserBatch, build
 from metaheac.data.config import FieldConfig, PreprocessConfig
 from metaheac.data.errors import InputError, Problems, quote
 from metaheac.data.presets import tencent_spec
 from metaheac.data.raw import UserFeatureParser, line_blocks, parse_ad_features, parse_label_rows
 from metaheac.data.spec import UserColumn
+from metaheac.runtime import storage
 
 USER_FILE, AD_FILE, STAGE1_FILE, STAGE2_FILE = (
     "userFeature.data", "adFeature.csv", "train.csv", "test1_truth.csv"

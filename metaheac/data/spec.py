@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from metaheac import storage
 from metaheac.data.errors import InputError, OnError, quote
+from metaheac.runtime import storage
 
 ColumnKind = Literal["categorical", "list", "numeric"]
 Keep = Literal["first", "last", "most_frequent"]

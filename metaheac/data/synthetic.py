@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from metaheac import storage
+from metaheac.runtime import storage
 
 USER_FILE = "userFeature.data"
 AD_FILE = "adFeature.csv"

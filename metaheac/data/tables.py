@@ -14,10 +14,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from metaheac import storage
 from metaheac.data.build import Campaigns, EventBatch, Sparse, UserBatch, build
 from metaheac.data.errors import InputError, Problems, quote
 from metaheac.data.spec import Table, TablesSpec, UserColumn, load_spec, spec_json
+from metaheac.runtime import storage
 
 BATCH_ROWS = 256 * 1024
 CSV_BLOCK_BYTES = 16 << 20

@@ -1,5 +1,5 @@
 """summary.html of an expansion run: the campaigns (failed ones in red, with their reason; reused ones and
-stale ones, whose seeds fell below the minimum, flagged; `metaheac.refresh`), each one's reach
+stale ones, whose seeds fell below the minimum, flagged; `metaheac.online.refresh`), each one's reach
 tiers with the recall its held-out seeds give (`tiers.recall_estimate`), a reach curve (audience size
 against expected recall, drawn as inline SVG: no plotting library), the overlap of the campaigns' audiences
 at each tier (Jaccard), and the run's totals."""

@@ -24,10 +24,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from metaheac import __version__, storage
+from metaheac import __version__
 from metaheac.evaluation import metrics
 from metaheac.evaluation.intervals import table_intervals
 from metaheac.evaluation.style import STYLE
+from metaheac.runtime import storage
 
 REPORT_NAME = "report.html"
 GROUP_SPLITS = {"cold": "test_cold", "hot": "test_hot"}
@@ -51,7 +52,7 @@ def write_report(
 
     `results` maps method -> scored rows (in table order), `summary` is `metrics.compare(results)`, and
     `context` (dataset, parameters, seeds, timings, ...) is shown as a table; nested dicts are flattened.
-    The write is atomic through `metaheac.storage`, to a local path or a gs:// URI.
+    The write is atomic through `metaheac.runtime.storage`, to a local path or a gs:// URI.
     """
     is_file = path_or_dir.lower().endswith((".html", ".htm"))
     uri = path_or_dir if is_file else storage.join(path_or_dir, REPORT_NAME)

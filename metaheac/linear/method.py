@@ -20,7 +20,7 @@ from metaheac.linear.head import LinearAdapted, LinearHead, LinearTables, load_c
 from metaheac.linear.lr import CategoryLR, LinearConfig, LinearModel, campaign_lr, design, fit_category_lr
 from metaheac.method import Method
 from metaheac.model.network import Network
-from metaheac.phases import phase
+from metaheac.runtime.phases import phase
 
 _FITS_AHEAD = 2  # campaign fits queued per thread: enough to keep every core busy, few heads held at once
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from metaheac import storage
 from metaheac.data.errors import InputError, as_input_error
 from metaheac.data.schema import DatasetSchema
-from metaheac.memory import check_fits, table_bytes
 from metaheac.model.config import ModelConfig
 from metaheac.model.network import Network
+from metaheac.runtime import storage
+from metaheac.runtime.memory import check_fits, table_bytes
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import scipy.sparse as sp
 
 from metaheac.data.tensors import Features, Rows
 from metaheac.linear.lr import CategoryLR, LinearConfig, LinearModel, design, fit_category_lr
-from metaheac.phases import phase
 from metaheac.recommended.config import RecommendedConfig
 from metaheac.recommended.factors import AudienceFactors, fit_factors
 from metaheac.recommended.topics import TopicModels, UserTopics, fit_topic_models, fit_topics
+from metaheac.runtime.phases import phase
 
 
 @dataclass

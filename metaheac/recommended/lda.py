@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from metaheac.threads import one_thread_workers
+from metaheac.runtime.threads import one_thread_workers
 
 MAX_STEPS = 100  # scikit-learn's max_doc_update_iter
 TOLERANCE = 1e-3  # its mean_change_tol

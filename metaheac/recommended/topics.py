@@ -35,7 +35,7 @@ from metaheac.linear.lr import (
     user_columns,
 )
 from metaheac.recommended.lda import dirichlet_expectation, fit_lda
-from metaheac.threads import one_thread_workers
+from metaheac.runtime.threads import one_thread_workers
 
 
 @dataclass(frozen=True)

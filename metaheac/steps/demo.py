@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from metaheac import storage
 from metaheac.data.errors import as_input_error
 from metaheac.method_names import parse_methods
-from metaheac.outputs import claim
+from metaheac.runtime import storage
+from metaheac.runtime.outputs import claim
 from metaheac.steps.base import Step, arg
 from metaheac.steps.engine import Adapt, Evaluate, Train
 from metaheac.steps.preprocess import Generate, Preprocess

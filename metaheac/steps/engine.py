@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from metaheac import storage
 from metaheac.adaptation import AdaptConfig
 from metaheac.data.dataset import SCHEMA_FILE, load_campaign_frame, load_schema
 from metaheac.data.errors import InputError, as_input_error
@@ -27,7 +26,11 @@ from metaheac.data.loading import load_features, load_rows
 from metaheac.evaluation.intervals import table_intervals
 from metaheac.evaluation.metrics import FOCUS_METHOD, compare, format_table
 from metaheac.evaluation.report import kfp_classification, kfp_metrics, write_report
-from metaheac.expand import (
+from metaheac.method_names import RECOMMENDED
+from metaheac.methods import METHODS, load_model, method
+from metaheac.model.config import ModelConfig
+from metaheac.model.store import check_same_data, save_model
+from metaheac.online.expand import (
     AudienceRequest,
     CampaignFields,
     ExpandConfig,
@@ -37,15 +40,12 @@ from metaheac.expand import (
     load_campaign_vocab,
     write_audience,
 )
-from metaheac.memory import check_fits, table_bytes
-from metaheac.method_names import RECOMMENDED
-from metaheac.methods import METHODS, load_model, method
-from metaheac.model.config import ModelConfig
-from metaheac.model.store import check_same_data, save_model
-from metaheac.outputs import claim
-from metaheac.phases import PhaseLog, phase, recording
-from metaheac.registry import resolve_model
-from metaheac.seedsets import read_uids
+from metaheac.online.model_registry import resolve_model
+from metaheac.online.seed_sets import read_uids
+from metaheac.runtime import storage
+from metaheac.runtime.memory import check_fits, table_bytes
+from metaheac.runtime.outputs import claim
+from metaheac.runtime.phases import PhaseLog, phase, recording
 from metaheac.steps.base import Artifact, Published, Resources, Step, arg
 from metaheac.steps.request import (
     allow_small_seeds_arg,
@@ -210,7 +210,7 @@ class Adapt(Step):
     artifacts: ClassVar = {"dataset": Artifact("Dataset"), "model": Artifact("Model"),
                            "output": Artifact("Dataset", output=True)}
     dataset: str = arg(help="canonical dataset URI")
-    model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
+    model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (the model registry)")
     output: str = arg(help=f"folder to write {SCORES_FILE} (method, campaign, split, user, label, score)")
     shard: int = arg(0, help="which shard of the test campaigns to adapt (0-based)", minimum=0)
     shards: int = arg(1, help="how many shards the test campaigns are split into", minimum=1)
@@ -360,7 +360,7 @@ class Expand(Step):
     artifacts: ClassVar = {"dataset": Artifact("Dataset"), "model": Artifact("Model"),
                            "output": Artifact("Dataset", output=True)}
     dataset: str = arg(help="canonical dataset URI: its users are the candidates")
-    model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (metaheac.registry)")
+    model: str = arg(help="general model: a folder (from `train`), a registry URI or latest (the model registry)")
     seeds: str = arg(help="seed users (positives): a text file with one uid a line, or Parquet with a `uid` column")
     output: str = arg(help="Parquet file to write the audience into (uid, score, rank), best first")
     aid: int | None = arg(None, help="an existing campaign's aid (or give --ad-fields for a new campaign)")

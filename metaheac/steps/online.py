@@ -14,9 +14,14 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from metaheac import refresh, storage
 from metaheac.adaptation import AdaptConfig
-from metaheac.audience import (
+from metaheac.data.errors import InputError
+from metaheac.data.loading import load_campaigns
+from metaheac.evaluation.expansion import render
+from metaheac.methods import load_model, method
+from metaheac.model.store import check_same_data
+from metaheac.online import refresh
+from metaheac.online.audience import (
     CampaignRequest,
     ScoreConfig,
     UserBase,
@@ -26,16 +31,20 @@ from metaheac.audience import (
     prepare_campaigns,
     score_shard,
 )
-from metaheac.data.errors import InputError
-from metaheac.data.loading import load_campaigns
-from metaheac.evaluation.expansion import render
-from metaheac.expand import TOP_N_NAME, ExpandConfig, SeedMinimum, load_campaign_vocab, write_audience
-from metaheac.methods import load_model, method
-from metaheac.model.store import check_same_data
-from metaheac.outputs import claim
-from metaheac.promotion import GateConfig, decide
-from metaheac.registry import DEFAULT_NAME, ResolvedModel, dataset_fingerprint, latest, publish, resolve_model
-from metaheac.seedsets import file_digest, list_seed_sets
+from metaheac.online.expand import TOP_N_NAME, ExpandConfig, SeedMinimum, load_campaign_vocab, write_audience
+from metaheac.online.model_registry import (
+    DEFAULT_NAME,
+    ResolvedModel,
+    dataset_fingerprint,
+    latest,
+    publish,
+    resolve_model,
+)
+from metaheac.online.promotion import GateConfig, decide
+from metaheac.online.seed_sets import file_digest, list_seed_sets
+from metaheac.online.tiers import Tier, jaccard, parse_tiers, recall_estimate
+from metaheac.runtime import storage
+from metaheac.runtime.outputs import claim
 from metaheac.steps.base import Artifact, Published, Step, arg
 from metaheac.steps.request import (
     allow_small_seeds_arg,
@@ -45,7 +54,6 @@ from metaheac.steps.request import (
     request_tiers,
     tiers_arg,
 )
-from metaheac.tiers import Tier, jaccard, parse_tiers, recall_estimate
 
 STATUS_FILE = "status.json"  # a shard's: the model version and every campaign's status
 HOLDOUT = "holdout"  # a shard's folder of quality-estimate runs: <campaign>.parquet, <campaign>-seeds.parquet
@@ -63,7 +71,7 @@ PROJECT_MB = 2048.0
 @dataclass
 class Publish(Step):
     """Publish a trained general model to the registry as a new version, then point LATEST at it if it passes
-    the promotion gate (metaheac.promotion): its cold GAUC is not worse than LATEST's, on the same held-out
+    the promotion gate (metaheac.online.promotion): its cold GAUC is not worse than LATEST's, on the same held-out
     campaigns of --dataset, by more than --tolerance (or --force)."""
 
     name: ClassVar[str] = "publish"
@@ -116,8 +124,8 @@ class ExpandShard(Step):
     # the seed-set folder and `latest` keep their URIs while what they hold changes
     cached: ClassVar = False
     dataset: str = arg(help="canonical dataset URI: its users are the candidates")
-    model: str = arg(help="general model: a registry URI, latest, or a model folder (metaheac.registry)")
-    seeds: str = arg(help="seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.seedsets)")
+    model: str = arg(help="general model: a registry URI, latest, or a model folder (metaheac.online.model_registry)")
+    seeds: str = arg(help="seed-set folder: <campaign>.json + <campaign>.txt|.parquet each (metaheac.online.seed_sets)")
     output: str = arg(help=f"folder to write {STATUS_FILE} and each campaign's shard top (<campaign>.parquet)")
     top_n: int = arg(10_000, help="audience size per campaign, when no tiers are asked", minimum=1)
     tiers: str = tiers_arg("; a seed set's manifest may name its own (\"tiers\")")
@@ -130,7 +138,7 @@ class ExpandShard(Step):
     shards: int = arg(1, help="how many shards the users are split into", minimum=1)
     group: int = arg(0, help="which group of the campaigns (0-based): every GROUPS-th by name", minimum=0)
     groups: int = arg(1, help="how many groups the campaigns are split into", minimum=1)
-    audiences: str = arg("", help="stable audiences folder (metaheac.refresh): a campaign whose request (seeds, "
+    audiences: str = arg("", help="stable audiences folder (metaheac.online.refresh): a campaign whose request (seeds, "
                                   "exclusions, tiers, model, users, by content) is unchanged since its audience was "
                                   "written there reuses it; one whose seeds fell below --min-seeds keeps it, stale")
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
@@ -160,7 +168,7 @@ class ExpandShard(Step):
         default_tiers = request_tiers(self.tiers, len(base)) if self.tiers else [
             Tier(str(self.top_n), self.top_n)]
         suppressed = exclusion_lists(self.exclude, "global")
-        # what every campaign's audience depends on beside its own seed set (metaheac.refresh)
+        # what every campaign's audience depends on beside its own seed set (metaheac.online.refresh)
         common = {"model": refresh.request_digest(info), "users": dataset_fingerprint(self.dataset),
                   "exclude": sorted(file_digest(name.partition(":")[2]) for name in suppressed),
                   "min_seeds": self.min_seeds, "allow_small_seeds": self.allow_small_seeds, "holdout": self.holdout,
@@ -170,7 +178,7 @@ class ExpandShard(Step):
         every_set = sorted(list_seed_sets(self.seeds), key=lambda s: s.campaign)
         if not every_set:  # a wrong folder, not a quiet hour: an empty run would look like a success
             raise InputError(f"{self.seeds}: no seed sets in this folder (a <campaign>.json beside its "
-                             "<campaign>.txt or .parquet each; metaheac/seedsets.py)")
+                             "<campaign>.txt or .parquet each; metaheac/online/seed_sets.py)")
         seed_sets = every_set[self.group :: self.groups]
         asked: dict[str, list[Tier]] = {}
         score_config = ScoreConfig(project_mb=PROJECT_MB / max(1, len(seed_sets)))
@@ -234,7 +242,7 @@ class MergeAudiences(Step):
     cached: ClassVar = False
     parts: str = arg(help="comma-separated folders written by `expand_shard`")
     output: str = arg(help="folder to write audiences/<campaign>.parquet and the summary into")
-    audiences: str = arg("", help="stable audiences folder (metaheac.refresh): each new audience is also written "
+    audiences: str = arg("", help="stable audiences folder (for refresh): each new audience is also written "
                                   "there; a reused or stale one is read from it")
 
     def run(self) -> dict:

@@ -12,8 +12,8 @@ from metaheac.data.official import import_official
 from metaheac.data.preprocess import preprocess_raw
 from metaheac.data.spec import TablesSpec, load_spec
 from metaheac.data.tables import preprocess_tables
-from metaheac.memory import GENERATE_BYTES_PER_ROW, GENERATE_BYTES_PER_USER, check_fits
-from metaheac.outputs import claim
+from metaheac.runtime.memory import GENERATE_BYTES_PER_ROW, GENERATE_BYTES_PER_USER, check_fits
+from metaheac.runtime.outputs import claim
 from metaheac.steps.base import Artifact, Resources, Step, arg
 
 _DEFAULTS = PreprocessConfig()

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from metaheac.data.errors import InputError
-from metaheac.seedsets import read_uids
+from metaheac.online.seed_sets import read_uids
+from metaheac.online.tiers import Tier, TierError, parse_tiers
 from metaheac.steps.base import arg
-from metaheac.tiers import Tier, TierError, parse_tiers
 
 DEFAULT_MIN_SEEDS = 100  # Meta's and Google's minimum, the most lenient of the platforms'
 

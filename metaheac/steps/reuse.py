@@ -88,7 +88,7 @@ def note(step: type[Step], arguments: Mapping[str, Any], reused: bool) -> None:
     method = arguments.get("method")
     if arguments.get("model"):
         from metaheac.model.store import read_model_info  # torch: only for the steps that load a model
-        from metaheac.registry import resolve_model
+        from metaheac.online.model_registry import resolve_model
 
         method = read_model_info(resolve_model(arguments["model"]).uri)["method"]
     task = Path(arguments["output"]).parent

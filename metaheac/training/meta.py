@@ -33,12 +33,12 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from metaheac import storage
 from metaheac.data.errors import InputError
 from metaheac.data.tensors import Features, Rows
 from metaheac.model.embedding import TableLayout, mean_weights
 from metaheac.model.heac import HybridExpertsCritics, Params, matmul, weighted_bce
 from metaheac.model.store import read_tensors
+from metaheac.runtime import storage
 from metaheac.training.bags import BagPlan, bag_sum
 from metaheac.training.config import MetaTrainConfig, resolve_device
 from metaheac.training.distributed import average_dense, average_sparse, broadcast_state, world

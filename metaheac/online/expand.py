@@ -18,16 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from metaheac import storage
 from metaheac.adaptation import AdaptConfig, AdaptedModel, Adapter, adapt_campaigns, score
 from metaheac.data.dataset import CAMPAIGN_VOCAB_FILE
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, Rows
 from metaheac.model.network import Network
-from metaheac.tiers import Tier, tier_labels
+from metaheac.online.tiers import Tier, tier_labels
+from metaheac.runtime import storage
 
 log = logging.getLogger(__name__)
-AUDIENCE_KEY = b"metaheac.audience"  # Parquet metadata of an audience file written here
+AUDIENCE_KEY = b"metaheac.online.audience"  # Parquet metadata of an audience file written here
 
 # {field name: {str(raw value): field index}} for every campaign field, beside schema.json.
 CampaignVocab = dict[str, dict[str, int]]

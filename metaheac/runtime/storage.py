@@ -42,7 +42,7 @@ from google.cloud import storage as gcs
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 SUCCESS_MARKER = "_SUCCESS"
-# Marks a folder as an output of this project's step (JSON {"step": name}); see `metaheac.outputs`.
+# Marks a folder as an output of this project's step (JSON {"step": name}); see `metaheac.runtime.outputs`.
 OWNER_MARKER = "_METAHEAC"
 VERSIONS = "_v"  # GCS publications live under TARGET/_v/ID/, the one named by TARGET/_SUCCESS is current
 # How long one GCS call may keep retrying; the client's own default is 120 s, too long to notice an outage.
@@ -671,7 +671,7 @@ def _publish_local(target: str) -> Iterator[Path]:
         # The marker goes in with the rest: the rename makes the whole folder appear at once.
         Path(staging, SUCCESS_MARKER).touch()
         owner = os.path.join(target, OWNER_MARKER)
-        if os.path.isfile(owner):  # the claim of `metaheac.outputs` stays with the folder
+        if os.path.isfile(owner):  # the claim of `metaheac.runtime.outputs` stays with the folder
             shutil.copyfile(owner, os.path.join(staging, OWNER_MARKER))
         _swap_in(staging, target)
     finally:

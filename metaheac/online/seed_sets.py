@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metaheac import storage
 from metaheac.data.errors import InputError, quote
+from metaheac.runtime import storage
 
 MANIFEST = ".json"
 UID_FORMATS = (".txt", ".parquet")

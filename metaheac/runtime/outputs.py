@@ -22,8 +22,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from metaheac import storage
-from metaheac.storage import OWNER_MARKER, SUCCESS_MARKER
+from metaheac.runtime import storage
+from metaheac.runtime.storage import OWNER_MARKER, SUCCESS_MARKER
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import json
 
 import pandas as pd
 
-from metaheac import storage
-from metaheac.expand import write_audience
+from metaheac.online.expand import write_audience
+from metaheac.runtime import storage
 
 AUDIENCE_FILE = "audience.parquet"
 ROW_FILE = "summary.json"

@@ -31,7 +31,9 @@ from metaheac.data.dataset import SCHEMA_FILE, USERS_FILE, fetch
 from metaheac.data.loading import user_table
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import CampaignTable, Features, UserTable
-from metaheac.expand import (
+from metaheac.model.network import Network
+from metaheac.model.scoring import ScoreConfig, UserScorer
+from metaheac.online.expand import (
     TOP_N_NAME,
     CampaignFields,
     CampaignVocab,
@@ -42,10 +44,8 @@ from metaheac.expand import (
     campaign_field_ids,
     plan_seeds,
 )
-from metaheac.model.network import Network
-from metaheac.model.scoring import ScoreConfig, UserScorer
-from metaheac.threads import one_thread_workers
-from metaheac.tiers import Tier
+from metaheac.online.tiers import Tier
+from metaheac.runtime.threads import one_thread_workers
 
 
 class UserBase:

@@ -26,11 +26,11 @@ import os
 import re
 from dataclasses import dataclass
 
-from metaheac import storage
 from metaheac.data.dataset import CAMPAIGNS_FILE, SCHEMA_FILE
 from metaheac.data.errors import InputError, quote
 from metaheac.model.store import CONFIG_FILE, read_model_info, read_weights, write_model_folder
-from metaheac.outputs import claim, clean_abandoned
+from metaheac.runtime import storage
+from metaheac.runtime.outputs import claim, clean_abandoned
 
 POINTER_FILE = "LATEST.json"
 RECORD_FILE = "registry.json"

@@ -1,0 +1,1 @@
+"""Runtime helpers: storage (local, gs://), outputs we own, CPUs, threads, memory, phase timings."""
