@@ -21,10 +21,11 @@ the one-campaign pass's.
 
 Writes (once, streamed in row groups, reused when present) a canonical user base of random users at the
 Tencent Look-alike sizes (bench/meta_train.py: vocabularies, list lengths, Zipf-like ids) under --output,
-then times the whole path of `metaheac.online.audience` for one campaign: read the uid column, adapt the default
-MetaHeac network (random weights: the cost does not depend on them) on the seeds and 4 sampled negatives
-each, score every user of the shard by row group, keep the top N; the shards' tops are then merged. Each
-run is its own process, so its peak RSS is its own. Target on 2 cores: 10M users < 60 s, peak RSS < 8 GB.
+then times the whole path of `metaheac.online` (campaigns, shard, top_n) for one campaign: read the uid
+column, adapt the default MetaHeac network (random weights: the cost does not depend on them) on the seeds
+and 4 sampled negatives each, score every user of the shard by row group, keep the top N; the shards' tops
+are then merged. Each run is its own process, so its peak RSS is its own.
+Target on 2 cores: 10M users < 60 s, peak RSS < 8 GB.
 With a --precision other than float32, the campaign's first 1M users are then scored in both, and the rank
 agreement printed (Spearman on float32's top 10%, share of float32's top 1% kept).
 The machine may be shared: the load average printed with the table tells how far to trust the wall times;
@@ -52,18 +53,11 @@ from metaheac.data.tensors import CampaignTable, Features
 from metaheac.linear.head import LinearAdapted, LinearHead, design_width
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.scoring import CampaignScorer, Precision, ScoreConfig
-from metaheac.online.audience import (
-    CampaignRequest,
-    CampaignRun,
-    TopN,
-    UserBase,
-    holdout_key,
-    merge_audiences,
-    prepare_campaign,
-    prepare_campaigns,
-    score_shard,
-)
+from metaheac.online.campaigns import CampaignRequest, CampaignRun, holdout_key, prepare_campaign, prepare_campaigns
+from metaheac.online.shard import score_shard
 from metaheac.online.tiers import Tier, parse_tiers, recall_estimate
+from metaheac.online.top_n import TopN, merge_audiences
+from metaheac.online.user_base import UserBase
 from metaheac.recommended.network import TransferNetwork
 from metaheac.recommended.topics import TopicConfig, fit_topics
 from metaheac.runtime import storage

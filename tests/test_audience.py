@@ -19,18 +19,11 @@ from metaheac.model.baselines import MLP
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.scoring import Precision, ScoreConfig
-from metaheac.online.audience import (
-    CampaignRequest,
-    CampaignRun,
-    TopN,
-    UserBase,
-    merge_audiences,
-    prepare_campaign,
-    prepare_campaigns,
-    score_shard,
-    scorer_groups,
-)
+from metaheac.online.campaigns import CampaignRequest, CampaignRun, prepare_campaign, prepare_campaigns
 from metaheac.online.expand import ExpandConfig, expand
+from metaheac.online.shard import score_shard, scorer_groups
+from metaheac.online.top_n import TopN, merge_audiences
+from metaheac.online.user_base import UserBase
 from metaheac.recommended.topics import TopicConfig, UserTopics, fit_topics
 from tests.tiny import TINY, TINY_EXPAND, tiny_features
 

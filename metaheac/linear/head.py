@@ -123,7 +123,7 @@ class LinearAdapted(AdaptedModel):
 
 class _LastMixes(threading.local):
     """Per scoring thread, the topic mixes of the last batch: every campaign of a shard scores the same batch
-    tensors in turn (`audience.score_shard`), so their mixes are inferred once. The batch is held, so its
+    tensors in turn (`online.shard.score_shard`), so their mixes are inferred once. The batch is held, so its
     identity cannot be reused by a later one while it is the key."""
 
     key: tuple[object, torch.Tensor] | None = None

@@ -27,7 +27,7 @@ from metaheac.online.tiers import Tier, tier_labels
 from metaheac.runtime import storage
 
 log = logging.getLogger(__name__)
-AUDIENCE_KEY = b"metaheac.online.audience"  # Parquet metadata of an audience file written here
+AUDIENCE_KEY = b"metaheac.audience"  # Parquet metadata of an audience file written here (a file format mark: kept)
 
 # {field name: {str(raw value): field index}} for every campaign field, beside schema.json.
 CampaignVocab = dict[str, dict[str, int]]
@@ -262,7 +262,7 @@ def expand(
 
     Negatives are `negative_uids` when given, else users drawn (seeded) from the non-seeds. What was
     used and dropped (unknown uids, fields) is in `frame.attrs["summary"]`. Every user is in memory:
-    `audience.expand_users` streams a user base too large for that.
+    `online.shard.score_shard` streams a user base too large for that.
     """
     config = config or ExpandConfig()
     ids, existing, unknown_fields = campaign_field_ids(features.schema, features.campaigns, campaign_fields, vocab)

@@ -1,6 +1,6 @@
 """Worker threads that each run torch on one thread. On 2 cores, one batch of small products split over
 torch's threads keeps them waiting on each other (~1.2x one thread); independent batches on one-thread
-workers keep both busy (~1.9x, `audience.score_shard`)."""
+workers keep both busy (~1.9x, `online.shard.score_shard`)."""
 
 from __future__ import annotations
 

@@ -19,18 +19,10 @@ from metaheac.data.errors import InputError
 from metaheac.data.loading import load_campaigns
 from metaheac.evaluation.expansion import render
 from metaheac.methods import load_model, method
+from metaheac.model.scoring import ScoreConfig
 from metaheac.model.store import check_same_data
 from metaheac.online import refresh
-from metaheac.online.audience import (
-    CampaignRequest,
-    ScoreConfig,
-    UserBase,
-    failed,
-    holdout_key,
-    merge_audiences,
-    prepare_campaigns,
-    score_shard,
-)
+from metaheac.online.campaigns import CampaignRequest, failed, holdout_key, prepare_campaigns
 from metaheac.online.expand import TOP_N_NAME, ExpandConfig, SeedMinimum, load_campaign_vocab, write_audience
 from metaheac.online.model_registry import (
     DEFAULT_NAME,
@@ -42,7 +34,10 @@ from metaheac.online.model_registry import (
 )
 from metaheac.online.promotion import GateConfig, decide
 from metaheac.online.seed_sets import file_digest, list_seed_sets
+from metaheac.online.shard import score_shard
 from metaheac.online.tiers import Tier, jaccard, parse_tiers, recall_estimate
+from metaheac.online.top_n import merge_audiences
+from metaheac.online.user_base import UserBase
 from metaheac.runtime import storage
 from metaheac.runtime.outputs import claim
 from metaheac.steps.base import Artifact, Published, Step, arg
