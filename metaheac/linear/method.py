@@ -63,7 +63,7 @@ class CampaignLR(Method):
 
 
 SKLEARN_CS = (0.01, 0.03, 0.1, 0.3, 1.0)  # scikit-learn's C grid: half-decade steps
-SKLEARN_SCORING = "neg_log_loss"  # the CV criterion of `sklearn LR` (bench/README.md: it ranks better than AUC's)
+SKLEARN_SCORING = "neg_log_loss"  # `sklearn LR`'s CV; AUC-scoring: no better cold, worse pooled AUC (bench/README.md)
 
 
 def _sklearn_head(model: Any, c: float) -> LinearHead:
