@@ -87,16 +87,20 @@ def test_every_step_refuses_an_output_inside_an_input(name: str, chain: Path, tm
     assert {p: p.stat().st_mtime_ns for p in chain.rglob("*")} == before  # nothing written, nothing lost
 
 
-def test_expand_shard_and_merge_never_replace_a_foreign_folder(chain: Path, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_expand_shard_merge_and_publish_never_replace_a_foreign_folder(chain: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     common = ["--dataset", str(chain / "ds"), "--model", str(chain / "model"), "--seeds", str(chain / "seeds")]
     assert main(["expand_shard", *common, "--output", str(foreign), "--top-n", "5"]) == 2
     assert main(["merge_audiences", "--parts", str(chain / "seeds"), "--output", str(foreign)]) == 2
-    assert capsys.readouterr().err.count("not written by metaheac") == 2
+    registry = tmp_path / "registry"
+    assert main(["publish", "--model", str(chain / "model"), "--registry", str(registry), "--output",
+                 str(foreign)]) == 2  # the gate's folder is claimed before anything is published
+    assert capsys.readouterr().err.count("not written by metaheac") == 3
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    assert not registry.exists()
 
 
 class Payload:

@@ -86,6 +86,13 @@ class Publish(Step):
     output: str = arg("", help="folder to write the gate's decision into (gate.json, kfp_metrics.json)")
 
     def run(self) -> dict:
+        if not self.output:
+            return self.gate_and_publish()
+        inputs = [uri for uri in (self.model, self.registry, self.dataset, self.metrics) if uri]
+        with claim(self.output, self.name, inputs):  # the gate's folder: never one that is not ours
+            return self.gate_and_publish()
+
+    def gate_and_publish(self) -> dict:
         metrics = json.loads(storage.read_text(storage.join(self.metrics, "kfp_metrics.json"))) if self.metrics else {}
         load_model(self.model)  # the whole network rebuilt and its weights checked before any pointer moves
         champion = latest(self.registry, self.model_name)

@@ -1,6 +1,6 @@
 """The advertiser's request both expansion steps take (`expand` for one campaign, `expand_shard` for a
 seed-set folder): reach tiers, exclusion lists and a seed minimum, as the same arguments parsed by the same
-code (`tiers.parse_tiers`, `seedsets.read_uids`, `expand.SeedMinimum`, applied by `expand.plan_seeds`)."""
+code (`tiers.parse_tiers`, `seed_sets.read_uids`, `expand.SeedMinimum`, applied by `expand.plan_seeds`)."""
 
 from __future__ import annotations
 
