@@ -35,7 +35,7 @@ class Tier:
 def parse_tiers(text: str | list, users: int, where: str = "--tiers") -> list[Tier]:
     """Tiers from "1%,5%,10%" or "500,2000" (or a list of those items), over a base of `users`; TierError
     naming `where` when a tier is not in (0%, 100%] or 1..users, or the tiers do not increase."""
-    items = text if isinstance(text, list) else [t for t in str(text).split(",")]
+    items = text if isinstance(text, list) else str(text).split(",")
     tiers: list[Tier] = []
     for item in (str(i).strip() for i in items):
         match = _TIER.fullmatch(item)
