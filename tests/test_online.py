@@ -28,13 +28,16 @@ def test_publish_versions_and_resolve_latest(trained, where, tmp_path, request, 
     assert resolve_model(storage.join(root, "metaheac")) == first
     monkeypatch.setenv(ROOT_ENV, root)
     second = publish(str(model), root, run_id="run-2", now=pd.Timestamp("2030-01-01", tz="UTC").to_pydatetime())
-    assert second.version != first.version and second.version.startswith("20300101T000000Z-")
+    assert second.version != first.version and second.version.startswith("20300101T000000.000Z-")
     assert resolve_model("latest") == resolve_model(storage.join(root, "metaheac", "latest")) == second
     assert resolve_model(first.uri) == first  # a version, as it is
     network, info = load_model(resolve_model("latest").uri)
     assert info["method"] == RECOMMENDED
     with pytest.raises(OutputError, match="it exists, and it is never written over"):
         publish(str(model), root, now=pd.Timestamp("2030-01-01", tz="UTC").to_pydatetime())
+    # the same model again within the second (kept by the gate, then forced): another version
+    third = publish(str(model), root, now=pd.Timestamp("2030-01-01 00:00:00.5", tz="UTC").to_pydatetime())
+    assert third.version.startswith("20300101T000000.500Z-") and third.version != second.version
 
 
 def test_a_failed_publish_leaves_the_registry_as_it_was(trained, tmp_path) -> None:

@@ -73,7 +73,8 @@ def publish(
     weights, _ = read_weights(model_uri, info)  # these very bytes are checked, then copied
     digest = hashlib.sha256(weights).hexdigest()
     stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    version = f"{stamp:%Y%m%dT%H%M%SZ}-{digest[:8]}"
+    # milliseconds: the same model published twice in one second (kept, then --force) gets two versions
+    version = f"{stamp:%Y%m%dT%H%M%S}.{stamp.microsecond // 1000:03d}Z-{digest[:8]}"
     target = storage.join(root, name, version)
     record = {
         "name": name,
