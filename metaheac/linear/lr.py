@@ -13,7 +13,6 @@ scored by the same bags.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +24,7 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold
 
 from metaheac.data.schema import DatasetSchema
 from metaheac.data.tensors import Features, Rows
+from metaheac.runtime.threads import blas_workers
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,7 @@ def fit_category_lr(features: Features, train_rows: Rows, config: LinearConfig) 
         return fit_cv(x[mine], y[mine], pooled, groups=campaigns[mine])
 
     # The fits are independent and scipy's sparse products release the GIL: threads use every core.
-    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+    with blas_workers() as pool:
         overall, *models = pool.map(fit, [None, *values.tolist()])
     return CategoryLR(dict(zip(values.tolist(), models, strict=True)), overall, column)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ from metaheac.linear.lr import CategoryLR, LinearConfig, LinearModel, campaign_l
 from metaheac.method import Method
 from metaheac.model.network import Network
 from metaheac.runtime.phases import phase
+from metaheac.runtime.threads import blas_workers
 
 _FITS_AHEAD = 2  # campaign fits queued per thread: enough to keep every core busy, few heads held at once
 
@@ -32,7 +33,7 @@ def fit_each(
     consumer: the per-campaign fits are independent and spend their time in numpy and scipy, which release
     the GIL."""
     threads = torch.get_num_threads()
-    with ThreadPoolExecutor(threads) as pool:
+    with blas_workers(threads) as pool:
         pending: deque[tuple[int, Future[LinearHead]]] = deque()
         for campaign, rows in seeds.items():
             pending.append((campaign, pool.submit(fit, campaign, rows)))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -35,7 +34,7 @@ from metaheac.linear.lr import (
     user_columns,
 )
 from metaheac.recommended.lda import dirichlet_expectation, fit_lda
-from metaheac.runtime.threads import one_thread_workers
+from metaheac.runtime.threads import blas_workers, one_thread_workers
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,7 @@ def fit_topic_models(features: Features, train_rows: Rows, topics: UserTopics, c
             rows = np.flatnonzero(value == key)
             return fit_cv(x[rows], y[rows], config, groups=campaigns[rows], offset=offset[rows])
 
-        with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        with blas_workers() as pool:
             models = dict(zip(keys, pool.map(fit, keys), strict=True))
         for key, model in models.items():
             rows = np.flatnonzero(value == key)
