@@ -134,8 +134,13 @@ class TableLayout:
         return list((keys - self.starts[table]).split(per_table))
 
     def read(self, table_ids: list[torch.Tensor]) -> torch.Tensor:
-        """The rows of `table_ids` (per table), end to end: a local table, detached from the tables."""
-        return torch.cat([t.weight.detach().index_select(0, i) for t, i in zip(self.tables, table_ids, strict=True)])
+        """The rows of `table_ids` (per table), end to end: a local table, detached from the tables. (Each
+        table's rows are gathered in place: a cat of the gathered parts would copy them all again.)"""
+        sizes, weight = [len(i) for i in table_ids], self.tables[0].weight
+        out = weight.new_empty((sum(sizes), weight.shape[1]))
+        for table, ids, part in zip(self.tables, table_ids, out.split(sizes), strict=True):
+            torch.index_select(table.weight.detach(), 0, ids, out=part)
+        return out
 
 
 class FieldEmbeddings(nn.Module):

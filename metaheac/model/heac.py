@@ -55,9 +55,17 @@ class _TaskMatmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         a, b = ctx.saved_tensors
-        grad_a = _TaskMatmul.apply(grad, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        grad_b = _TaskMatmul.apply(a.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
+        grad_a = _product_like(a, grad, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_b = _product_like(b, a.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b
+
+
+def _product_like(x: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """left @ right per task, laid out in memory as `x` is: the gradient of a transposed view (x^T @ g in
+    the inner step) comes out transposed too, so it reaches the tensor under the view without a copy."""
+    if x.is_contiguous() or not x.transpose(1, 2).is_contiguous():
+        return _TaskMatmul.apply(left, right)
+    return _TaskMatmul.apply(right.transpose(1, 2), left.transpose(1, 2)).transpose(1, 2)
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -143,11 +151,16 @@ class HybridExpertsCritics(Network):
     def head(
         self, p: Params, expert_input: torch.Tensor, user_mean: torch.Tensor, campaign: torch.Tensor
     ) -> torch.Tensor:
-        """Probabilities [..., B] (p's first-layer entries are not read: `expert_input` holds that layer)."""
+        """Probabilities [..., B] (p's first-layer entries are not read: `expert_input` holds that layer).
+
+        The critics' input r is the gated sum of the experts' outputs, so r @ critic_w is the same sum of
+        each expert's output through critic_w: the gating then multiplies and sums [..., experts, B,
+        critics] instead of [..., experts, B, hidden] (its backward passes cost more than the product)."""
         expert_w, critic_w = self.gates(p, user_mean, campaign)
-        r = (expert_w.transpose(-1, -2).unsqueeze(-1) * self.experts(p, expert_input)).sum(-3)
-        scores = torch.sigmoid(r @ p["critic_w"] + _bias(p["critic_b"]))
-        return (critic_w * scores).sum(-1)
+        h = self.experts(p, expert_input)
+        through_critics = (h.flatten(-3, -2) @ p["critic_w"]).unflatten(-2, h.shape[-3:-1])
+        logits = (expert_w.transpose(-1, -2).unsqueeze(-1) * through_critics).sum(-3) + _bias(p["critic_b"])
+        return (critic_w * torch.sigmoid(logits)).sum(-1)
 
     def campaign_gates(self, p: Params, campaign: torch.Tensor) -> CampaignGates:
         """What the gates compute once per campaign, for `score_head` (campaign [1, F_c, d])."""

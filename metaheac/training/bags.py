@@ -23,11 +23,12 @@ class BagPlan:
     inner step needs twice).
     """
 
-    index: torch.Tensor  # int64 [E] table row of each entry, entries grouped by bag
-    offsets: torch.Tensor  # int64 [bags]
+    # Indexes are int32: embedding_bag runs ~1.5x faster on them than on int64 (CPU, one thread).
+    index: torch.Tensor  # int32 [E] table row of each entry, entries grouped by bag
+    offsets: torch.Tensor  # int32 [bags]
     weight: torch.Tensor  # [E], the table's dtype
-    row_bags: torch.Tensor  # int64 [E] bag of each entry, entries grouped by table row
-    row_offsets: torch.Tensor  # int64 [table rows]
+    row_bags: torch.Tensor  # int32 [E] bag of each entry, entries grouped by table row
+    row_offsets: torch.Tensor  # int32 [table rows]
     row_weight: torch.Tensor  # [E]
 
     @classmethod
@@ -36,7 +37,8 @@ class BagPlan:
     ) -> BagPlan:
         """Entries sorted by `bag`; sizes = (bags, table rows); `by_row` sorts the entries by `index`."""
         bags, rows = sizes
-        return cls(index, _starts(bag, bags), weight, bag[by_row], _starts(index, rows), weight[by_row])
+        offsets, row_offsets = _starts(bag, bags), _starts(index, rows)
+        return cls(index.int(), offsets.int(), weight, bag[by_row].int(), row_offsets.int(), weight[by_row])
 
     def transposed(self) -> BagPlan:
         return BagPlan(self.row_bags, self.row_offsets, self.row_weight, self.index, self.offsets, self.weight)

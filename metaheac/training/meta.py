@@ -76,6 +76,7 @@ class BatchedMetaGradients:
         self.tables = self.layout.tables
         names = {id(p): name for name, p in model.named_parameters()}
         self.table_names = [names[id(table.weight)] for table in self.tables]
+        self.table_rows = sum(table.num_embeddings for table in self.tables)
         self.n_single, self.list_lengths = len(schema.user_single), schema.list_lengths
         self.n_user_fields = self.n_single + len(schema.user_lists)
 
@@ -92,6 +93,8 @@ class BatchedMetaGradients:
         n_support = int(torch.searchsorted(entry, weight[0].numel()))
         task = torch.arange(tasks, device=device)[:, None, None]
         keys = (self.layout.user_keys(ids) * tasks + task).flatten()[entry]
+        if self.table_rows * tasks < 2**31:  # int32 keys sort ~2x faster than int64 on CPU
+            keys = keys.int()
         # Local rows are the distinct keys (table row, task). One sort gives them and, restricted to a
         # part, that part's entries in local-row order (a bag plan's transpose).
         sorted_keys, order = keys.sort(stable=True)
@@ -153,7 +156,10 @@ class BatchedMetaGradients:
             """Per-task losses, the pooled user embeddings and the experts' first-layer input."""
             user = bag_sum(table, plan).view(n_tasks, batch, self.n_user_fields, dim)
             expert_input = self.model.expert_input(params, user)
-            p = self.model.head(params, expert_input, user.mean(-2), campaign.unsqueeze(1))
+            # The mean as a sum over fields, then a division of the [T, B, dim] result: mean's own backward
+            # materialises its gradient at [T, B, fields, dim] and divides it there.
+            user_mean = user.sum(-2) / self.n_user_fields
+            p = self.model.head(params, expert_input, user_mean, campaign.unsqueeze(1))
             return weighted_bce(p, label, tasks.weight), user, expert_input
 
         # The support pass's first layer shares its weight across tasks: one matmul over every task's
