@@ -36,6 +36,10 @@ class UserMixes(Protocol):
     """Per-user dense inputs a head weighs beside the design row: the recommended method's topic mixes
     (`recommended.topics.UserTopics`)."""
 
+    @property
+    def digest(self) -> str:
+        """The model's identity: equal digests give equal mixes (campaigns group by it, stores key by it)."""
+
     def of_users(self, features: Features, users: torch.Tensor | np.ndarray) -> np.ndarray:
         """Mixes [len(users), topics] (float64) of rows of the users table."""
 
@@ -122,11 +126,11 @@ class LinearAdapted(AdaptedModel):
 
 
 class _LastMixes(threading.local):
-    """Per scoring thread, the topic mixes of the last batch: every campaign of a shard scores the same batch
-    tensors in turn (`online.shard.score_shard`), so their mixes are inferred once. The batch is held, so its
-    identity cannot be reused by a later one while it is the key."""
+    """Per scoring thread, the topic mixes of the last batch: campaigns scored alone on the same batch tensors
+    in turn have their mixes inferred once. The batch is held, so its identity cannot be reused by a later
+    one while it is the key."""
 
-    key: tuple[object, torch.Tensor] | None = None
+    key: tuple[str, torch.Tensor] | None = None
     mixes: torch.Tensor | None = None
 
 
@@ -163,8 +167,9 @@ class LinearHeadScorer:
 
     @property
     def group(self) -> Hashable:
-        """Campaigns of one general network and topic model score together (`LinearHeads`)."""
-        return "linear head", id(self.general), id(self.topics)
+        """Campaigns of one general network and topic model score together (`LinearHeads`): the model by its
+        content (`UserMixes.digest`), as each campaign's adaptation loads its own copy."""
+        return "linear head", id(self.general), None if self.topics is None else self.topics.digest
 
     def batched(self, scorers: list[UserScorer]) -> LinearHeads:
         return LinearHeads(cast(list[LinearHeadScorer], scorers))
@@ -190,7 +195,7 @@ class LinearHeads:
     def __init__(self, scorers: list[LinearHeadScorer]) -> None:
         first = scorers[0]
         self.scorers, self.schema = scorers, first.schema
-        topics = {id(s.topics): s.topics for s in scorers}
+        topics = {None if s.topics is None else s.topics.digest for s in scorers}
         if len(topics) > 1:
             raise ValueError("LinearHeads: the heads have different topic models (or some none); group them apart")
         self.topics = scorers[0].topics
@@ -201,19 +206,31 @@ class LinearHeads:
         self.heac = cast(HybridExpertsCritics, first.general)
 
     def _mixes(self, lists: torch.Tensor, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        assert self.topics is not None
         key = _last_mixes.key
-        if _last_mixes.mixes is None or key is None or key[0] is not self.topics or key[1] is not lists:
-            assert self.topics is not None
-            _last_mixes.mixes = self.topics.mixes(ids, values > 0).double()
-            _last_mixes.key = (self.topics, lists)
+        if _last_mixes.mixes is None or key is None or key[0] != self.topics.digest or key[1] is not lists:
+            _last_mixes.mixes = self.topics.mixes(ids, values > 0)
+            _last_mixes.key = (self.topics.digest, lists)
         return _last_mixes.mixes
 
     @torch.inference_mode()
-    def __call__(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
-        """Probabilities [B, campaigns]."""
+    def user_mixes(self, single: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
+        """The batch's topic mixes [B, topics] (float32) as `__call__` infers them (the heads weigh mixes)."""
+        ids, values = design_bag(single, lists, self.schema)
+        return self._mixes(lists, ids, values)
+
+    @torch.inference_mode()
+    def __call__(self, single: torch.Tensor, lists: torch.Tensor, mixes: torch.Tensor | None = None) -> torch.Tensor:
+        """Probabilities [B, campaigns]; `mixes`: the batch's topic mixes (float32) when known (stored with the
+        user base, `online.user_mixes`), else inferred."""
         ids, values = design_bag(single, lists, self.schema)
         linear = F.embedding_bag(ids, self.weight, mode="sum", per_sample_weights=values)
-        mixes = self._mixes(lists, ids, values) if self.topics is not None else None
+        if self.topics is None:
+            mixes = None
+        elif mixes is None:
+            mixes = self._mixes(lists, ids, values).double()
+        else:
+            mixes = mixes.double()
         general: dict[int, torch.Tensor] = {}
         if self.networked:
             shared = None

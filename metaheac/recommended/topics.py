@@ -14,6 +14,7 @@ one per advertiser on top of its category's logit (offset), pulled toward it.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -91,6 +92,15 @@ class UserTopics:
     mean: np.ndarray  # [topics]: of the mixes over training rows
     cov: np.ndarray  # [topics, topics]
     _known: _KnownMixes = field(default_factory=_KnownMixes, init=False, repr=False, compare=False)
+
+    @cached_property
+    def digest(self) -> str:
+        """The topic model's identity: sha256 of what a user's mix depends on (the E-step's table, prior and
+        steps). Each adaptation loads its own copy of the model (`TransferNetwork.bank`), so campaigns share
+        their users' mixes by it, not by the object; stored mixes are keyed by it (`online.user_mixes`)."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.word, dtype=np.float32).tobytes())
+        digest.update(f"{self.word.shape} {float(self.prior)!r} {int(self.steps)}".encode())
+        return digest.hexdigest()
 
     @cached_property
     def vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
