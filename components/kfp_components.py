@@ -325,6 +325,7 @@ def expand_shard(
     groups: int = 1,
     audiences: str = '',
     seed: int = 2020,
+    mixes: str = '',
 ):
     """Adapt the general model to each campaign of a seed-set folder (one group of them) and keep each campaign's top N among one shard of the user base (read by row group); a bad seed set fails its campaign alone, in status.json.
 
@@ -345,6 +346,7 @@ def expand_shard(
         groups: how many groups the campaigns are split into
         audiences: stable audiences folder (metaheac.online.refresh): a campaign whose request (seeds, exclusions, tiers, model, users, by content) is unchanged since its audience was written there reuses it; one whose seeds fell below --min-seeds keeps it, stale
         seed: seeds the adaptation and the negative sampling
+        mixes: folder of the users' topic mixes (the recommended method's, metaheac.online.user_mixes): read where stored for this topic model and these users' ids, else inferred and stored there for later campaigns and runs; a stale entry is recomputed
     """
     run_metaheac_step('expand_shard', locals())
 

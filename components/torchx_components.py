@@ -308,6 +308,7 @@ def expand_shard(
     groups: int = 1,
     audiences: str = '',
     seed: int = 2020,
+    mixes: str = '',
     image: Optional[str] = None,
     mounts: Optional[List[str]] = None,
 ) -> specs.AppDef:
@@ -330,6 +331,7 @@ def expand_shard(
         groups: how many groups the campaigns are split into
         audiences: stable audiences folder (metaheac.online.refresh): a campaign whose request (seeds, exclusions, tiers, model, users, by content) is unchanged since its audience was written there reuses it; one whose seeds fell below --min-seeds keeps it, stale
         seed: seeds the adaptation and the negative sampling
+        mixes: folder of the users' topic mixes (the recommended method's, metaheac.online.user_mixes): read where stored for this topic model and these users' ids, else inferred and stored there for later campaigns and runs; a stale entry is recomputed
         image: container image (default: the CUDA image when the task gets a GPU, else the CPU image; local_cwd ignores it and runs the console script from PATH)
         mounts: local_docker: folders of this machine in the container, e.g. type=bind,src=/data,dst=/data (the image's user, uid 10001, must be able to write an output's folder)
     """

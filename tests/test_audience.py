@@ -11,8 +11,6 @@ import torch
 from scipy.stats import spearmanr
 
 from metaheac.adaptation import AdaptedModel, score
-from metaheac.data.dataset import users_arrow_schema, users_record_batch, write_dataset
-from metaheac.data.tensors import Features
 from metaheac.linear import lr as linear
 from metaheac.linear.head import LinearAdapted, LinearHead, LinearHeads
 from metaheac.model.baselines import MLP
@@ -25,25 +23,10 @@ from metaheac.online.shard import score_shard, scorer_groups
 from metaheac.online.top_n import TopN, merge_audiences
 from metaheac.online.user_base import UserBase
 from metaheac.recommended.topics import TopicConfig, UserTopics, fit_topics
+from tests.online_helpers import write_users
 from tests.tiny import TINY, TINY_EXPAND, tiny_features
 
 FEATURES = tiny_features(users=1000, seed=1)
-
-
-def write_users(features: Features, uri: str, group_rows: int = 128) -> None:
-    """`features`' users as a dataset's users.parquet in row groups of `group_rows` (the rest is not read)."""
-    schema = features.schema
-    arrow = users_arrow_schema([f.name for f in schema.user_single], {f.name: f.length for f in schema.user_lists})
-    users = features.users
-    with write_dataset(uri) as writer:
-        writer.write_schema(schema)
-        for start in range(0, len(users), group_rows):
-            chunk = slice(start, start + group_rows)
-            lists = users.lists[chunk].numpy().astype(np.int32)
-            writer.add_users(users_record_batch(
-                arrow, users.uid[chunk], users.single[chunk].numpy(),
-                np.split(lists, np.cumsum(schema.list_lengths)[:-1], axis=1),
-            ))
 
 
 def network(kind: type[torch.nn.Module] = HybridExpertsCritics) -> torch.nn.Module:

@@ -34,7 +34,7 @@ from metaheac.online.model_registry import (
 )
 from metaheac.online.promotion import GateConfig, decide
 from metaheac.online.seed_sets import file_digest, list_seed_sets
-from metaheac.online.shard import score_shard
+from metaheac.online.shard import mixes_stores, score_shard
 from metaheac.online.tiers import Tier, jaccard, parse_tiers, recall_estimate
 from metaheac.online.top_n import merge_audiences
 from metaheac.online.user_base import UserBase
@@ -144,6 +144,10 @@ class ExpandShard(Step):
                                   "exclusions, tiers, model, users, by content) is unchanged since its audience was "
                                   "written there reuses it; one whose seeds fell below --min-seeds keeps it, stale")
     seed: int = arg(_ADAPT.seed, help="seeds the adaptation and the negative sampling")
+    mixes: str = arg("", help="folder of the users' topic mixes (the recommended method's, "
+                              "metaheac.online.user_mixes): read where stored for this topic model and these users' "
+                              "ids, else inferred and stored there for later campaigns and runs; a stale entry is "
+                              "recomputed")
 
     def run(self) -> dict:
         if not (0 <= self.shard < self.shards and 0 <= self.group < self.groups):
@@ -210,8 +214,9 @@ class ExpandShard(Step):
             if entry.pop("below_minimum", False) and last:  # it fell below: its last audience is kept, stale
                 entry |= {"status": "ineligible", "stale": True, "last_request": last}
         status = dict(sorted((status | prepared_status).items()))
+        stores = mixes_stores(runs, self.mixes, [self.dataset, self.output, self.seeds]) if self.mixes else {}
         prepared = time.perf_counter()
-        tops = score_shard(base, runs, groups)
+        tops = score_shard(base, runs, groups, mixes=stores)
         uids = uid_index.to_numpy()
         with storage.publish_dir(self.output) as folder:
             (folder / HOLDOUT).mkdir()
@@ -223,8 +228,11 @@ class ExpandShard(Step):
                 held_out = runs[name].held_out
                 if held_out is not None:
                     pd.DataFrame({"uid": uids[held_out]}).to_parquet(f"{target}-seeds.parquet", index=False)
-            timings = {"adapt_seconds": round(prepared - started, 2),
-                       "score_seconds": round(time.perf_counter() - prepared, 2)}
+            timings: dict[str, float | dict[str, int]] = {"adapt_seconds": round(prepared - started, 2),
+                                                           "score_seconds": round(time.perf_counter() - prepared, 2)}
+            if stores:  # row groups whose mixes were read, inferred and stored, found stale
+                timings["mixes_groups"] = {k: sum(getattr(s, k) for s in stores.values())
+                                           for k in ("read", "written", "stale")}
             (folder / STATUS_FILE).write_text(json.dumps(
                 {"model": resolved.uri, "model_version": resolved.version, "shard": self.shard,
                  "campaigns": status, **timings}, indent=2, default=str))
