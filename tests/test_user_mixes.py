@@ -138,6 +138,10 @@ def test_a_folder_not_ours_is_refused(tmp_path, trained) -> None:
     (tmp_path / "other" / "_METAHEAC").write_text(json.dumps({"step": "expand_shard"}))
     with pytest.raises(OutputError, match="holds the output of `expand_shard`"):
         StoredMixes(str(tmp_path / "other"), TOPICS)
+    ours = StoredMixes(str(tmp_path / "ours"), TOPICS)
+    storage.write_text(ours.uri(0), "not parquet")  # never read as mixes, nor written over
+    with pytest.raises(OutputError, match="group-00000.parquet: not a user mixes file written by metaheac"):
+        ours.load(0, "", 128)
     with pytest.raises(OutputError, match="lies inside the input"):
         StoredMixes(str(tmp_path / "d" / "mixes"), TOPICS, [str(tmp_path / "d")])
     assert (foreign / "notes.txt").read_text() == "mine" and not (tmp_path / "d").exists()

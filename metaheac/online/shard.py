@@ -12,7 +12,7 @@ from concurrent.futures import Future
 
 import torch
 
-from metaheac.linear.head import LinearHeads
+from metaheac.linear.head import LinearHeads, LinearHeadScorer
 from metaheac.online.campaigns import CampaignRun
 from metaheac.online.user_base import UserBase
 from metaheac.online.user_mixes import StoredMixes, content_digest
@@ -34,8 +34,8 @@ def mixes_stores(runs: dict[str, CampaignRun], folder: str, inputs: list[str] | 
                  ) -> dict[str, StoredMixes]:
     """{topic model digest: its `StoredMixes` in `folder`} for the topic models `runs`' heads weigh."""
     stores = {}
-    for _, heads in scorer_groups(runs):
-        topics = heads.topics if isinstance(heads, LinearHeads) else None
+    for run in runs.values():
+        topics = run.scorer.topics if isinstance(run.scorer, LinearHeadScorer) else None
         if topics is not None and topics.digest not in stores:
             stores[topics.digest] = StoredMixes(folder, topics, inputs)
     return stores

@@ -69,12 +69,15 @@ class StoredMixes:
         uri = self.uri(group)
         if not storage.is_file(uri):
             return None
-        with storage.open_read(uri) as f:
-            table = pq.read_table(f)
-        meta = (table.schema.metadata or {}).get(MIXES_KEY)
-        if meta is None:
-            raise OutputError(f"{uri}: not user mixes written by metaheac (no {MIXES_KEY.decode()} metadata); "
-                              "remove it or choose another --mixes folder")
+        try:
+            with storage.open_read(uri) as f:
+                table = pq.read_table(f)
+        except pa.ArrowException:
+            table = None
+        meta = None if table is None else (table.schema.metadata or {}).get(MIXES_KEY)
+        if table is None or meta is None:
+            raise OutputError(f"{uri}: not a user mixes file written by metaheac (no Parquet with "
+                              f"{MIXES_KEY.decode()} metadata); remove it or choose another --mixes folder")
         stored = json.loads(meta)
         if stored != {"model": self.model, "users": users, "rows": rows}:
             why = "the topic model" if stored.get("model") != self.model else "the users' ids"
@@ -102,9 +105,11 @@ class StoredMixes:
 
 
 def _own(root: str) -> None:
-    """Refuse a folder that holds files but not our marker, or another step's marker; mark a new one."""
+    """Refuse a folder that holds files but not our marker, or another step's marker; mark a new one. One
+    listing decides: a shard that marked the folder meanwhile is seen with its marker."""
     marker = storage.join(root, storage.OWNER_MARKER)
-    if storage.is_file(marker):
+    files = storage.list_files(root)
+    if marker in files:
         try:
             step = json.loads(storage.read_text(marker)).get("step")
         except (ValueError, AttributeError):
@@ -113,7 +118,7 @@ def _own(root: str) -> None:
             raise OutputError(f"--mixes {root}: it holds the output of `{step}`, not user mixes; choose another "
                               "folder")
         return
-    if storage.is_file(root) or storage.list_files(root):
+    if files or storage.is_file(root):
         raise OutputError(f"--mixes {root}: an existing file or folder not written by metaheac; choose an empty or "
                           "new folder")
     storage.write_text(marker, json.dumps({"step": STEP}))  # shards starting together write the same bytes
