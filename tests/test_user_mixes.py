@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from metaheac.adaptation import AdaptedModel
 from metaheac.cli import main
 from metaheac.data.loading import load_campaigns
 from metaheac.data.tensors import Features, UserTable
@@ -23,7 +24,7 @@ from metaheac.online.campaigns import CampaignRequest, CampaignRun, prepare_camp
 from metaheac.online.shard import mixes_stores, score_shard, scorer_groups
 from metaheac.online.top_n import TopN
 from metaheac.online.user_base import UserBase
-from metaheac.online.user_mixes import StoredMixes
+from metaheac.online.user_mixes import StoredMixes, mixes_folder
 from metaheac.recommended.topics import TopicConfig, UserTopics, fit_topics
 from metaheac.runtime import storage
 from metaheac.runtime.outputs import OutputError
@@ -120,7 +121,7 @@ def test_stale_mixes_are_recomputed_with_a_warning_never_used(tmp_path, caplog) 
     assert [(s.read, s.written) for s in stores.values()] == [(0, GROUPS)] and same(moved, tops(base, None, other)[0])
     # a file of the first model put under the other's name is stale, not used
     (store,) = stores.values()
-    first = StoredMixes(folder, TOPICS)
+    first = StoredMixes(folder, TOPICS)  # the folder checked by `tops` above
     storage.write_bytes(store.uri(5), storage.read_bytes(first.uri(5)))
     with caplog.at_level(logging.WARNING, "metaheac.online.user_mixes"):
         again, stores = tops(base, folder, other)
@@ -133,17 +134,17 @@ def test_a_folder_not_ours_is_refused(tmp_path, trained) -> None:
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="not written by metaheac"):
-        StoredMixes(str(foreign), TOPICS)
+        mixes_folder(str(foreign))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "_METAHEAC").write_text(json.dumps({"step": "expand_shard"}))
     with pytest.raises(OutputError, match="holds the output of `expand_shard`"):
-        StoredMixes(str(tmp_path / "other"), TOPICS)
-    ours = StoredMixes(str(tmp_path / "ours"), TOPICS)
+        mixes_folder(str(tmp_path / "other"))
+    ours = StoredMixes(mixes_folder(str(tmp_path / "ours")), TOPICS)
     storage.write_text(ours.uri(0), "not parquet")  # never read as mixes, nor written over
     with pytest.raises(OutputError, match="group-00000.parquet: not a user mixes file written by metaheac"):
         ours.load(0, "", 128)
     with pytest.raises(OutputError, match="lies inside the input"):
-        StoredMixes(str(tmp_path / "d" / "mixes"), TOPICS, [str(tmp_path / "d")])
+        mixes_folder(str(tmp_path / "d" / "mixes"), [str(tmp_path / "d")])
     assert (foreign / "notes.txt").read_text() == "mine" and not (tmp_path / "d").exists()
     dataset, model = trained
     seed_sets(tmp_path / "seeds", dataset)
@@ -177,3 +178,16 @@ def test_the_step_stores_the_mixes_then_reads_them_and_campaigns_of_one_model_sc
                                                    {"read": 1, "written": 0, "stale": 0}]
     for name in ("known", "new"):
         pd.testing.assert_frame_equal(audiences[0][name], audiences[1][name])
+
+
+def test_campaigns_that_weigh_no_mixes_store_nothing_and_say_so(tmp_path, caplog) -> None:
+    torch.manual_seed(0)
+    scorer = AdaptedModel.unchanged(HybridExpertsCritics(FEATURES.schema, TINY)).scorer(FEATURES.campaigns.fields[0])
+    made = {"c": CampaignRun(scorer, np.zeros(0, np.int64), TopN(5))}
+    with caplog.at_level(logging.WARNING, "metaheac.online.shard"):
+        assert mixes_stores(made, str(tmp_path / "mixes")) == {}
+    assert "no campaign weighs users' topic mixes" in caplog.text
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "a.txt").write_text("x")
+    with pytest.raises(OutputError, match="not written by metaheac"):  # the folder is checked all the same
+        mixes_stores(made, str(tmp_path / "foreign"))

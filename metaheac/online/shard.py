@@ -7,6 +7,7 @@ the user base and inferred (then stored) where not (`online.user_mixes`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 
@@ -15,8 +16,10 @@ import torch
 from metaheac.linear.head import LinearHeads, LinearHeadScorer
 from metaheac.online.campaigns import CampaignRun
 from metaheac.online.user_base import UserBase
-from metaheac.online.user_mixes import StoredMixes, content_digest
+from metaheac.online.user_mixes import StoredMixes, content_digest, mixes_folder
 from metaheac.runtime.threads import one_thread_workers
+
+log = logging.getLogger(__name__)
 
 
 def scorer_groups(runs: dict[str, CampaignRun]) -> list[tuple[list[str], Callable[[torch.Tensor, torch.Tensor],
@@ -32,12 +35,16 @@ def scorer_groups(runs: dict[str, CampaignRun]) -> list[tuple[list[str], Callabl
 
 def mixes_stores(runs: dict[str, CampaignRun], folder: str, inputs: list[str] | tuple[str, ...] = ()
                  ) -> dict[str, StoredMixes]:
-    """{topic model digest: its `StoredMixes` in `folder`} for the topic models `runs`' heads weigh."""
+    """{topic model digest: its `StoredMixes` in `folder`} for the topic models `runs`' heads weigh; the folder
+    is checked (`user_mixes.mixes_folder`) whether they weigh any or not."""
+    root = mixes_folder(folder, inputs)
     stores = {}
     for run in runs.values():
         topics = run.scorer.topics if isinstance(run.scorer, LinearHeadScorer) else None
         if topics is not None and topics.digest not in stores:
-            stores[topics.digest] = StoredMixes(folder, topics, inputs)
+            stores[topics.digest] = StoredMixes(root, topics)
+    if runs and not stores:
+        log.warning("no campaign weighs users' topic mixes (the recommended method's): nothing stored in %s", root)
     return stores
 
 

@@ -48,16 +48,10 @@ def content_digest(users: UserTable) -> str:
 class StoredMixes:
     """One topic model's mixes of the user base's row groups, in `folder` (module doc)."""
 
-    def __init__(self, folder: str, topics: UserMixes, inputs: list[str] | tuple[str, ...] = ()) -> None:
-        self.root = storage.normalize(folder)
-        for given in inputs:  # never inside an input (a dataset is republished whole) nor holding one
-            source = storage.normalize(given).rstrip("/")
-            if self.root == source or self.root.startswith(source + "/") or source.startswith(self.root + "/"):
-                raise OutputError(f"--mixes {self.root}: it is, holds or lies inside the input {source}; "
-                                  "choose a folder of its own")
-        _own(self.root)
+    def __init__(self, folder: str, topics: UserMixes) -> None:
+        """`folder`: one `mixes_folder` checked."""
         self.model = topics.digest
-        self.folder = storage.join(self.root, self.model[:16])
+        self.folder = storage.join(folder, self.model[:16])
         self.read = self.written = self.stale = 0  # row groups, for the step's summary
 
     def uri(self, group: int) -> str:
@@ -104,9 +98,16 @@ class StoredMixes:
         self.written += 1
 
 
-def _own(root: str) -> None:
-    """Refuse a folder that holds files but not our marker, or another step's marker; mark a new one. One
-    listing decides: a shard that marked the folder meanwhile is seen with its marker."""
+def mixes_folder(folder: str, inputs: list[str] | tuple[str, ...] = ()) -> str:
+    """The mixes folder (normalized), after refusing one that is, holds or lies inside an input (a dataset is
+    republished whole), one that holds files but not our marker, or another step's marker; a new one is
+    marked. One listing decides: a shard that marked the folder meanwhile is seen with its marker."""
+    root = storage.normalize(folder)
+    for given in inputs:
+        source = storage.normalize(given).rstrip("/")
+        if root == source or root.startswith(source + "/") or source.startswith(root + "/"):
+            raise OutputError(f"--mixes {root}: it is, holds or lies inside the input {source}; choose a folder "
+                              "of its own")
     marker = storage.join(root, storage.OWNER_MARKER)
     files = storage.list_files(root)
     if marker in files:
@@ -117,8 +118,9 @@ def _own(root: str) -> None:
         if step != STEP:
             raise OutputError(f"--mixes {root}: it holds the output of `{step}`, not user mixes; choose another "
                               "folder")
-        return
+        return root
     if files or storage.is_file(root):
         raise OutputError(f"--mixes {root}: an existing file or folder not written by metaheac; choose an empty or "
                           "new folder")
     storage.write_text(marker, json.dumps({"step": STEP}))  # shards starting together write the same bytes
+    return root
