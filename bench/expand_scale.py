@@ -3,7 +3,7 @@ and the recommended method's scorer, many campaigns in one pass.
 
     python bench/expand_scale.py [--users 10000000] [--seeds 2000] [--top-n 10000] [--shards 4]
                                  [--precision auto|float32|float16|bfloat16] [--output runs/expand_scale]
-                                 [--campaigns-per-pass 1,10,50] [--only-recommended]
+                                 [--campaigns-per-pass 1,10,50] [--only-recommended] [--stored-mixes]
                                  [--request-cost 1%,5%,10%]
 
 `--request-cost TIERS` measures what an advertiser's request costs over the plain top N, on every user
@@ -18,6 +18,12 @@ campaigns of `MetaHeac+LR` in one read of the users (`linear.head.LinearHeads`; 
 and of the process's CPU time while it scores (on a shared machine the CPU figure is the steadier one; 2
 idle cores give up to twice it); campaign 0 is the same campaign in every pass, and its top N must equal
 the one-campaign pass's.
+
+`--stored-mixes` times, for each count of campaigns per pass, the users' topic mixes stored with the user
+base (`online.user_mixes`) against inferring them, A/B in one process (CPU time of `score_shard`): the
+first pass infers and stores them (the first campaign on a users table), then a pass infers them without a
+store and one reads them back. It prints each pass's CPU-ms per batch of 4096 users and scorings per
+CPU-second, and checks that every campaign's top N read back equals the inferred one, bit for bit.
 
 Writes (once, streamed in row groups, reused when present) a canonical user base of random users at the
 Tencent Look-alike sizes (bench/meta_train.py: vocabularies, list lengths, Zipf-like ids) under --output,
@@ -35,9 +41,11 @@ The machine may be shared: the load average printed with the table tells how far
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -54,7 +62,7 @@ from metaheac.linear.head import LinearAdapted, LinearHead, design_width
 from metaheac.model.heac import HybridExpertsCritics
 from metaheac.model.scoring import CampaignScorer, Precision, ScoreConfig
 from metaheac.online.campaigns import CampaignRequest, CampaignRun, holdout_key, prepare_campaign, prepare_campaigns
-from metaheac.online.shard import score_shard
+from metaheac.online.shard import mixes_stores, score_shard
 from metaheac.online.tiers import Tier, parse_tiers, recall_estimate
 from metaheac.online.top_n import TopN, merge_audiences
 from metaheac.online.user_base import UserBase
@@ -215,7 +223,8 @@ def recommended_runs(base: UserBase, count: int, args: argparse.Namespace) -> di
     """`count` campaigns of the recommended method, as `prepare_campaigns` makes them (one shared network user
     side): the default network with random weights, random folded heads (design columns, topic weights, a
     weight on the network's logit) and a topic model fit on 20,000 of the base's users (2 passes: its cost
-    to score does not depend on its fit). Campaign k is the same in every call."""
+    to score does not depend on its fit), each campaign with its own copy of it, as each adaptation loads
+    one (`TransferNetwork.bank`). Campaign k is the same in every call."""
     schema = base.schema
     torch.manual_seed(0)
     network = TransferNetwork(schema)
@@ -230,7 +239,7 @@ def recommended_runs(base: UserBase, count: int, args: argparse.Namespace) -> di
     for k in range(count):
         rng = np.random.default_rng(100 + k)
         head = LinearHead(rng.normal(0, 0.1, design_width(schema)), -3.0, 0.1, 0.5,
-                          rng.normal(0, 1, topics.word.shape[1]), topics)
+                          rng.normal(0, 1, topics.word.shape[1]), dataclasses.replace(topics))
         scorer = LinearAdapted(network, head).scorer(fields[k], ScoreConfig(precision=args.precision), trunks)
         runs[f"c{k}"] = CampaignRun(scorer, np.zeros(0, np.int64), TopN(args.top_n))
     return runs
@@ -256,6 +265,49 @@ def many_campaigns(args: argparse.Namespace) -> dict:
             "cpu_s": usage.ru_utime + usage.ru_stime, "rss_gb": usage.ru_maxrss / 2**20,
             "scorings_per_s": users * args.campaigns / (scored - prepared),
             "scorings_per_cpu_s": users * args.campaigns / score_cpu}
+
+
+def stored_mixes(args: argparse.Namespace) -> dict:
+    """`--stored-mixes` for `--campaigns` campaigns, in this process: the score CPU time of a pass that infers
+    and stores the mixes (into a fresh folder), one that infers them, one that reads them back."""
+    base = UserBase(args.dataset)
+    runs = recommended_runs(base, args.campaigns, args)
+    groups = base.shard_groups(0, 1)
+    folder = Path(args.output) / f"mixes-{args.campaigns}"
+    shutil.rmtree(folder, ignore_errors=True)
+    batches = sum(-(-int(base.starts[g + 1] - base.starts[g]) // 4096) for g in groups)
+    users = int(base.starts[groups.stop] - base.starts[groups.start])
+    result: dict = {"campaigns": args.campaigns, "users": users, "batches": batches}
+    tops = {}
+    for name, store in (("stored", True), ("inferred", False), ("read", True)):
+        for run in runs.values():
+            run.top = TopN(args.top_n)
+        stores = mixes_stores(runs, str(folder)) if store else {}
+        cpu = time.process_time()
+        tops[name] = score_shard(base, runs, groups, mixes=stores)
+        result[name] = time.process_time() - cpu
+        if name == "read":
+            assert [(s.read, s.written, s.stale) for s in stores.values()] == [(len(groups), 0, 0)]
+    result["same_top"] = all(torch.equal(tops["read"][k][i], tops["inferred"][k][i]) and
+                             torch.equal(tops["stored"][k][i], tops["inferred"][k][i])
+                             for k in runs for i in (0, 1))
+    return result
+
+
+def mixes_passes(args: argparse.Namespace) -> None:
+    """The `--stored-mixes` table: per count of campaigns, each pass's CPU-ms per batch and scorings per CPU-s."""
+    print(f"\n{'recommended method: topic mixes':<40}{'users':>10}{'pass':>10}{'CPU s':>8}{'ms/batch':>10}"
+          f"{'scorings/CPU-s':>16}{'x inferred':>12}  load")
+    for count in (int(c) for c in args.campaigns_per_pass.split(",")):
+        argv = [sys.executable, __file__, "--child", "--stored-mixes", "--dataset", args.dataset, "--output",
+                args.output, "--top-n", str(args.top_n), "--precision", args.precision, "--campaigns", str(count)]
+        r = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        for name in ("inferred", "stored", "read"):
+            print(f"{f'{count} campaign(s)':<40}{r['users']:>10,}{name:>10}{r[name]:>8.1f}"
+                  f"{1000 * r[name] / r['batches']:>10.1f}{r['users'] * count / r[name]:>16,.0f}"
+                  f"{r['inferred'] / r[name]:>11.2f}x  {os.getloadavg()[0]:.2f}", flush=True)
+        print(f"{'':<40}every campaign's top {args.top_n:,} read back "
+              f"{'equals' if r['same_top'] else 'DIFFERS FROM'} the inferred one (indexes and scores, bit for bit)")
 
 
 def passes(args: argparse.Namespace) -> None:
@@ -298,6 +350,8 @@ def main() -> None:
     parser.add_argument("--campaigns-per-pass", default="1,10,50",
                         help="the recommended method's passes: campaigns scored in one read of the users")
     parser.add_argument("--only-recommended", action="store_true", help="skip the MetaHeac campaign's runs")
+    parser.add_argument("--stored-mixes", action="store_true",
+                        help="only time the recommended passes with the users' topic mixes stored against inferred")
     parser.add_argument("--request-cost", default="", metavar="TIERS",
                         help="only time the request's parts: top N, tiers TIERS, tiers + the recall estimate")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -313,6 +367,8 @@ def main() -> None:
     if args.child:
         if args.request:
             print(json.dumps(request_cost(args)))
+        elif args.stored_mixes:
+            print(json.dumps(stored_mixes(args)))
         elif args.campaigns:
             print(json.dumps(many_campaigns(args)))
         else:
@@ -326,6 +382,9 @@ def main() -> None:
           f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
     if args.request_cost:
         request_costs(args)
+        return
+    if args.stored_mixes:
+        mixes_passes(args)
         return
     if args.campaigns_per_pass:
         passes(args)
