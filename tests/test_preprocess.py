@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metaheac.data.build import SeenUids
 from metaheac.data.config import PreprocessConfig
 from metaheac.data.dataset import load_campaign_frame, load_schema
 from metaheac.data.errors import InputError
@@ -154,3 +155,19 @@ def test_negative_cold_threshold_splits_test_campaigns_at_their_median(tmp_path)
     campaigns = load_campaign_frame(str(tmp_path / "ds"))
     assert dict(zip(campaigns["aid"], campaigns["split"], strict=True)) == {
         100: "test_cold", 200: "test_hot", 300: "test_cold"}
+
+
+def test_seen_uids_finds_a_uid_of_any_earlier_batch() -> None:
+    """The duplicate check against every uid kept before (sorted runs merged as they grow) agrees with a set,
+    and gives the kept uids back in table order."""
+    rng = np.random.default_rng(0)
+    seen, naive, order = SeenUids(), set(), []
+    for size in rng.integers(0, 60, 80):
+        batch = rng.choice(3000, size, replace=False).astype(np.int64)
+        found = seen.contains(batch)
+        assert found.tolist() == [u in naive for u in batch.tolist()]
+        seen.add(batch[~found])
+        naive.update(batch[~found].tolist())
+        order += batch[~found].tolist()
+    assert len(seen) == len(naive) > 1000 and seen.to_numpy().tolist() == order
+    assert len(seen.runs) <= 12  # runs of doubling sizes, not one a batch

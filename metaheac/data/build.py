@@ -215,18 +215,49 @@ class UserEncoder:
         return row[keep], position[keep], value[keep]
 
 
+class SeenUids:
+    """The uids kept so far, in table order, and a membership test. Lookups go through sorted runs of doubling
+    sizes, merged like a binary counter: O(batch log n) a batch. (A pandas Index appended and re-hashed every
+    batch made reading the users quadratic: 119k users/s at the start of a 13M-user file, 5k/s at 8M.)"""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+        self.runs: list[np.ndarray] = []  # sorted, each at least twice the next
+
+    def __len__(self) -> int:
+        return sum(len(run) for run in self.runs)
+
+    def contains(self, uids: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(uids), dtype=bool)
+        for run in self.runs:
+            found |= run[np.searchsorted(run, uids).clip(max=len(run) - 1)] == uids
+        return found
+
+    def add(self, uids: np.ndarray) -> None:
+        if not len(uids):
+            return
+        self.batches.append(uids)
+        run = np.sort(uids)
+        while self.runs and len(self.runs[-1]) <= 2 * len(run):
+            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")  # two sorted runs: a merge
+        self.runs.append(run)
+
+    def to_numpy(self) -> np.ndarray:
+        return np.concatenate(self.batches) if self.batches else np.empty(0, dtype=np.int64)
+
+
 def write_users(reader: Reader, encoder: UserEncoder, writer: DatasetWriter, problems: Problems,
                 progress: bool) -> np.ndarray:
     """Every user, encoded, in table order; a uid seen before is reported. Returns the uids."""
     spec = encoder.spec
     schema = users_arrow_schema([c.name for c in spec.users.single],
                                 {c.name: c.max_length for c in spec.users.lists})
-    seen = pd.Index(np.empty(0, dtype=np.int64))
+    seen = SeenUids()
     with tqdm(desc=f"read {reader.users_source}", unit=" users", unit_scale=True, disable=not progress) as bar:
         for batch in reader.user_batches(problems):
             long = encoder.too_long(batch, problems)
             single, lists = encoder.encode(batch)
-            duplicate = pd.Index(batch.uid).duplicated() | (seen.get_indexer(batch.uid) >= 0)
+            duplicate = pd.Index(batch.uid).duplicated() | seen.contains(batch.uid)
             for i in np.flatnonzero(duplicate & ~long):
                 problems.report("duplicate_uids",
                                 f"{batch.where(int(i))}: {spec.users.id} {batch.uid[i]} appeared before")
@@ -234,7 +265,7 @@ def write_users(reader: Reader, encoder: UserEncoder, writer: DatasetWriter, pro
             if keep.any():
                 lists = [ids[keep] for ids in lists]
                 writer.add_users(users_record_batch(schema, batch.uid[keep], single[keep], lists))
-                seen = seen.append(pd.Index(batch.uid[keep]))
+                seen.add(batch.uid[keep])
             bar.update(len(batch.uid))
     if not len(seen):
         raise InputError(f"{reader.users_source}: no usable users")
