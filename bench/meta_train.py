@@ -1,7 +1,7 @@
 """Meta-training throughput: the batched sparse path vs the plain loop, against this machine's GEMM floor.
 
     python bench/meta_train.py [--steps N] [--window N] [--oracle-steps N] [--device cpu|cuda]
-                               [--threads N] [--clock wall|cpu] [--profile]
+                               [--threads N] [--clock wall|cpu] [--matmul-precision P] [--profile]
 
 Random data at the Tencent Look-alike sizes (vocabularies, list lengths), Zipf-like id frequencies,
 default model (8 experts, 5 critics, emb 64) and meta-training (5 tasks, batch 512). Rows/s counts
@@ -10,6 +10,9 @@ support + query rows. The floor divides the GEMM rate at the model's main shape 
 printed beside it. The fast path is timed in rounds, each a burst of that GEMM then a window of
 steps, so that a round's floor and rate see the same load: on a shared machine the best round is
 the machine's, the median the neighbours'. `--threads 1 --clock cpu` counts CPU time instead.
+The steps run at `MetaTrainConfig.matmul_precision` (default "medium": float32 products on bfloat16 operands
+where the CPU has AMX or AVX512-BF16; TF32 on CUDA); `--matmul-precision highest` steps in float32. The floor
+stays the float32 GEMM's, measured at "highest".
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from metaheac.data.schema import DatasetSchema, Field
 from metaheac.data.tensors import CampaignTable, Features, Rows, UserTable
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import HybridExpertsCritics
-from metaheac.training.config import MetaTrainConfig, resolve_device
+from metaheac.training.config import MATMUL_PRECISIONS, MetaTrainConfig, resolve_device
 from metaheac.training.meta import MetaTrainer
 from metaheac.training.sampling import TaskSampler
 from tests.oracle import oracle_meta_gradients
@@ -190,6 +193,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--campaigns", type=int, default=100)
     parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default=MetaTrainConfig().matmul_precision,
+                        help="MetaTrainConfig.matmul_precision of the steps (the floor stays float32's)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of the fast path")
     args = parser.parse_args()
     if args.threads:
@@ -200,14 +205,15 @@ def main() -> None:
     torch.manual_seed(0)
     features, rows = random_data(args.users, args.campaigns, args.rows)
     features, rows = features.to(device), rows.to(device)
-    config = MetaTrainConfig(device=str(device))
+    config = MetaTrainConfig(device=str(device), matmul_precision=args.matmul_precision)
     model = HybridExpertsCritics(features.schema, ModelConfig()).to(device)
     batch = config.task_count * config.batch_size
 
     forward = model.flops_per_row()
     step_flops = (SUPPORT_FORWARDS + QUERY_FORWARDS) / 2 * forward
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.clock} clock, {n_params:,} parameters")
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.clock} clock, {n_params:,} parameters, "
+          f"step matmul precision {args.matmul_precision}")
     print(f"load average at start {os.getloadavg()[0]:.2f}")
     print(f"forward {forward / 1e6:.3f} MFLOP/row; second-order step {step_flops / 1e6:.2f} MFLOP/row (average)")
     print(f"\n{'float32 GFLOP/s at the model shapes (5 tasks x 512 rows)':<58}{'best':>8}{'median':>8}{'FLOPs':>8}")

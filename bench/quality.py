@@ -4,7 +4,7 @@ and on MovieLens, with 95% intervals from a paired bootstrap over campaigns of (
     python bench/quality.py [--settings transfer,specific,movielens] [--seeds 1,2,3] [--users 10000]
                             [--campaigns 440] [--rows 500] [--ratings ../shared/data/movielens-100k]
                             [--methods ...] [--replicates 1000] [--jobs 2] [--model-config JSON]
-                            [--recommended-config JSON]
+                            [--recommended-config JSON] [--matmul-precision medium|highest]
 
 Runs the library in-process (no files but the data): per setting and seed, generate the raw files and
 preprocess them (half the campaigns held out for testing, the cold/hot threshold at their median), or for
@@ -48,6 +48,7 @@ from metaheac.evaluation.metrics import TABLE_GROUPS, compare, metric_keys
 from metaheac.method_names import RECOMMENDED
 from metaheac.model.config import ModelConfig
 from metaheac.recommended.config import RecommendedConfig
+from metaheac.training.config import MATMUL_PRECISIONS, MetaTrainConfig
 
 DEFAULT_METHODS = "LR,sklearn LR,pooled LR,MLP one-stage,Category LR,MLP+pre-training,MetaHeac," + RECOMMENDED
 
@@ -103,7 +104,8 @@ def evaluate_seed(setting: str, seed: int, args: argparse.Namespace, methods: li
                  for split in ("test_cold", "test_hot")}
         started = time.perf_counter()
         frames = evaluate_methods(methods, features, train, tests, seed=seed, model_config=args.model_config,
-                                  settings={RECOMMENDED: args.recommended_config})
+                                  settings={RECOMMENDED: args.recommended_config},
+                                  meta_config=MetaTrainConfig(matmul_precision=args.matmul_precision))
         print(f"  {setting} seed {seed}: {about}, {time.perf_counter() - started:.0f} s", flush=True)
     return frames
 
@@ -179,6 +181,8 @@ def main() -> None:
                                                               '\'{"embedding_dim": 32}\' (--results: its own folder)')
     parser.add_argument("--recommended-config", default="{}", help=f'JSON of {RECOMMENDED}\'s RecommendedConfig '
                         'fields to change, e.g. \'{"residual_lr": false}\' (--results: its own folder)')
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default=MetaTrainConfig().matmul_precision,
+                        help="MetaTrainConfig.matmul_precision of the meta-training (--results: its own folder)")
     parser.add_argument("--results", default="", help="folder where each (setting, seed) run's scored rows are "
                                                       "saved, and read back by a later run of the same sizes")
     args = parser.parse_args()

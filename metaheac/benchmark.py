@@ -5,6 +5,7 @@ the faithful MetaHeac row's meta-trained network when both run (the same seed gi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -32,11 +33,13 @@ def evaluate_methods(
     seed: int = 2020,
     model_config: ModelConfig | None = None,
     settings: Mapping[str, Any] | None = None,
+    meta_config: MetaTrainConfig | None = None,
 ) -> dict[str, pd.DataFrame]:
     """{method: scored test rows with their split}, `tests` being {split: (stage-1 rows, stage-2 rows)};
     every network built with `model_config` (default `ModelConfig()`), a method with settings of its own
-    with `settings[its name]` (`Method.parse_settings`; default: its defaults)."""
-    meta = MetaTrainConfig(seed=seed, device="cpu")
+    with `settings[its name]` (`Method.parse_settings`; default: its defaults), meta-training with
+    `meta_config` (default `MetaTrainConfig()`) at `seed` on the CPU."""
+    meta = dataclasses.replace(meta_config or MetaTrainConfig(), seed=seed, device="cpu")
     joint = JointTrainConfig(seed=seed, device="cpu")
     general: dict[str, Network] = {}
 

@@ -117,3 +117,21 @@ def test_unreadable_or_foreign_models_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "m" / "config.json").write_bytes(b"\xff\xfe garbage")
     with pytest.raises(InputError, match=one_line("config.json: not JSON")):
         load_model(str(tmp_path / "m"))
+
+
+def test_a_checkpoint_from_before_a_config_key_resumes_at_what_it_ran(tmp_path: Path) -> None:
+    """Checkpoints written before `matmul_precision` existed ran at "highest": they resume at it, not at
+    today's default."""
+    features, rows = data()
+    meta_train(model(), features, rows, config(max_steps=1), str(tmp_path), progress=False)
+    path = tmp_path / CHECKPOINT_FILE
+    state = torch.load(path, weights_only=True)
+    del state["config"]["matmul_precision"]
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(InputError, match="trained with other matmul_precision"):
+        meta_train(model(), features, rows, config(max_steps=2, matmul_precision="medium"), str(tmp_path),
+                   resume=True, progress=False)
+    assert meta_train(model(), features, rows, config(max_steps=2, matmul_precision="highest"), str(tmp_path),
+                      resume=True, progress=False).steps == 2

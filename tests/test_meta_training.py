@@ -116,6 +116,26 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path) -> None:
         )
 
 
+def test_the_steps_run_at_the_configured_matmul_precision_and_put_it_back(monkeypatch, tmp_path) -> None:
+    """A float32 model (the float64 tiny one ignores the setting): the step's products see the configured
+    precision, the process's own comes back after, it is saved with the checkpoint, and a resume at another
+    precision is refused (its steps would not be the interrupted run's)."""
+    features, rows = data()
+    net = model(dtype=torch.float32)
+    seen = []
+    forward = type(net).expert_input
+    monkeypatch.setattr(type(net), "expert_input",
+                        lambda self, *a: seen.append(torch.get_float32_matmul_precision()) or forward(self, *a))
+    meta_train(net, features, rows, config(max_steps=2, matmul_precision="medium"), str(tmp_path), progress=False)
+    assert seen and set(seen) == {"medium"}
+    assert torch.get_float32_matmul_precision() == "highest"
+    with pytest.raises(ValueError, match="matmul_precision"):
+        meta_train(model(dtype=torch.float32), features, rows, config(max_steps=4, matmul_precision="highest"),
+                   str(tmp_path), resume=True, progress=False)
+    with pytest.raises(ValueError, match="matmul_precision must be one of highest, high, medium, got 'low'"):
+        config(matmul_precision="low")
+
+
 def test_resume_without_a_checkpoint_starts_afresh(tmp_path) -> None:
     features, rows = data()
     result = meta_train(model(), features, rows, config(max_steps=2), str(tmp_path), resume=True, progress=False)

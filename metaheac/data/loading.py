@@ -28,7 +28,12 @@ def load_features(uri: str) -> Features:
     users = _read(folder / USERS_FILE, storage.join(uri, USERS_FILE))
     _check_fields(users, ["uid", *(f.name for f in schema.user_single)], schema.user_single + schema.user_lists,
                   storage.join(uri, USERS_FILE))
-    return Features(schema, user_table(users, schema), load_campaigns(uri, schema))
+    table = user_table(users, schema)
+    del users
+    # Arrow's allocator keeps a freed table's pages: the decoded users (~7 GB at 13M users, twice the
+    # tensors) stayed in the RSS of every later phase of `train` (bench/README.md, "Twelfth round").
+    pa.default_memory_pool().release_unused()
+    return Features(schema, table, load_campaigns(uri, schema))
 
 
 def user_table(users: pa.Table, schema: DatasetSchema) -> UserTable:

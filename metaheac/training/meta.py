@@ -40,14 +40,16 @@ from metaheac.model.heac import HybridExpertsCritics, Params, matmul, weighted_b
 from metaheac.model.store import read_tensors
 from metaheac.runtime import storage
 from metaheac.training.bags import BagPlan, bag_sum
-from metaheac.training.config import MetaTrainConfig, resolve_device
+from metaheac.training.config import MetaTrainConfig, matmul_precision, resolve_device
 from metaheac.training.distributed import average_dense, average_sparse, broadcast_state, world
 from metaheac.training.lazy_adam import LazyAdam
 from metaheac.training.sampling import Tasks, TaskSampler
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # A resumed run must sample and step exactly as the interrupted one did.
-_RESUME_KEYS = ("task_count", "sampling", "batch_size", "inner_lr", "outer_lr", "seed")
+_RESUME_KEYS = ("task_count", "sampling", "batch_size", "inner_lr", "outer_lr", "seed", "matmul_precision")
+# What a checkpoint written before a key of `_RESUME_KEYS` existed ran with.
+_BEFORE_KEYS = {"matmul_precision": "highest"}
 _PROGRESS_EVERY = 50  # steps between loss read-backs for the progress bar (each one a device sync)
 
 
@@ -227,7 +229,8 @@ class MetaTrainer:
     def step(self) -> torch.Tensor:
         """One meta-step; returns the real rows it used on all ranks (a device scalar)."""
         tasks = self.sampler.sample()
-        loss, grads = self.gradients(self.rows, self.my_tasks(tasks))
+        with matmul_precision(self.config.matmul_precision):
+            loss, grads = self.gradients(self.rows, self.my_tasks(tasks))
         if self.world_size > 1:
             loss, grads = self.average(loss, grads)
         for name, p in self.model.named_parameters():
@@ -293,7 +296,8 @@ class MetaTrainer:
                 f"has {self.world_size}; run with {state.get('world_size', 1)} (torchx -j 1x"
                 f"{state.get('world_size', 1)}), or {fresh}"
             )
-        changed = [k for k in _RESUME_KEYS if state["config"][k] != getattr(self.config, k)]
+        config = {**_BEFORE_KEYS, **state["config"]}
+        changed = [k for k in _RESUME_KEYS if config[k] != getattr(self.config, k)]
         ours = self.model.state_dict()
         if state["model"].keys() != ours.keys() or any(state["model"][k].shape != v.shape for k, v in ours.items()):
             changed.append("network (method or model config)")
