@@ -218,6 +218,18 @@ def test_transfer_head_folds_the_priors_and_the_bank_into_one_linear_head() -> N
     assert with_residual.logit(x, general, mixes) == pytest.approx(head.logit(x, general, mixes)
                                                                    + residual.logit(x), abs=1e-8)
 
+    # the network's column left out (the ablation): no weight on the network, the rest fit as without it
+    assert head.general_weight != 0  # with it, the network has a share, so the checks below can fail
+    ablated = transfer.fit_transfer(network, bank, features, 4, seeds,
+                                    dataclasses.replace(plain, network_column=False), 0)
+    assert ablated.general_weight == 0
+    zero = np.zeros(len(seeds.user))
+    without = linear.fit_cv(np.delete(transfer.transfer_columns(bank, seed_x, zero, vector, seed_mixes, topic_prior,
+                                                                settings.scale), len(bank.bias), axis=1),
+                            seeds.label.numpy(), config, offset=prior(seed_x, seed_mixes))
+    assert ablated.logit(x, general, mixes) == pytest.approx(
+        prior(x, mixes) + without.logit(np.delete(dense(users), len(bank.bias), axis=1)), abs=1e-6)
+
 
 def test_recommended_method_trains_adapts_and_scores_through_the_method_contract(tmp_path) -> None:
     features = with_category([1, 1, 2, 2, 1, 3, 2, 2])

@@ -50,6 +50,9 @@ class RecommendedConfig:
     # below 0.01 (the raw design's many columns)
     residual_lr: bool = True
     residual_cs: tuple[float, ...] = (0.01, 0.1, 1.0)
+    # the meta-trained network's logit as a column of the per-campaign fit; false leaves it out, an ablation
+    # (meta-training still runs): the same quality on the generator and MovieLens (bench/README.md, "Twelfth round")
+    network_column: bool = True
 
     def __post_init__(self) -> None:
         for name in ("topic_cs", "cs", "residual_cs"):

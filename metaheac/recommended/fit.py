@@ -64,7 +64,9 @@ def fit_transfer(
     x = design(features, rows.user)
     mixes = topics.of_users(features, rows.user)
     factors, vector = bank.factors, bank.factors.prior(features, campaign)
-    general = general_logit(network, features, campaign, rows.user)
+    # Left out, the column is 0: its weight, and so the network's share of the head, is 0.
+    general = (general_logit(network, features, campaign, rows.user) if settings.network_column
+               else np.zeros(len(rows.user)))
     dense = transfer_columns(bank, x, general, vector, mixes, topic_prior, settings.scale)
     config = LinearConfig(cs=settings.cs, one_se=True, seed=seed)
     fit = fit_cv(dense, rows.label.cpu().numpy(), config, offset=category.logit(x) + topic_prior.logit(mixes))
