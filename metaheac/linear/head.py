@@ -227,10 +227,8 @@ class LinearHeads:
         linear = F.embedding_bag(ids, self.weight, mode="sum", per_sample_weights=values)
         if self.topics is None:
             mixes = None
-        elif mixes is None:
-            mixes = self._mixes(lists, ids, values).double()
         else:
-            mixes = mixes.double()
+            mixes = (self._mixes(lists, ids, values) if mixes is None else mixes).double()
         general: dict[int, torch.Tensor] = {}
         if self.networked:
             shared = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -15,7 +15,7 @@ Sampling = Literal["normal", "sqrt", "unit"]
 # torch.set_float32_matmul_precision's levels: "highest" keeps float32 products; "medium" lets them run on
 # bfloat16 operands with float32 sums where the CPU has AMX or AVX512-BF16 (oneDNN; TF32 on CUDA).
 MatmulPrecision = Literal["highest", "high", "medium"]
-MATMUL_PRECISIONS = ("highest", "high", "medium")
+MATMUL_PRECISIONS: tuple[str, ...] = get_args(MatmulPrecision)
 
 
 @dataclass(frozen=True)
