@@ -45,4 +45,5 @@ class LazyAdam(torch.optim.Optimizer):
                 state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
                 t = state["step"]
                 step_size = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)
-                p.index_add_(0, rows, exp_avg / exp_avg_sq.sqrt_().add_(group["eps"]), alpha=-step_size)
+                update = exp_avg.div_(exp_avg_sq.sqrt_().add_(group["eps"])).mul_(-step_size)
+                p.scatter_add_(0, rows[:, None].expand_as(update), update)

@@ -39,6 +39,7 @@ from metaheac.model.embedding import TableLayout, mean_weights
 from metaheac.model.heac import HybridExpertsCritics, Params, matmul, weighted_bce
 from metaheac.model.store import read_tensors
 from metaheac.runtime import storage
+from metaheac.runtime.heap import keep_freed_memory
 from metaheac.training.bags import BagPlan, bag_sum
 from metaheac.training.config import MetaTrainConfig, matmul_precision, resolve_device
 from metaheac.training.distributed import average_dense, average_sparse, broadcast_state, world
@@ -211,6 +212,7 @@ class MetaTrainer:
 
     def __init__(self, model: HybridExpertsCritics, features: Features, rows: Rows, config: MetaTrainConfig) -> None:
         self.model, self.rows, self.config = model, rows, config
+        keep_freed_memory()  # a step's tensors reuse the last step's pages instead of faulting fresh ones
         self.rank, self.world_size = world()
         # Every rank holds the same generator and draws every rank's tasks (see the module doc), so a
         # checkpoint needs only rank 0's generator state.
@@ -220,7 +222,8 @@ class MetaTrainer:
         )
         self.gradients = BatchedMetaGradients(model, features, config.inner_lr)
         self.dataset = features.fingerprint(rows)
-        self.dense_optimizer = torch.optim.Adam(model.dense_parameters().values(), lr=config.outer_lr)
+        # fused: one kernel over all dense parameters (~1 ms a step on CPU, a third of the per-tensor loop's)
+        self.dense_optimizer = torch.optim.Adam(model.dense_parameters().values(), lr=config.outer_lr, fused=True)
         self.table_optimizer = LazyAdam([t.weight for t in model.embeddings.tables()], lr=config.outer_lr)
         self.steps = 0  # meta-steps done
         self.history: list[float] = []
