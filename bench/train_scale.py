@@ -66,15 +66,18 @@ def train(dataset: Path, method: str, meta_steps: int | None) -> dict:
 
 
 def scale_meta_training(extra: dict, train_rows: int) -> bool:
-    """Meta-training cut short by --max-steps: its seconds scaled to the whole epoch (every step does the
-    same work: batch_size rows of task_count tasks). Whether it was scaled."""
+    """Meta-training cut short by --max-steps: its steps' seconds scaled to the whole epoch (every step does
+    the same work: batch_size rows of task_count tasks), its one-off work (the dataset's fingerprint, the last
+    checkpoint) added as it is. Models trained before phases noted their steps scale the whole phase. Whether
+    it was scaled."""
     meta = extra["meta_config"]
     steps = meta["epochs"] * -(-train_rows // meta["batch_size"])
     done = min(steps, meta["max_steps"] or steps)
     for p in extra["phases"]:
         if p["name"] == "meta-training" and done < steps:
-            for clock in ("seconds", "cpu_seconds"):
-                p[clock] = round(p[clock] * steps / done, 1)
+            for clock, step_clock in (("seconds", "step_seconds"), ("cpu_seconds", "step_cpu_seconds")):
+                in_steps = p.get(step_clock) or p[clock]
+                p[clock] = round(p[clock] - in_steps + in_steps * steps / done, 1)
             return True
     return False
 
@@ -108,7 +111,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/train-scale")
     parser.add_argument("--method", default=RECOMMENDED)
     parser.add_argument("--meta-steps", type=int, default=200,
-                        help="meta-steps run at most; a longer epoch's meta-training time is scaled from them")
+                        help="meta-steps run at most; a longer epoch's meta-training is scaled from their time")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="fit and project wall seconds, or CPU seconds (all threads: steadier on a shared machine)")
     args = parser.parse_args()

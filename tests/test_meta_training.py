@@ -11,6 +11,7 @@ import torch
 from metaheac.data.tensors import Rows
 from metaheac.model.config import ModelConfig
 from metaheac.model.heac import weighted_bce
+from metaheac.runtime.phases import phase, recording
 from metaheac.training.bags import BagPlan, bag_sum
 from metaheac.training.config import MetaTrainConfig
 from metaheac.training.lazy_adam import LazyAdam
@@ -140,6 +141,16 @@ def test_resume_without_a_checkpoint_starts_afresh(tmp_path) -> None:
     features, rows = data()
     result = meta_train(model(), features, rows, config(max_steps=2), str(tmp_path), resume=True, progress=False)
     assert result.steps == 2 and (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_recorded_meta_training_phase_notes_its_steps(tmp_path) -> None:
+    features, rows = data()
+    with recording() as log, phase("meta-training"):
+        result = meta_train(model(), features, rows, config(max_steps=3), str(tmp_path / "ckpt"), progress=False)
+    (recorded,) = log.phases
+    assert recorded.steps == 3 and 0 < recorded.step_seconds <= recorded.seconds
+    assert recorded.step_seconds == round(result.seconds, 2) and recorded.step_cpu_seconds > 0
+    assert recorded.line().endswith(f"3 steps in {recorded.step_seconds:.1f} s")
 
 
 def test_one_epoch_is_ceil_rows_over_batch_size() -> None:

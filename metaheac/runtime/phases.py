@@ -4,7 +4,8 @@ Library code marks a phase with `with phase("name"):`, which costs nothing unles
 `with recording() as phases:` collects every phase run inside it, in order, and prints one line per phase.
 The peak RSS of a phase is the process's high-water mark since the phase began: Linux resets it on a
 write of "5" to /proc/self/clear_refs; where that is not possible, the figure is the peak since the process
-started (`reset` False in the record).
+started (`reset` False in the record). A phase made of repeated steps (meta-training) says how long they took
+(`note_steps`), so that a run cut short can be scaled by its steps alone, not by its one-off work.
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ class Phase:
     cpu_seconds: float  # the process's CPU time (every thread): on a shared machine, steadier than the wall
     peak_rss_gb: float
     reset: bool  # whether the peak is the phase's own (else the process's since it started)
+    steps: int | None = None  # the repeated steps in it (`note_steps`), and their wall and CPU time
+    step_seconds: float | None = None
+    step_cpu_seconds: float | None = None
 
     def line(self) -> str:
         since = "" if self.reset else " (process peak)"
+        steps = "" if self.steps is None else f"; {self.steps} steps in {self.step_seconds:.1f} s"
         return (f"phase {self.name}: {self.seconds:.1f} s ({self.cpu_seconds:.1f} CPU-s), peak RSS "
-                f"{self.peak_rss_gb:.2f} GB{since}")
+                f"{self.peak_rss_gb:.2f} GB{since}{steps}")
 
 
 @dataclass
@@ -60,6 +65,7 @@ class PhaseLog:
     phases: list[Phase] = field(default_factory=list)
     printer: Callable[[str], None] | None = None
     active: bool = False  # a phase is running
+    steps: tuple[int, float, float] | None = None  # the running phase's `note_steps`
 
     def to_list(self) -> list[dict]:
         return [asdict(p) for p in self.phases]
@@ -76,17 +82,27 @@ def phase(name: str) -> Iterator[None]:
     if log is None or log.active:
         yield
         return
-    reset, log.active = _reset_peak(), True
+    reset, log.active, log.steps = _reset_peak(), True, None
     started, cpu = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
         log.active = False
+    steps, step_seconds, step_cpu = log.steps or (None, None, None)
     done = Phase(name, round(time.perf_counter() - started, 2), round(time.process_time() - cpu, 2),
-                 round(peak_rss_bytes() / 2**30, 3), reset)
+                 round(peak_rss_bytes() / 2**30, 3), reset, steps,
+                 None if step_seconds is None else round(step_seconds, 2),
+                 None if step_cpu is None else round(step_cpu, 2))
     log.phases.append(done)
     if log.printer:
         log.printer(done.line())
+
+
+def note_steps(steps: int, seconds: float, cpu_seconds: float) -> None:
+    """Tell the running phase (if recorded) that `steps` repeated steps took `seconds` (`cpu_seconds`) of it."""
+    log = _log.get()
+    if log is not None and log.active:
+        log.steps = (steps, seconds, cpu_seconds)
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ from metaheac.model.heac import HybridExpertsCritics, Params, matmul, weighted_b
 from metaheac.model.store import read_tensors
 from metaheac.runtime import storage
 from metaheac.runtime.heap import keep_freed_memory
+from metaheac.runtime.phases import note_steps
 from metaheac.training.bags import BagPlan, bag_sum
 from metaheac.training.config import MetaTrainConfig, matmul_precision, resolve_device
 from metaheac.training.distributed import average_dense, average_sparse, broadcast_state, world
@@ -350,6 +351,7 @@ def meta_train(
         trainer.load(checkpoint, total)
     start_step, used_rows = trainer.steps, torch.zeros((), device=device)
     started = saved = time.perf_counter()
+    cpu_started = time.process_time()
     with tqdm(total=total, initial=start_step, disable=not progress, desc="meta-train", unit="step") as bar:
         while trainer.steps < total:
             used_rows += trainer.step()
@@ -368,6 +370,7 @@ def meta_train(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
+    note_steps(trainer.steps - start_step, seconds, time.process_time() - cpu_started)  # checkpoint writes included
     rows_done = float(used_rows.item())
     return TrainResult(
         trainer.loss_history(), trainer.steps, seconds, rows_done / seconds if trainer.steps > start_step else 0.0
