@@ -67,9 +67,9 @@ def train(dataset: Path, method: str, meta_steps: int | None) -> dict:
 
 def scale_meta_training(extra: dict, train_rows: int) -> bool:
     """Meta-training cut short by --max-steps: its steps' seconds scaled to the whole epoch (every step does
-    the same work: batch_size rows of task_count tasks), its one-off work (the dataset's fingerprint, the last
-    checkpoint) added as it is. Models trained before phases noted their steps scale the whole phase. Whether
-    it was scaled."""
+    the same work: batch_size rows of task_count tasks), its one-off work (the dataset's fingerprint, set-up)
+    added as it is; checkpoint writes are in the steps' time, so they are scaled too (the projection errs
+    high). Models trained before phases noted their steps scale the whole phase. Whether it was scaled."""
     meta = extra["meta_config"]
     steps = meta["epochs"] * -(-train_rows // meta["batch_size"])
     done = min(steps, meta["max_steps"] or steps)

@@ -2,10 +2,10 @@
 
 glibc's malloc hands the free memory at the top of its heap back to the system once it passes a trim
 threshold (by default twice the mmap threshold, which follows the largest block freed, at most 32 MiB on
-64-bit), and the next step's tensors fault the same pages in again: at the Tencent shapes ~15,000 page
-faults a meta-step, ~10% of its time on 2 cores (bench/README.md, "Thirteenth round"). Fixing both
+64-bit), and the next step's tensors fault the same pages in again: at the Tencent shapes 14,000-19,000
+page faults a meta-step, ~10% of its time on 2 cores (bench/README.md, "Thirteenth round"). Fixing both
 thresholds keeps that churn inside the heap. Blocks over 32 MiB (tables, users) are still mapped apart and
-returned when freed, so a process holds at most `TRIM_THRESHOLD` more than it uses.
+returned when freed, so a process holds about `TRIM_THRESHOLD` more than it uses at most.
 """
 
 from __future__ import annotations

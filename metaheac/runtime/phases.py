@@ -88,11 +88,8 @@ def phase(name: str) -> Iterator[None]:
         yield
     finally:
         log.active = False
-    steps, step_seconds, step_cpu = log.steps or (None, None, None)
     done = Phase(name, round(time.perf_counter() - started, 2), round(time.process_time() - cpu, 2),
-                 round(peak_rss_bytes() / 2**30, 3), reset, steps,
-                 None if step_seconds is None else round(step_seconds, 2),
-                 None if step_cpu is None else round(step_cpu, 2))
+                 round(peak_rss_bytes() / 2**30, 3), reset, *(log.steps or (None, None, None)))
     log.phases.append(done)
     if log.printer:
         log.printer(done.line())
@@ -102,7 +99,7 @@ def note_steps(steps: int, seconds: float, cpu_seconds: float) -> None:
     """Tell the running phase (if recorded) that `steps` repeated steps took `seconds` (`cpu_seconds`) of it."""
     log = _log.get()
     if log is not None and log.active:
-        log.steps = (steps, seconds, cpu_seconds)
+        log.steps = (steps, round(seconds, 2), round(cpu_seconds, 2))
 
 
 @contextlib.contextmanager
